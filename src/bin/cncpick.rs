@@ -1,0 +1,88 @@
+//! The cncpick command line. Start it through ./cncpick in the repository,
+//! which sets up and sets the ROS environment first.
+
+use clap::{Parser, Subcommand};
+use cncpick::demo::app::{finish, run_graph, SourceArgs};
+use cncpick::kit::app::{run, shutdown_signal, strip_ros_args, RunningNode};
+
+#[derive(Parser)]
+#[command(name = "cncpick", version, about = "Controller for a vision-guided conveyor picking cell")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the main job. Until the simulated cell lands this is the demo
+    /// graph: two r2r nodes exchanging cncpick_msgs over DDS, with a report.
+    Run(SourceArgs),
+    /// Check the ROS environment and say what is wrong.
+    CheckEnv,
+    /// Interop probe for tests: publish every message type from a fixture,
+    /// serve GetObject and PickObject, print what arrives as JSON lines.
+    #[command(hide = true)]
+    Interop {
+        #[arg(long)]
+        fixture: std::path::PathBuf,
+        #[arg(long, default_value = "interop")]
+        prefix: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse_from(strip_ros_args(std::env::args()));
+    let result = match cli.command {
+        Command::CheckEnv => match cncpick::kit::env::check() {
+            Ok(()) => {
+                println!("environment ok");
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        },
+        Command::Run(args) => run(|ctx| async move {
+            let cfg = args.config()?;
+            println!(
+                "cncpick: demo graph on ROS_DOMAIN_ID {}: {} frames at {} Hz, {} objects each",
+                std::env::var("ROS_DOMAIN_ID").unwrap_or_else(|_| "0".into()),
+                cfg.frames,
+                cfg.rate_hz,
+                cfg.objects_per_frame
+            );
+            let report = run_graph(ctx, cfg).await?;
+            finish("cncpick: demo graph report", &report)
+        }),
+        Command::Interop { fixture, prefix } => run(|ctx| async move {
+            let text = std::fs::read_to_string(&fixture)
+                .map_err(|e| anyhow::anyhow!("reading fixture {}: {e}", fixture.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("fixture {}: {e}", fixture.display()))?;
+            let node = RunningNode::start(&ctx, "interop_probe", "")?;
+            let probe = cncpick::interop::Probe::start(&node.node, &value, &prefix)?;
+            cncpick::interop::emit(serde_json::json!({"event": "ready"}));
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = stdin_closed() => {}
+            }
+            probe.stop().await;
+            node.stop();
+            Ok(())
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("cncpick: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Resolves when standard input reaches end of file (the driving test is done).
+async fn stdin_closed() {
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    })
+    .await;
+}

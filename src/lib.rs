@@ -1,0 +1,11 @@
+//! cncpick: the controller of a vision-guided conveyor picking cell.
+//!
+//! Every node has a pure core (no ROS types, time passed in) and a thin r2r
+//! shell; the shared pieces every node needs live in [`kit`].
+
+pub mod demo;
+pub mod interop;
+pub mod kit;
+
+/// The generated cncpick_msgs bindings (messages, services, the PickObject action).
+pub use r2r::cncpick_msgs as msgs;

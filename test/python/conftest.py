@@ -1,0 +1,155 @@
+"""Shared fixtures for the rclpy tests.
+
+Every test that touches DDS leases its own ROS_DOMAIN_ID from the same pool
+the Rust tests use (lock files in $CNCPICK_DOMAIN_LEASE_DIR or
+/tmp/cncpick-ros-domains, ids 100..232), so the suites can run side by side.
+"""
+
+import fcntl
+import json
+import os
+import pathlib
+import queue
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "test" / "fixtures"
+DOMAINS = range(100, 233)
+
+
+def bin_path(name):
+    d = os.environ.get("CNCPICK_BIN_DIR", str(REPO / "target" / "debug"))
+    p = pathlib.Path(d) / name
+    if not p.exists():
+        pytest.fail(f"{p} is missing: build with cargo build (./cncpick test does)")
+    return p
+
+
+@pytest.fixture
+def domain_id():
+    lease_dir = pathlib.Path(
+        os.environ.get("CNCPICK_DOMAIN_LEASE_DIR", pathlib.Path(tempfile.gettempdir()) / "cncpick-ros-domains")
+    )
+    lease_dir.mkdir(parents=True, exist_ok=True)
+    start = os.getpid() % len(DOMAINS)
+    for k in range(len(DOMAINS)):
+        d = DOMAINS[(start + k) % len(DOMAINS)]
+        f = open(lease_dir / f"{d}.lock", "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        try:
+            yield d
+        finally:
+            f.close()
+        return
+    pytest.fail(f"every test ROS domain id is leased (lock files in {lease_dir})")
+
+
+@pytest.fixture
+def rclpy_node(domain_id):
+    """An rclpy context and node on the test's own domain."""
+    import rclpy
+
+    ctx = rclpy.context.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = rclpy.create_node("pytest_peer", context=ctx)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+class Process:
+    """A child process whose stdout JSON lines are collected on a thread."""
+
+    def __init__(self, args, domain_id):
+        env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
+        self.proc = subprocess.Popen(
+            [str(a) for a in args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        self.lines = queue.Queue()
+        self.stderr = []
+        self.pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True),
+        ]
+        for t in self.pumps:
+            t.start()
+
+    @staticmethod
+    def _pump(stream, put):
+        for line in stream:
+            put(line)
+
+    def next_event(self, pred, timeout_s, spin=None):
+        """The first JSON line for which pred(obj) holds, within timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if spin:
+                spin()
+            try:
+                line = self.lines.get(timeout=0.05)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if pred(obj):
+                return obj
+        raise AssertionError(
+            f"no matching event within {timeout_s} s; exit={self.proc.poll()} stderr:\n" + "".join(self.stderr)
+        )
+
+    def wait(self, timeout_s):
+        """Waits for exit and for all of its output; returns the exit code."""
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        for t in self.pumps:
+            t.join(timeout=5)
+        return code
+
+    def close(self, timeout_s=10):
+        """Closes stdin (the probe's signal to stop) and waits for the exit code."""
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        return self.wait(timeout_s)
+
+
+@pytest.fixture
+def spawn(domain_id):
+    procs = []
+
+    def start(args):
+        p = Process(args, domain_id)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()

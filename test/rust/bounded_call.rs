@@ -1,0 +1,150 @@
+//! Bounded service calls: the deadline logic under a paused clock, and a real
+//! r2r client against no server and against a real server over DDS.
+
+use cncpick::kit::call::{bounded, call, CallError};
+use cncpick::kit::spin::{create_node, Spinner};
+use cncpick::kit::testing::DomainLease;
+use cncpick::msgs::srv::GetObject;
+use futures::StreamExt;
+use std::future::{pending, ready};
+use std::time::Duration;
+use tokio::time::{sleep, Instant};
+
+const BOUND: Duration = Duration::from_secs(2);
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_appears_is_given_up_exactly_at_the_bound() {
+    let t0 = Instant::now();
+    let r: Result<(), _> = bounded("/s", BOUND, pending(), || -> Result<std::future::Ready<Result<(), r2r::Error>>, r2r::Error> {
+        panic!("a request must not be sent when no server is there")
+    })
+    .await;
+    assert!(matches!(r, Err(CallError::Unavailable { .. })), "{r:?}");
+    assert_eq!(t0.elapsed(), BOUND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_that_never_comes_times_out_at_the_bound() {
+    let t0 = Instant::now();
+    let r: Result<u32, _> = bounded("/s", BOUND, ready(Ok(())), || Ok(pending())).await;
+    assert!(matches!(r, Err(CallError::Timeout { .. })), "{r:?}");
+    assert_eq!(t0.elapsed(), BOUND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_the_server_and_the_reply_share_one_deadline() {
+    let t0 = Instant::now();
+    let r: Result<u32, _> = bounded(
+        "/s",
+        BOUND,
+        async {
+            sleep(Duration::from_millis(1500)).await;
+            Ok(())
+        },
+        || {
+            Ok(async {
+                sleep(Duration::from_millis(600)).await;
+                Ok(7)
+            })
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(CallError::Timeout { .. })), "{r:?}");
+    assert_eq!(t0.elapsed(), BOUND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_inside_the_bound_is_returned() {
+    let r: Result<u32, _> = bounded(
+        "/s",
+        BOUND,
+        async {
+            sleep(Duration::from_millis(1500)).await;
+            Ok(())
+        },
+        || {
+            Ok(async {
+                sleep(Duration::from_millis(400)).await;
+                Ok(7)
+            })
+        },
+    )
+    .await;
+    assert_eq!(r.unwrap(), 7);
+}
+
+#[test]
+fn an_r2r_call_with_no_server_gives_up_at_its_bound() {
+    let lease = DomainLease::acquire().unwrap();
+    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
+    let ctx = r2r::Context::create().unwrap();
+    let node = create_node(&ctx, "bounded_call_client", "").unwrap();
+    let client = node
+        .lock()
+        .unwrap()
+        .create_client::<GetObject::Service>("/nobody/get_object", r2r::QosProfile::services_default())
+        .unwrap();
+    let mut spinner = Spinner::start(node.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let (r, elapsed) = rt.block_on(async {
+        let t0 = Instant::now();
+        let r = call(&client, "/nobody/get_object", &GetObject::Request::default(), BOUND).await;
+        (r, t0.elapsed())
+    });
+    spinner.stop();
+    let err = r.expect_err("there is no server");
+    assert!(matches!(err, CallError::Unavailable { .. }), "{err:?}");
+    assert_eq!(elapsed, BOUND);
+    assert!(err.to_string().contains("/nobody/get_object"), "{err}");
+}
+
+#[test]
+fn an_r2r_call_to_a_live_server_returns_its_reply() {
+    let lease = DomainLease::acquire().unwrap();
+    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
+    let ctx = r2r::Context::create().unwrap();
+    let node = create_node(&ctx, "bounded_call_pair", "").unwrap();
+    let (client, mut requests) = {
+        let mut n = node.lock().unwrap();
+        let qos = r2r::QosProfile::services_default();
+        (
+            n.create_client::<GetObject::Service>("/pair/get_object", qos.clone())
+                .unwrap(),
+            n.create_service::<GetObject::Service>("/pair/get_object", qos)
+                .unwrap(),
+        )
+    };
+    let mut spinner = Spinner::start(node.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reply = rt.block_on(async {
+        let server = tokio::spawn(async move {
+            let req = requests.next().await.expect("one request");
+            let mut resp = GetObject::Response {
+                found: true,
+                ..Default::default()
+            };
+            resp.object.object_id = req.message.object_id.clone();
+            resp.object.vision_id = "vision_1_2_3".into();
+            req.respond(resp).unwrap();
+        });
+        let mut req = GetObject::Request::default();
+        req.object_id.uuid = vec![9; 16];
+        // Generous: discovery on a loaded machine can take seconds.
+        let r = call(&client, "/pair/get_object", &req, Duration::from_secs(20)).await;
+        server.await.unwrap();
+        r
+    });
+    spinner.stop();
+    let reply = reply.expect("the server answers");
+    assert!(reply.found);
+    assert_eq!(reply.object.object_id.uuid, vec![9; 16]);
+    assert_eq!(reply.object.vision_id, "vision_1_2_3");
+}
