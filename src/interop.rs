@@ -15,7 +15,10 @@ use tokio::task::JoinHandle;
 
 /// Latched QoS so subscribers that join later still get each sample.
 pub fn latched_qos() -> QosProfile {
-    QosProfile::default().reliable().transient_local().keep_last(1)
+    QosProfile::default()
+        .reliable()
+        .transient_local()
+        .keep_last(1)
 }
 
 /// Writes one JSON line to stdout, flushed, so a driving test sees it at once.
@@ -23,6 +26,51 @@ pub fn emit(v: Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
+}
+
+/// Parses `value` as `T`, strictly: r2r's serde fills missing fields with
+/// defaults and ignores unknown ones, so the parsed message must serialize
+/// back to exactly `value`. The error names `what` and the first differing field.
+pub fn parse_exact<T>(what: &str, value: &Value) -> anyhow::Result<T>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let parsed: T = serde_json::from_value(value.clone()).with_context(|| what.to_string())?;
+    let back = serde_json::to_value(&parsed)?;
+    if let Some(diff) = first_difference(value, &back, String::new()) {
+        bail!("{what}: {diff}");
+    }
+    Ok(parsed)
+}
+
+fn first_difference(given: &Value, parsed: &Value, path: String) -> Option<String> {
+    match (given, parsed) {
+        (Value::Object(g), Value::Object(p)) => {
+            let at = |k: &str| {
+                if path.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                }
+            };
+            if let Some(k) = p.keys().find(|k| !g.contains_key(*k)) {
+                return Some(format!("field {} is missing", at(k)));
+            }
+            if let Some(k) = g.keys().find(|k| !p.contains_key(*k)) {
+                return Some(format!("there is no field {}", at(k)));
+            }
+            g.iter()
+                .find_map(|(k, gv)| first_difference(gv, &p[k], at(k)))
+        }
+        (Value::Array(g), Value::Array(p)) if g.len() == p.len() => g
+            .iter()
+            .zip(p)
+            .enumerate()
+            .find_map(|(i, (gv, pv))| first_difference(gv, pv, format!("{path}[{i}]"))),
+        (Value::Number(g), Value::Number(p)) if g.as_f64() == p.as_f64() => None,
+        (g, p) if g == p => None,
+        (g, p) => Some(format!("field {path} is {g}, which reads back as {p}")),
+    }
 }
 
 /// Publishes `value` as message type `ty` (a cncpick_msgs/msg name) on
@@ -37,8 +85,7 @@ fn publish_typed(
         ($($t:ident),* $(,)?) => {
             match ty {
                 $(stringify!($t) => {
-                    let m: msg::$t = serde_json::from_value(value.clone())
-                        .with_context(|| format!("fixture messages.{ty} does not fit cncpick_msgs/msg/{ty}"))?;
+                    let m: msg::$t = parse_exact(&format!("fixture messages.{ty} (cncpick_msgs/msg/{ty})"), value)?;
                     let p = node.create_publisher::<msg::$t>(topic, latched_qos())?;
                     p.publish(&m)?;
                     Ok(Box::new(p))
@@ -94,18 +141,19 @@ impl Probe {
 
         let mut tasks = Vec::new();
 
-        let mut detections =
-            n.subscribe::<msg::DetectionArray>(&format!("{prefix}/in/DetectionArray"), latched_qos())?;
+        let mut detections = n.subscribe::<msg::DetectionArray>(
+            &format!("{prefix}/in/DetectionArray"),
+            latched_qos(),
+        )?;
         tasks.push(tokio::spawn(async move {
             while let Some(m) = detections.next().await {
                 emit(json!({"event": "received", "type": "DetectionArray", "msg": m}));
             }
         }));
 
-        let response: GetObject::Response = serde_json::from_value(
-            fixture["services"]["GetObject"]["response"].clone(),
-        )
-        .context("fixture services.GetObject.response does not fit GetObject.Response")?;
+        let response: GetObject::Response =
+            serde_json::from_value(fixture["services"]["GetObject"]["response"].clone())
+                .context("fixture services.GetObject.response does not fit GetObject.Response")?;
         let mut requests = n.create_service::<GetObject::Service>(
             &format!("{prefix}/get_object"),
             QosProfile::services_default(),
@@ -120,16 +168,16 @@ impl Probe {
         }));
 
         let action = &fixture["actions"]["PickObject"];
-        let feedback: PickObject::Feedback = serde_json::from_value(action["feedback"].clone())
-            .context("fixture actions.PickObject.feedback does not fit")?;
-        let result: PickObject::Result = serde_json::from_value(action["result"].clone())
-            .context("fixture actions.PickObject.result does not fit")?;
+        let feedback: PickObject::Feedback =
+            parse_exact("fixture actions.PickObject.feedback", &action["feedback"])?;
+        let result: PickObject::Result =
+            parse_exact("fixture actions.PickObject.result", &action["result"])?;
         let mut goals = n.create_action_server::<PickObject::Action>(&format!("{prefix}/pick"))?;
         tasks.push(tokio::spawn(async move {
             while let Some(req) = goals.next().await {
                 emit(json!({"event": "goal", "action": "PickObject", "goal": req.goal}));
                 match req.accept() {
-                    Ok((goal, _cancel)) => {
+                    Ok((mut goal, _cancel)) => {
                         let sent = goal
                             .publish_feedback(feedback.clone())
                             .and_then(|_| goal.succeed(result.clone()));
@@ -137,7 +185,9 @@ impl Probe {
                             emit(json!({"event": "error", "what": format!("finishing goal: {e}")}));
                         }
                     }
-                    Err(e) => emit(json!({"event": "error", "what": format!("accepting goal: {e}")})),
+                    Err(e) => {
+                        emit(json!({"event": "error", "what": format!("accepting goal: {e}")}))
+                    }
                 }
             }
         }));
@@ -155,5 +205,52 @@ impl Probe {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn belt_speed() -> Value {
+        json!({"header": {"stamp": {"sec": 1, "nanosec": 2}, "frame_id": "belt"},
+               "speed_mps": 0.25, "stddev_mps": 0.5, "source": 1, "stopped": false})
+    }
+
+    #[test]
+    fn an_exact_message_parses() {
+        let m: msg::BeltSpeed = parse_exact("x", &belt_speed()).unwrap();
+        assert_eq!(
+            (m.speed_mps, m.source, m.header.stamp.nanosec),
+            (0.25, 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let mut v = belt_speed();
+        v.as_object_mut().unwrap().remove("stddev_mps");
+        let e = parse_exact::<msg::BeltSpeed>("fixture messages.BeltSpeed", &v).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "fixture messages.BeltSpeed: field stddev_mps is missing"
+        );
+    }
+
+    #[test]
+    fn an_unknown_nested_field_is_named() {
+        let mut v = belt_speed();
+        v["header"]["stamp"]["seconds"] = json!(3);
+        let e = parse_exact::<msg::BeltSpeed>("m", &v).unwrap_err();
+        assert_eq!(e.to_string(), "m: there is no field header.stamp.seconds");
+    }
+
+    #[test]
+    fn a_value_out_of_range_for_its_type_is_refused() {
+        let mut v = belt_speed();
+        v["source"] = json!(300);
+        let e = parse_exact::<msg::BeltSpeed>("m", &v).unwrap_err();
+        assert!(format!("{e:#}").contains("300"), "{e:#}");
     }
 }

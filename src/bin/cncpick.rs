@@ -6,7 +6,11 @@ use cncpick::demo::app::{finish, run_graph, SourceArgs};
 use cncpick::kit::app::{run, shutdown_signal, strip_ros_args, RunningNode};
 
 #[derive(Parser)]
-#[command(name = "cncpick", version, about = "Controller for a vision-guided conveyor picking cell")]
+#[command(
+    name = "cncpick",
+    version,
+    about = "Controller for a vision-guided conveyor picking cell"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,17 +47,18 @@ fn main() {
                 std::process::exit(2);
             }
         },
-        Command::Run(args) => run(|ctx| async move {
-            let cfg = args.config()?;
-            println!(
-                "cncpick: demo graph on ROS_DOMAIN_ID {}: {} frames at {} Hz, {} objects each",
-                std::env::var("ROS_DOMAIN_ID").unwrap_or_else(|_| "0".into()),
-                cfg.frames,
-                cfg.rate_hz,
-                cfg.objects_per_frame
-            );
-            let report = run_graph(ctx, cfg).await?;
-            finish("cncpick: demo graph report", &report)
+        Command::Run(args) => args.config().and_then(|cfg| {
+            run(|ctx| async move {
+                println!(
+                    "cncpick: demo graph on ROS_DOMAIN_ID {}: {} frames at {} Hz, {} objects each",
+                    std::env::var("ROS_DOMAIN_ID").unwrap_or_else(|_| "0".into()),
+                    cfg.frames,
+                    cfg.rate_hz,
+                    cfg.objects_per_frame
+                );
+                let report = run_graph(ctx, cfg).await?;
+                finish("cncpick: demo graph report", &report)
+            })
         }),
         Command::Interop { fixture, prefix } => run(|ctx| async move {
             let text = std::fs::read_to_string(&fixture)

@@ -12,9 +12,11 @@ struct Args {
 
 fn main() {
     let args = Args::parse_from(strip_ros_args(std::env::args()));
-    let result = run(|ctx| async move {
-        let report = run_source_only(ctx, args.source.config()?).await?;
-        finish("demo_source report", &report)
+    let result = args.source.config().and_then(|cfg| {
+        run(|ctx| async move {
+            let report = run_source_only(ctx, cfg).await?;
+            finish("demo_source report", &report)
+        })
     });
     if let Err(e) = result {
         eprintln!("demo_source: error: {e:#}");

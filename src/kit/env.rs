@@ -15,6 +15,9 @@ pub const BUILD_ENV_FILE: &str = match option_env!("CNCPICK_BUILD_ENV_FILE") {
     None => "",
 };
 
+/// The highest domain id Fast DDS can turn into port numbers.
+pub const MAX_DOMAIN_ID: u32 = 232;
+
 /// Interface packages a cncpick node needs to find through the ament index.
 const REQUIRED_PACKAGES: &[&str] = &["cncpick_msgs"];
 
@@ -35,7 +38,10 @@ impl std::fmt::Display for EnvProblems {
         if BUILD_ENV_FILE.is_empty() {
             write!(f, "  scripts/bootstrap && source .cncpick/env.sh")
         } else {
-            write!(f, "  source {BUILD_ENV_FILE}   (missing? run scripts/bootstrap)")
+            write!(
+                f,
+                "  source {BUILD_ENV_FILE}   (missing? run scripts/bootstrap)"
+            )
         }
     }
 }
@@ -53,6 +59,15 @@ pub fn check_with(var: impl Fn(&str) -> Option<String>) -> Result<(), EnvProblem
             "ROS_DISTRO is \"{d}\", but cncpick is built for \"{BUILT_FOR_DISTRO}\""
         )),
         Some(_) => {}
+    }
+    if let Some(id) = var("ROS_DOMAIN_ID") {
+        // rcl panics inside r2r on a non-number; Fast DDS fails above 232.
+        match id.trim().parse::<u32>() {
+            Ok(n) if n <= MAX_DOMAIN_ID => {}
+            _ => problems.push(format!(
+                "ROS_DOMAIN_ID is \"{id}\": it must be a whole number from 0 to {MAX_DOMAIN_ID}"
+            )),
+        }
     }
     let prefixes: Vec<PathBuf> = var("AMENT_PREFIX_PATH")
         .unwrap_or_default()

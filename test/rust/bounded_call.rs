@@ -15,9 +15,14 @@ const BOUND: Duration = Duration::from_secs(2);
 #[tokio::test(start_paused = true)]
 async fn a_server_that_never_appears_is_given_up_exactly_at_the_bound() {
     let t0 = Instant::now();
-    let r: Result<(), _> = bounded("/s", BOUND, pending(), || -> Result<std::future::Ready<Result<(), r2r::Error>>, r2r::Error> {
-        panic!("a request must not be sent when no server is there")
-    })
+    let r: Result<(), _> = bounded(
+        "/s",
+        BOUND,
+        pending(),
+        || -> Result<std::future::Ready<Result<(), r2r::Error>>, r2r::Error> {
+            panic!("a request must not be sent when no server is there")
+        },
+    )
     .await;
     assert!(matches!(r, Err(CallError::Unavailable { .. })), "{r:?}");
     assert_eq!(t0.elapsed(), BOUND);
@@ -82,7 +87,10 @@ fn an_r2r_call_with_no_server_gives_up_at_its_bound() {
     let client = node
         .lock()
         .unwrap()
-        .create_client::<GetObject::Service>("/nobody/get_object", r2r::QosProfile::services_default())
+        .create_client::<GetObject::Service>(
+            "/nobody/get_object",
+            r2r::QosProfile::services_default(),
+        )
         .unwrap();
     let mut spinner = Spinner::start(node.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -92,7 +100,13 @@ fn an_r2r_call_with_no_server_gives_up_at_its_bound() {
         .unwrap();
     let (r, elapsed) = rt.block_on(async {
         let t0 = Instant::now();
-        let r = call(&client, "/nobody/get_object", &GetObject::Request::default(), BOUND).await;
+        let r = call(
+            &client,
+            "/nobody/get_object",
+            &GetObject::Request::default(),
+            BOUND,
+        )
+        .await;
         (r, t0.elapsed())
     });
     spinner.stop();

@@ -16,12 +16,24 @@ fn field(report: &str, name: &str) -> u64 {
 fn cncpick_run_reports_every_object_answered_once() {
     let lease = DomainLease::acquire().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cncpick"))
-        .args(["run", "--frames", "30", "--rate-hz", "50", "--objects-per-frame", "3"])
+        .args([
+            "run",
+            "--frames",
+            "30",
+            "--rate-hz",
+            "50",
+            "--objects-per-frame",
+            "3",
+        ])
         .env("ROS_DOMAIN_ID", lease.id.to_string())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(field(&stdout, "frames published:"), 30);
     assert_eq!(field(&stdout, "objects announced:"), 90);
     assert_eq!(field(&stdout, "object events received:"), 90);
@@ -40,7 +52,14 @@ fn source_and_registry_in_separate_processes_exchange_messages() {
         .spawn()
         .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_demo_source"))
-        .args(["--frames", "20", "--rate-hz", "40", "--objects-per-frame", "1"])
+        .args([
+            "--frames",
+            "20",
+            "--rate-hz",
+            "40",
+            "--objects-per-frame",
+            "1",
+        ])
         .env("ROS_DOMAIN_ID", &domain)
         .output()
         .unwrap();
@@ -51,7 +70,11 @@ fn source_and_registry_in_separate_processes_exchange_messages() {
         .unwrap();
     let status = registry.wait().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(field(&stdout, "object events received:"), 20);
     assert_eq!(field(&stdout, "lost:"), 0);
     assert!(status.success(), "registry exit: {status:?}");

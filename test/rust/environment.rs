@@ -13,7 +13,10 @@ fn overlay_with_msgs(dir: &Path) {
 }
 
 fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
-    let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let m: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     move |k| m.get(k).cloned()
 }
 
@@ -30,7 +33,10 @@ fn a_sourced_overlay_with_the_right_distro_passes() {
     overlay_with_msgs(&ov);
     let r = check_with(lookup(&[
         ("ROS_DISTRO", "jazzy".into()),
-        ("AMENT_PREFIX_PATH", format!("/nonexistent:{}", ov.display())),
+        (
+            "AMENT_PREFIX_PATH",
+            format!("/nonexistent:{}", ov.display()),
+        ),
     ]));
     assert_eq!(r, Ok(()));
 }
@@ -45,7 +51,10 @@ fn a_wrong_distro_is_named_with_the_expected_one() {
     ]))
     .unwrap_err();
     assert_eq!(e.0.len(), 1);
-    assert!(e.0[0].contains("\"humble\"") && e.0[0].contains("\"jazzy\""), "{e}");
+    assert!(
+        e.0[0].contains("\"humble\"") && e.0[0].contains("\"jazzy\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -58,7 +67,10 @@ fn a_missing_overlay_names_the_package_and_the_fix() {
     .unwrap_err();
     let text = e.to_string();
     assert!(text.contains("cncpick_msgs"), "{text}");
-    assert!(text.contains("./cncpick") && text.contains("source"), "{text}");
+    assert!(
+        text.contains("./cncpick") && text.contains("source"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -106,4 +118,30 @@ fn a_shell_with_nothing_sourced_gets_an_explanation_not_a_loader_error() {
         c.env_clear().env("PATH", "/usr/bin:/bin");
     });
     assert!(stderr.contains("ROS_DISTRO is not set"), "{stderr}");
+}
+
+#[test]
+fn a_domain_id_that_is_not_a_number_or_too_high_is_refused() {
+    let ov = temp_dir("domain");
+    overlay_with_msgs(&ov);
+    for bad in ["not-leased", "233", "-1"] {
+        let e = check_with(lookup(&[
+            ("ROS_DISTRO", "jazzy".into()),
+            ("AMENT_PREFIX_PATH", ov.display().to_string()),
+            ("ROS_DOMAIN_ID", bad.into()),
+        ]))
+        .unwrap_err();
+        assert!(
+            e.0[0].contains(&format!("\"{bad}\"")) && e.0[0].contains("232"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_node_started_on_an_impossible_domain_explains_instead_of_panicking() {
+    let stderr = run_broken(env!("CARGO_BIN_EXE_demo_registry"), &[], |c| {
+        c.env("ROS_DOMAIN_ID", "300");
+    });
+    assert!(stderr.contains("ROS_DOMAIN_ID is \"300\""), "{stderr}");
 }
