@@ -12,6 +12,12 @@ use tokio::time::{sleep, Instant};
 
 const BOUND: Duration = Duration::from_secs(2);
 
+/// A future that yields `v` after `ms` milliseconds of (paused) tokio time.
+async fn after<T>(ms: u64, v: T) -> Result<T, r2r::Error> {
+    sleep(Duration::from_millis(ms)).await;
+    Ok(v)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_server_that_never_appears_is_given_up_exactly_at_the_bound() {
     let t0 = Instant::now();
@@ -39,42 +45,14 @@ async fn a_reply_that_never_comes_times_out_at_the_bound() {
 #[tokio::test(start_paused = true)]
 async fn waiting_for_the_server_and_the_reply_share_one_deadline() {
     let t0 = Instant::now();
-    let r: Result<u32, _> = bounded(
-        "/s",
-        BOUND,
-        async {
-            sleep(Duration::from_millis(1500)).await;
-            Ok(())
-        },
-        || {
-            Ok(async {
-                sleep(Duration::from_millis(600)).await;
-                Ok(7)
-            })
-        },
-    )
-    .await;
+    let r = bounded("/s", BOUND, after(1500, ()), || Ok(after(600, 7u32))).await;
     assert!(matches!(r, Err(CallError::Timeout { .. })), "{r:?}");
     assert_eq!(t0.elapsed(), BOUND);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_reply_inside_the_bound_is_returned() {
-    let r: Result<u32, _> = bounded(
-        "/s",
-        BOUND,
-        async {
-            sleep(Duration::from_millis(1500)).await;
-            Ok(())
-        },
-        || {
-            Ok(async {
-                sleep(Duration::from_millis(400)).await;
-                Ok(7)
-            })
-        },
-    )
-    .await;
+    let r = bounded("/s", BOUND, after(1500, ()), || Ok(after(400, 7u32))).await;
     assert_eq!(r.unwrap(), 7);
 }
 
