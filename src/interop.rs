@@ -4,7 +4,7 @@
 //! independent of ours, to check that both ends agree on every field.
 
 use crate::kit::spin::SharedNode;
-use crate::msgs::{action::PickObject, msg, srv::GetObject};
+use crate::msgs::{action::PickObject, msg, srv};
 use anyhow::{bail, Context as _};
 use futures::StreamExt;
 use r2r::QosProfile;
@@ -116,6 +116,43 @@ fn publish_typed(
     )
 }
 
+/// Serves service type `ty` (a cncpick_msgs/srv name) on `name`, answering
+/// every request with the fixture's response and reporting the request.
+fn serve_typed(
+    node: &mut r2r::Node,
+    ty: &str,
+    name: &str,
+    spec: &Value,
+) -> anyhow::Result<JoinHandle<()>> {
+    macro_rules! dispatch {
+        ($($t:ident),* $(,)?) => {
+            match ty {
+                $(stringify!($t) => {
+                    let response: srv::$t::Response =
+                        parse_exact(&format!("fixture services.{ty}.response"), &spec["response"])?;
+                    let mut requests = node.create_service::<srv::$t::Service>(name, QosProfile::services_default())?;
+                    Ok(tokio::spawn(async move {
+                        while let Some(req) = requests.next().await {
+                            emit(json!({"event": "request", "service": stringify!($t), "request": req.message}));
+                            if let Err(e) = req.respond(response.clone()) {
+                                emit(json!({"event": "error", "what": format!("responding: {e}")}));
+                            }
+                        }
+                    }))
+                })*
+                other => bail!("fixture names an unknown service type {other:?}"),
+            }
+        };
+    }
+    dispatch!(
+        GetObject,
+        ListObjects,
+        ObjectHistory,
+        RegisterObject,
+        TransitionObject
+    )
+}
+
 /// Everything the probe runs; dropping it after `stop` releases the handles.
 pub struct Probe {
     _publishers: Vec<Box<dyn Any + Send>>,
@@ -151,21 +188,17 @@ impl Probe {
             }
         }));
 
-        let response: GetObject::Response =
-            serde_json::from_value(fixture["services"]["GetObject"]["response"].clone())
-                .context("fixture services.GetObject.response does not fit GetObject.Response")?;
-        let mut requests = n.create_service::<GetObject::Service>(
-            &format!("{prefix}/get_object"),
-            QosProfile::services_default(),
-        )?;
-        tasks.push(tokio::spawn(async move {
-            while let Some(req) = requests.next().await {
-                emit(json!({"event": "request", "service": "GetObject", "request": req.message}));
-                if let Err(e) = req.respond(response.clone()) {
-                    emit(json!({"event": "error", "what": format!("responding: {e}")}));
-                }
-            }
-        }));
+        let services = fixture["services"]
+            .as_object()
+            .context("fixture has no \"services\" object")?;
+        for (ty, spec) in services {
+            tasks.push(serve_typed(
+                &mut n,
+                ty,
+                &format!("{prefix}/srv/{ty}"),
+                spec,
+            )?);
+        }
 
         let action = &fixture["actions"]["PickObject"];
         let feedback: PickObject::Feedback =

@@ -1,7 +1,7 @@
 """rclpy, an independent ROS client, against our r2r probe: every
 cncpick_msgs message type arrives with the field values of the hand-written
-fixture, and DetectionArray, the PickObject goal and GetObject go the other
-way too."""
+fixture; DetectionArray and the PickObject goal go the other way too, and
+every cncpick_msgs service served by r2r answers rclpy."""
 
 import importlib
 import json
@@ -99,15 +99,22 @@ def test_a_pick_goal_from_rclpy_reaches_the_r2r_action_server_and_its_result_com
         assert to_dict(f) == spec["feedback"]
 
 
-def test_a_service_served_by_r2r_answers_rclpy(probe, rclpy_node):
+def test_the_fixture_covers_every_service_type_in_the_package():
+    defined = sorted(p.stem for p in (FIXTURES.parents[1] / "msg" / "srv").glob("*.srv"))
+    assert sorted(FIXTURE["services"]) == defined
+
+
+@pytest.mark.parametrize("service", sorted(FIXTURE["services"]))
+def test_a_service_served_by_r2r_answers_rclpy(service, probe, rclpy_node):
     node, executor = rclpy_node
-    spec = FIXTURE["services"]["GetObject"]
-    client = node.create_client(SRV.GetObject, "/interop/get_object")
-    assert spin_until(executor, client.service_is_ready, 30), "GetObject server never appeared"
-    future = client.call_async(from_dict(SRV.GetObject.Request, spec["request"]))
+    spec = FIXTURE["services"][service]
+    cls = getattr(SRV, service)
+    client = node.create_client(cls, f"/interop/srv/{service}")
+    assert spin_until(executor, client.service_is_ready, 30), f"{service} server never appeared"
+    future = client.call_async(from_dict(cls.Request, spec["request"]))
     assert spin_until(executor, future.done, 10)
     assert to_dict(future.result()) == spec["response"]
-    seen = probe.next_event(lambda e: e.get("event") == "request", timeout_s=10)
+    seen = probe.next_event(lambda e: e.get("event") == "request" and e.get("service") == service, timeout_s=10)
     assert seen["request"] == spec["request"]
 
 
