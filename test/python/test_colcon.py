@@ -13,13 +13,25 @@ from conftest import REPO
 NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry"]
 
 
-def copy_sources(dst):
-    """The repository as a fresh clone has it: no build outputs."""
+def fresh_workspace():
+    """A copy of the repository as a fresh clone has it, in a workspace under
+    target/. Only colcon's build/ survives from the last run (so a warm run
+    recompiles only what changed); sources, install/ and log/ are new."""
+    ws = REPO / "target" / "colcon-ws"
+    ws.mkdir(parents=True, exist_ok=True)
+    for entry in ws.iterdir():
+        if entry.name == "build":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     ignore = shutil.ignore_patterns("target", ".git", "build", "install", "log", ".cncpick", "__pycache__", ".pytest_cache")
-    shutil.copytree(REPO, dst, ignore=ignore, symlinks=True)
-    cfg = dst / ".cargo" / "config.toml"
+    shutil.copytree(REPO, ws, ignore=ignore, symlinks=True, dirs_exist_ok=True)
+    cfg = ws / ".cargo" / "config.toml"
     if cfg.exists():
         cfg.unlink()
+    return ws
 
 
 def cell_env(venv, prefixes=()):
@@ -36,10 +48,9 @@ def cell_env(venv, prefixes=()):
     return env
 
 
-def test_colcon_builds_both_packages_and_the_ament_index_finds_them(tmp_path):
+def test_colcon_builds_both_packages_and_the_ament_index_finds_them():
     venv = os.environ["CNCPICK_VENV"]
-    ws = tmp_path / "cncpick"
-    copy_sources(ws)
+    ws = fresh_workspace()
     env = cell_env(venv)
 
     listed = subprocess.run(["colcon", "list", "--names-only"], cwd=ws, env=env, capture_output=True, text=True)
