@@ -3,6 +3,8 @@
 pub mod app;
 pub mod call;
 pub mod env;
+pub mod health;
+pub mod lifecycle;
 pub mod spin;
 pub mod testing;
 pub mod time;

@@ -21,3 +21,11 @@ pub fn wall_now() -> Time {
         .unwrap_or_default();
     from_duration(d)
 }
+
+/// Wall-clock nanoseconds since the epoch (lifecycle_msgs/TransitionEvent.timestamp).
+pub fn wall_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -132,6 +132,11 @@ class Process:
             t.join(timeout=5)
         return code
 
+    def terminate(self, timeout_s=10):
+        """SIGTERM, as ros2 launch stops a node; returns the exit code."""
+        self.proc.terminate()
+        return self.wait(timeout_s)
+
     def close(self, timeout_s=10):
         """Closes stdin (the probe's signal to stop) and waits for the exit code."""
         if self.proc.stdin:
@@ -153,3 +158,11 @@ def spawn(domain_id):
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
+
+
+def spin_until(executor, done, timeout_s):
+    """Spins until done() holds or timeout_s passes; returns done()."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    return done()

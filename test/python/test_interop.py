@@ -5,13 +5,12 @@ every cncpick_msgs service served by r2r answers rclpy."""
 
 import importlib
 import json
-import time
 
 import pytest
 from rclpy.action import ActionClient
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from conftest import FIXTURES, bin_path
+from conftest import FIXTURES, bin_path, spin_until
 from rosmsg_dict import from_dict, to_dict
 
 FIXTURE = json.loads((FIXTURES / "interop.json").read_text())
@@ -24,13 +23,6 @@ LATCHED = QoSProfile(
 MSG = importlib.import_module("cncpick_msgs.msg")
 SRV = importlib.import_module("cncpick_msgs.srv")
 ACTION = importlib.import_module("cncpick_msgs.action")
-
-
-def spin_until(executor, done, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    while not done() and time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.05)
-    return done()
 
 
 @pytest.fixture

@@ -1,0 +1,92 @@
+//! Heartbeats and /diagnostics: every node says it is alive, and in which
+//! lifecycle state, every `heartbeat_period_s`.
+
+use crate::kit::lifecycle::State;
+use crate::kit::spin::SharedNode;
+use crate::kit::time::wall_now;
+use crate::msgs::msg::Heartbeat;
+use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
+use r2r::QosProfile;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+pub const HEARTBEAT_TOPIC: &str = "heartbeat";
+pub const DIAGNOSTICS_TOPIC: &str = "/diagnostics";
+
+/// The diagnostic level for a lifecycle state: a node that is configured or
+/// idle is fine; one handling an error is not; a finalized one is gone.
+pub fn level_of(state: State) -> u8 {
+    match state {
+        State::ErrorProcessing => DiagnosticStatus::ERROR as u8,
+        State::Finalized | State::Unknown => DiagnosticStatus::STALE as u8,
+        _ => DiagnosticStatus::OK as u8,
+    }
+}
+
+pub struct Health {
+    task: JoinHandle<()>,
+}
+
+impl Health {
+    /// Publishes a Heartbeat and a DiagnosticStatus for node `fqn` every
+    /// `period`, with the state `state()` reports.
+    pub fn start(
+        node: &SharedNode,
+        fqn: &str,
+        period: Duration,
+        state: impl Fn() -> State + Send + 'static,
+    ) -> anyhow::Result<Health> {
+        anyhow::ensure!(!period.is_zero(), "heartbeat period must be positive");
+        let (beats, diags) = {
+            let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                n.create_publisher::<Heartbeat>(HEARTBEAT_TOPIC, QosProfile::default())?,
+                n.create_publisher::<DiagnosticArray>(DIAGNOSTICS_TOPIC, QosProfile::default())?,
+            )
+        };
+        let name = fqn.to_string();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            let mut seq = 0u64;
+            loop {
+                tick.tick().await;
+                seq += 1;
+                let s = state();
+                let stamp = wall_now();
+                let hb = Heartbeat {
+                    node: name.clone(),
+                    seq,
+                    state: s.id(),
+                    stamp: stamp.clone(),
+                };
+                let mut diag = DiagnosticArray::default();
+                diag.header.stamp = stamp;
+                diag.status.push(DiagnosticStatus {
+                    level: level_of(s),
+                    name: name.clone(),
+                    message: s.label().into(),
+                    hardware_id: String::new(),
+                    values: vec![
+                        KeyValue {
+                            key: "lifecycle_state".into(),
+                            value: s.label().into(),
+                        },
+                        KeyValue {
+                            key: "heartbeat_seq".into(),
+                            value: seq.to_string(),
+                        },
+                    ],
+                });
+                if let Err(e) = beats.publish(&hb).and_then(|_| diags.publish(&diag)) {
+                    tracing::warn!(node = %name, "publishing health: {e}");
+                }
+            }
+        });
+        Ok(Health { task })
+    }
+
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
