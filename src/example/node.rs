@@ -1,12 +1,11 @@
 //! The r2r shell of the example node.
 
 use super::core::FailPlan;
-use crate::kit::app::{shutdown_signal, RunningNode};
-use crate::kit::health::Health;
+use super::params::ExampleParams;
 use crate::kit::lifecycle::core::Callback;
-use crate::kit::lifecycle::{
-    ActiveGate, CallbackResult, Callbacks, LifecycleHandle, LifecyclePublisher,
-};
+use crate::kit::lifecycle::{ActiveGate, CallbackResult, Callbacks, LifecyclePublisher};
+use crate::kit::node;
+use crate::kit::params::Params;
 use crate::kit::spin::SharedNode;
 use futures::future::BoxFuture;
 use r2r::std_msgs::msg::String as StringMsg;
@@ -19,8 +18,7 @@ pub const TICK_TOPIC: &str = "ticks";
 struct Example {
     node: SharedNode,
     gate: ActiveGate,
-    fail: FailPlan,
-    tick_period: Duration,
+    params: Params<ExampleParams>,
     ticker: Option<JoinHandle<()>>,
 }
 
@@ -30,12 +28,19 @@ impl Example {
             t.abort();
         }
     }
+
+    /// The failure plan as the parameters say now.
+    fn fail(&self) -> FailPlan {
+        let p = self.params.get();
+        // Both values are validated against their choices, so this parses.
+        FailPlan::parse(&p.fail_on, &p.fail_mode).unwrap_or_default()
+    }
 }
 
 impl Callbacks for Example {
     fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {
-            let result = self.fail.result_for(Callback::Configure);
+            let result = self.fail().result_for(Callback::Configure);
             if result != CallbackResult::Success {
                 return result;
             }
@@ -46,7 +51,7 @@ impl Callbacks for Example {
                     Err(e) => return CallbackResult::Error(format!("creating {TICK_TOPIC}: {e}")),
                 }
             };
-            let period = self.tick_period;
+            let period = Duration::from_secs_f64(self.params.get().tick_period_s);
             // Ticks run from configure to cleanup; the lifecycle publisher
             // lets them out only while the node is active.
             self.ticker = Some(tokio::spawn(async move {
@@ -64,14 +69,14 @@ impl Callbacks for Example {
         })
     }
     fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { self.fail.result_for(Callback::Activate) })
+        Box::pin(async move { self.fail().result_for(Callback::Activate) })
     }
     fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { self.fail.result_for(Callback::Deactivate) })
+        Box::pin(async move { self.fail().result_for(Callback::Deactivate) })
     }
     fn on_cleanup(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {
-            let r = self.fail.result_for(Callback::Cleanup);
+            let r = self.fail().result_for(Callback::Cleanup);
             if r == CallbackResult::Success {
                 self.stop_ticker();
             }
@@ -81,7 +86,7 @@ impl Callbacks for Example {
     fn on_shutdown(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {
             self.stop_ticker();
-            self.fail.result_for(Callback::Shutdown)
+            self.fail().result_for(Callback::Shutdown)
         })
     }
     fn on_error(&mut self) -> BoxFuture<'_, CallbackResult> {
@@ -93,54 +98,14 @@ impl Callbacks for Example {
     }
 }
 
-/// Command-line options of the example node.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ExampleArgs {
-    #[arg(long, default_value = "kit_example")]
-    pub name: String,
-    #[arg(long, default_value = "/cell")]
-    pub namespace: String,
-    #[arg(long, default_value_t = 1.0)]
-    pub heartbeat_period_s: f64,
-    #[arg(long, default_value_t = 0.05)]
-    pub tick_period_s: f64,
-    /// Make this transition's callback fail (tests of the failure paths).
-    #[arg(long, default_value = "")]
-    pub fail_on: String,
-    /// failure (stay in the previous state) or error (go through ErrorProcessing).
-    #[arg(long, default_value = "error")]
-    pub fail_mode: String,
-}
-
-fn positive_s(name: &str, v: f64) -> anyhow::Result<Duration> {
-    anyhow::ensure!(
-        v.is_finite() && v > 0.0,
-        "--{name} must be a positive number of seconds, got {v}"
-    );
-    Ok(Duration::from_secs_f64(v))
-}
-
-/// Runs the example node until Ctrl-C or SIGTERM.
-pub async fn run(ctx: r2r::Context, args: ExampleArgs) -> anyhow::Result<()> {
-    let fail = FailPlan::parse(&args.fail_on, &args.fail_mode).map_err(anyhow::Error::msg)?;
-    let heartbeat = positive_s("heartbeat-period-s", args.heartbeat_period_s)?;
-    let tick_period = positive_s("tick-period-s", args.tick_period_s)?;
-    let node = RunningNode::start(&ctx, &args.name, &args.namespace)?;
-    let fqn = format!("{}/{}", args.namespace.trim_end_matches('/'), args.name);
-    let gate = ActiveGate::default();
-    let example = Example {
-        node: node.node.clone(),
-        gate: gate.clone(),
-        fail,
-        tick_period,
-        ticker: None,
-    };
-    let lifecycle = LifecycleHandle::serve_with_gate(&node.node, &fqn, example, gate)?;
-    let health = Health::start(&node.node, &fqn, heartbeat, lifecycle.state_reader())?;
-    tracing::info!(node = %fqn, "lifecycle node up, unconfigured");
-    shutdown_signal().await;
-    health.stop().await;
-    lifecycle.stop().await;
-    node.stop();
-    Ok(())
+/// The example node's `main`.
+pub fn main() {
+    node::main::<ExampleParams, _, _>("kit_example", "/cell", |c| {
+        Ok(Example {
+            node: c.node.clone(),
+            gate: c.gate.clone(),
+            params: c.params.clone(),
+            ticker: None,
+        })
+    })
 }

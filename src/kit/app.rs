@@ -5,8 +5,15 @@ use crate::kit::spin::{create_node, SharedNode, Spinner};
 
 /// Sets up `tracing` output on stderr, filtered by RUST_LOG (default info).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    init_tracing_at(None)
+}
+
+/// As [`init_tracing`]; a level from `--ros-args --log-level` wins over RUST_LOG.
+pub fn init_tracing_at(level: Option<&str>) {
+    let filter = level
+        .and_then(|l| tracing_subscriber::EnvFilter::try_new(l.to_lowercase()).ok())
+        .or_else(|| tracing_subscriber::EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

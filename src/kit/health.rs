@@ -29,14 +29,14 @@ pub struct Health {
 
 impl Health {
     /// Publishes a Heartbeat and a DiagnosticStatus for node `fqn` every
-    /// `period`, with the state `state()` reports.
+    /// `period()` (read each time, so a parameter update takes effect), with
+    /// the state `state()` reports.
     pub fn start(
         node: &SharedNode,
         fqn: &str,
-        period: Duration,
+        period: impl Fn() -> Duration + Send + 'static,
         state: impl Fn() -> State + Send + 'static,
     ) -> anyhow::Result<Health> {
-        anyhow::ensure!(!period.is_zero(), "heartbeat period must be positive");
         let (beats, diags) = {
             let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
             (
@@ -46,10 +46,8 @@ impl Health {
         };
         let name = fqn.to_string();
         let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
             let mut seq = 0u64;
             loop {
-                tick.tick().await;
                 seq += 1;
                 let s = state();
                 let stamp = wall_now();
@@ -80,6 +78,8 @@ impl Health {
                 if let Err(e) = beats.publish(&hb).and_then(|_| diags.publish(&diag)) {
                     tracing::warn!(node = %name, "publishing health: {e}");
                 }
+                // Parameters are validated, but never spin on a zero period.
+                tokio::time::sleep(period().max(Duration::from_millis(1))).await;
             }
         });
         Ok(Health { task })

@@ -5,6 +5,8 @@ pub mod call;
 pub mod env;
 pub mod health;
 pub mod lifecycle;
+pub mod node;
+pub mod params;
 pub mod spin;
 pub mod testing;
 pub mod time;

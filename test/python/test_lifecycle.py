@@ -105,10 +105,10 @@ def pair(spawn, rclpy_node):
     def make(fail_on="", fail_mode="error"):
         k = len(made)
         rust_name, ref_name = f"kit_{k}", f"ref_{k}"
-        proc = spawn(
-            [bin_path("kit_example"), "--name", rust_name, "--fail-on", fail_on, "--fail-mode", fail_mode,
-             "--heartbeat-period-s", "0.1"]
-        )
+        args = [bin_path("kit_example"), "--ros-args", "-r", f"__node:={rust_name}", "-p", "heartbeat_period_s:=0.1"]
+        if fail_on:
+            args += ["-p", f"fail_on:={fail_on}", "-p", f"fail_mode:={fail_mode}"]
+        proc = spawn(args)
         result = {"error": TransitionCallbackReturn.ERROR, "failure": TransitionCallbackReturn.FAILURE}[fail_mode]
         ref = Reference(ref_name, node.context, fail_on=fail_on or None, result=result)
         executor.add_node(ref)

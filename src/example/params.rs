@@ -1,0 +1,73 @@
+//! Parameters of the example node. Names carry units; every default lives here.
+
+use crate::kit::node::KitParams;
+use crate::kit::params::{NodeParams, Spec};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExampleParams {
+    pub heartbeat_period_s: f64,
+    pub tick_period_s: f64,
+    /// A transition whose callback fails, for tests of the failure paths.
+    pub fail_on: String,
+    pub fail_mode: String,
+}
+
+impl Default for ExampleParams {
+    fn default() -> Self {
+        ExampleParams {
+            heartbeat_period_s: 1.0,
+            tick_period_s: 0.05,
+            fail_on: String::new(),
+            fail_mode: "error".into(),
+        }
+    }
+}
+
+const SPECS: &[Spec] = &[
+    Spec::new(
+        "heartbeat_period_s",
+        "Period of Heartbeat and /diagnostics, s",
+    )
+    .range(0.01, 60.0),
+    Spec::new(
+        "tick_period_s",
+        "Period of the ticks published while active, s",
+    )
+    .range(0.001, 10.0),
+    Spec::new("fail_on", "Transition whose callback fails (tests only)").choices(&[
+        "",
+        "configure",
+        "activate",
+        "deactivate",
+        "cleanup",
+        "shutdown",
+    ]),
+    Spec::new(
+        "fail_mode",
+        "How it fails: failure (stay) or error (ErrorProcessing)",
+    )
+    .choices(&["failure", "error"]),
+];
+
+impl NodeParams for ExampleParams {
+    fn specs() -> &'static [Spec] {
+        SPECS
+    }
+    fn validate(&self) -> Result<(), String> {
+        if self.tick_period_s > self.heartbeat_period_s * 100.0 {
+            return Err(format!(
+                "tick_period_s {} is more than 100 heartbeats ({} s each)",
+                self.tick_period_s, self.heartbeat_period_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl KitParams for ExampleParams {
+    fn heartbeat_period(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_period_s)
+    }
+}

@@ -1,0 +1,114 @@
+//! The one way a cncpick lifecycle node starts: ROS arguments, validated
+//! parameters, the node, its parameter services, its lifecycle, its health.
+
+use crate::kit::app::{shutdown_signal, RunningNode};
+use crate::kit::health::Health;
+use crate::kit::lifecycle::{ActiveGate, Callbacks, LifecycleHandle};
+use crate::kit::params::{load, NodeParams, Params, RosArgs};
+use crate::kit::spin::SharedNode;
+use std::time::Duration;
+
+/// What a node's callbacks get to work with.
+pub struct NodeContext<P: NodeParams> {
+    pub node: SharedNode,
+    /// Fully qualified name, e.g. `/cell/tracker`.
+    pub fqn: String,
+    pub params: Params<P>,
+    /// Give this to the node's LifecyclePublishers.
+    pub gate: ActiveGate,
+}
+
+/// Parameters every node has.
+pub trait KitParams: NodeParams {
+    fn heartbeat_period(&self) -> Duration;
+}
+
+/// The `main` of a lifecycle node executable. Reads the ROS arguments
+/// (`--ros-args -r __node:=... -r __ns:=... --params-file F -p k:=v
+/// --log-level L`), checks the environment, loads and validates the
+/// parameters before anything else (an error names the file or source and
+/// the key, and the process exits with 1), then runs the node until Ctrl-C
+/// or SIGTERM.
+pub fn main<P, C, F>(default_name: &str, default_namespace: &str, make: F)
+where
+    P: KitParams,
+    C: Callbacks,
+    F: FnOnce(&NodeContext<P>) -> anyhow::Result<C>,
+{
+    let args: Vec<String> = std::env::args().collect();
+    let fail = |what: &dyn std::fmt::Display| -> ! {
+        eprintln!("{default_name}: error: {what}");
+        std::process::exit(1)
+    };
+    let ros = RosArgs::parse(&args).unwrap_or_else(|e| fail(&e));
+    crate::kit::app::init_tracing_at(ros.log_level.as_deref());
+    crate::kit::env::require_or_exit();
+    let name = ros
+        .node_name
+        .clone()
+        .unwrap_or_else(|| default_name.to_string());
+    let namespace = ros
+        .namespace
+        .clone()
+        .unwrap_or_else(|| default_namespace.to_string());
+    let fqn = format!("{}/{}", namespace.trim_end_matches('/'), name);
+    let initial: P = load(&fqn, &ros, |k| std::env::var(k).ok()).unwrap_or_else(|e| fail(&e));
+    let result = (|| {
+        let ctx = r2r::Context::create()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(run(ctx, &name, &namespace, fqn.clone(), initial, make))
+    })();
+    if let Err(e) = result {
+        fail(&format_args!("{e:#}"));
+    }
+}
+
+async fn run<P, C, F>(
+    ctx: r2r::Context,
+    name: &str,
+    namespace: &str,
+    fqn: String,
+    initial: P,
+    make: F,
+) -> anyhow::Result<()>
+where
+    P: KitParams,
+    C: Callbacks,
+    F: FnOnce(&NodeContext<P>) -> anyhow::Result<C>,
+{
+    let params = Params::new(initial);
+    let running = RunningNode::start(&ctx, name, namespace)?;
+    let serve_params = {
+        let mut n = running.node.lock().unwrap_or_else(|e| e.into_inner());
+        params.declare(&mut n)?
+    };
+    let params_task = tokio::spawn(serve_params);
+    let node_ctx = NodeContext {
+        node: running.node.clone(),
+        fqn: fqn.clone(),
+        params: params.clone(),
+        gate: ActiveGate::default(),
+    };
+    let callbacks = make(&node_ctx)?;
+    let lifecycle =
+        LifecycleHandle::serve_with_gate(&running.node, &fqn, callbacks, node_ctx.gate.clone())?;
+    let p = params.clone();
+    let health = Health::start(
+        &running.node,
+        &fqn,
+        move || p.get().heartbeat_period(),
+        lifecycle.state_reader(),
+    )?;
+    tracing::info!(node = %fqn, "up, unconfigured");
+
+    shutdown_signal().await;
+    health.stop().await;
+    lifecycle.stop().await;
+    params_task.abort();
+    let _ = params_task.await;
+    running.stop();
+    Ok(())
+}
