@@ -15,6 +15,18 @@ pub enum CallError {
     Unavailable { service: String, timeout_ms: u128 },
     #[error("service {service}: no reply within {timeout_ms} ms")]
     Timeout { service: String, timeout_ms: u128 },
+    #[error("{what}: gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        what: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("{what}: {source}")]
+    CircuitOpen {
+        what: String,
+        #[source]
+        source: crate::kit::breaker::Rejected,
+    },
     #[error("service {service}: {source}")]
     Ros {
         service: String,

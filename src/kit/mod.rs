@@ -1,12 +1,14 @@
 //! The node kit: what every cncpick node shares. No node rolls its own.
 
 pub mod app;
+pub mod breaker;
 pub mod call;
 pub mod env;
 pub mod health;
 pub mod lifecycle;
 pub mod node;
 pub mod params;
+pub mod retry;
 pub mod spin;
 pub mod testing;
 pub mod time;
