@@ -10,7 +10,7 @@ import tomllib
 
 from conftest import REPO
 
-NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry"]
+NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example"]
 
 
 def fresh_workspace():
@@ -72,7 +72,10 @@ def test_colcon_builds_both_packages_and_the_ament_index_finds_them():
     # colcon-ros-cargo rewrote .cargo/config.toml, yet the package filter held:
     # r2r generated bindings for exactly the listed interface packages.
     wanted = tomllib.loads((REPO / ".cargo" / "ros-interfaces.toml").read_text())["env"]["IDL_PACKAGE_FILTER"]
-    generated = next((ws / "build" / "cncpick").glob("*/build/r2r-*/out/_r2r_generated_msgs.rs"))
+    # The build directory persists between runs: the newest output is this build's.
+    generated = max(
+        (ws / "build" / "cncpick").glob("*/build/r2r-*/out/_r2r_generated_msgs.rs"), key=lambda p: p.stat().st_mtime
+    )
     modules = set(re.findall(r"^pub mod (\w+)", generated.read_text(), re.M))
     assert modules == set(wanted.split(";"))
 
