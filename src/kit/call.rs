@@ -89,3 +89,120 @@ where
     })?;
     bounded(service, timeout, available, || client.request(request)).await
 }
+
+/// Sends an action goal, bounding the wait for the server and for the
+/// goal's acceptance by `timeout`. Returns the goal handle, the result
+/// future (bound it with the goal's own deadline) and the feedback stream.
+#[allow(clippy::type_complexity)]
+pub async fn send_goal<A>(
+    client: &r2r::ActionClient<A>,
+    action: &str,
+    goal: A::Goal,
+    timeout: Duration,
+) -> Result<
+    (
+        r2r::ActionClientGoal<A>,
+        impl Future<Output = Result<(r2r::GoalStatus, A::Result), r2r::Error>>,
+        impl futures::Stream<Item = A::Feedback> + Unpin,
+    ),
+    CallError,
+>
+where
+    A: r2r::WrappedActionTypeSupport + 'static,
+{
+    let available = r2r::Node::is_available(client).map_err(|source| CallError::Ros {
+        service: action.to_string(),
+        source,
+    })?;
+    bounded(action, timeout, available, || {
+        client.send_goal_request(goal)
+    })
+    .await
+}
+
+/// A service client with everything the kit promises: a bound on every
+/// attempt, retries with backoff and jitter that all carry one request id,
+/// a circuit breaker, and a dead-letter log for what finally failed.
+pub struct Caller<T: r2r::WrappedServiceTypeSupport + 'static> {
+    client: r2r::Client<T>,
+    service: String,
+    pub timeout: Duration,
+    pub policy: crate::kit::retry::RetryPolicy,
+    breaker: std::sync::Mutex<crate::kit::breaker::Breaker>,
+    dead_letters: crate::kit::retry::DeadLetters,
+    seed: u64,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl<T: r2r::WrappedServiceTypeSupport + 'static> Caller<T> {
+    /// `seed` makes the jitter reproducible.
+    pub fn new(
+        node: &mut r2r::Node,
+        service: &str,
+        timeout: Duration,
+        policy: crate::kit::retry::RetryPolicy,
+        breaker: crate::kit::breaker::BreakerConfig,
+        dead_letters: crate::kit::retry::DeadLetters,
+        seed: u64,
+    ) -> Result<Self, r2r::Error> {
+        Ok(Caller {
+            client: node.create_client::<T>(service, r2r::QosProfile::services_default())?,
+            service: service.to_string(),
+            timeout,
+            policy,
+            breaker: std::sync::Mutex::new(crate::kit::breaker::Breaker::new(breaker)),
+            dead_letters,
+            seed,
+            calls: Default::default(),
+        })
+    }
+
+    pub fn breaker_state(&self) -> crate::kit::breaker::BreakerState {
+        self.breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state()
+    }
+
+    /// The underlying client (e.g. to wait for the server once at start).
+    pub fn client(&self) -> &r2r::Client<T> {
+        &self.client
+    }
+
+    /// Calls the service; `make(request_id)` builds the request, and every
+    /// retry of this call gets the same request id.
+    pub async fn call(&self, make: impl Fn(&str) -> T::Request) -> Result<T::Response, CallError> {
+        use rand::SeedableRng;
+        let k = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(self.seed.wrapping_add(k));
+        let request_id = crate::kit::retry::new_request_id();
+        crate::kit::retry::with_retry(
+            &self.service,
+            &request_id,
+            &self.policy,
+            &mut rng,
+            &self.dead_letters,
+            |_, id| {
+                let req = make(id);
+                async move {
+                    let lock = || self.breaker.lock().unwrap_or_else(|e| e.into_inner());
+                    lock()
+                        .allow(tokio::time::Instant::now())
+                        .map_err(|source| CallError::CircuitOpen {
+                            what: self.service.clone(),
+                            source,
+                        })?;
+                    let r = call(&self.client, &self.service, &req, self.timeout).await;
+                    match &r {
+                        Ok(_) => lock().record_success(),
+                        Err(_) => lock().record_failure(tokio::time::Instant::now()),
+                    }
+                    r
+                }
+            },
+        )
+        .await
+    }
+}

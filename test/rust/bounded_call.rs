@@ -140,3 +140,142 @@ fn an_r2r_call_to_a_live_server_returns_its_reply() {
     assert_eq!(reply.object.object_id.uuid, vec![9; 16]);
     assert_eq!(reply.object.vision_id, "vision_1_2_3");
 }
+
+#[test]
+fn a_caller_retries_a_silent_server_under_one_request_id_then_opens_its_breaker_and_dead_letters() {
+    use cncpick::kit::breaker::{BreakerConfig, BreakerState};
+    use cncpick::kit::call::Caller;
+    use cncpick::kit::retry::{Backoff, DeadLetters, RetryPolicy};
+    use cncpick::msgs::srv::TransitionObject;
+
+    let lease = DomainLease::acquire().unwrap();
+    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
+    let ctx = r2r::Context::create().unwrap();
+    let node = create_node(&ctx, "caller_test", "").unwrap();
+    let dead = DeadLetters::in_memory();
+    let (caller, mut requests) = {
+        let mut n = node.lock().unwrap();
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                multiplier: 2.0,
+                max: Duration::from_secs(1),
+                jitter: 0.0,
+            },
+        };
+        let breaker = BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_secs(60),
+        };
+        let c = Caller::<TransitionObject::Service>::new(
+            &mut n,
+            "/silent/transition",
+            Duration::from_millis(200),
+            policy,
+            breaker,
+            dead.clone(),
+            7,
+        )
+        .unwrap();
+        let s = n
+            .create_service::<TransitionObject::Service>(
+                "/silent/transition",
+                r2r::QosProfile::services_default(),
+            )
+            .unwrap();
+        (c, s)
+    };
+    let mut spinner = Spinner::start(node.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (result, seen, second) = rt.block_on(async {
+        // Real time throughout: with real DDS wake-ups a paused clock would
+        // race them. The exact attempt times are pinned by retry.rs.
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            r2r::Node::is_available(caller.client()).unwrap(),
+        )
+        .await
+        .expect("server discovered")
+        .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let server = tokio::spawn(async move {
+            while let Some(req) = requests.next().await {
+                s2.lock().unwrap().push(req.message.request_id.clone());
+                // Never answered.
+            }
+        });
+        let result = caller
+            .call(|id| TransitionObject::Request {
+                request_id: id.to_string(),
+                ..Default::default()
+            })
+            .await;
+        let second = caller.call(|_| TransitionObject::Request::default()).await;
+        server.abort();
+        let seen = seen.lock().unwrap().clone();
+        (result, seen, second)
+    });
+    spinner.stop();
+    assert!(
+        matches!(result, Err(CallError::GaveUp { attempts: 3, .. })),
+        "{result:?}"
+    );
+    assert!(seen.len() <= 3 && !seen.is_empty(), "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] == w[1]),
+        "one request id across retries: {seen:?}"
+    );
+    assert_eq!(caller.breaker_state(), BreakerState::Open);
+    let second = second.expect_err("the breaker refuses while open");
+    assert!(
+        matches!(second, CallError::GaveUp { ref last, .. } if last.contains("circuit open")),
+        "{second:?}"
+    );
+    assert_eq!(dead.entries().len(), 2);
+    assert_eq!(dead.entries()[0].attempts, 3);
+}
+
+#[test]
+fn a_pick_goal_with_no_action_server_gives_up_at_its_bound() {
+    use cncpick::kit::call::send_goal;
+    use cncpick::msgs::action::PickObject;
+
+    let lease = DomainLease::acquire().unwrap();
+    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
+    let ctx = r2r::Context::create().unwrap();
+    let node = create_node(&ctx, "goal_test", "").unwrap();
+    let client = node
+        .lock()
+        .unwrap()
+        .create_action_client::<PickObject::Action>("/cell/cnc_9/pick")
+        .unwrap();
+    let mut spinner = Spinner::start(node.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let (ok, err, elapsed) = rt.block_on(async {
+        let t0 = Instant::now();
+        let r = send_goal(
+            &client,
+            "/cell/cnc_9/pick",
+            PickObject::Goal::default(),
+            BOUND,
+        )
+        .await;
+        (r.is_ok(), r.err(), t0.elapsed())
+    });
+    spinner.stop();
+    assert!(!ok);
+    assert!(
+        matches!(err, Some(CallError::Unavailable { .. })),
+        "{err:?}"
+    );
+    assert_eq!(elapsed, BOUND);
+}
