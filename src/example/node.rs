@@ -2,16 +2,22 @@
 
 use super::core::FailPlan;
 use super::params::ExampleParams;
+use crate::kit::breaker::BreakerConfig;
+use crate::kit::call::Caller;
 use crate::kit::lifecycle::core::Callback;
 use crate::kit::lifecycle::{ActiveGate, CallbackResult, Callbacks, LifecyclePublisher};
 use crate::kit::node;
 use crate::kit::params::Params;
+use crate::kit::retry::{DeadLetters, RetryPolicy};
 use crate::kit::spin::SharedNode;
+use crate::kit::trace::object_span;
+use crate::msgs::srv::GetObject;
 use futures::future::BoxFuture;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::QosProfile;
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 pub const TICK_TOPIC: &str = "ticks";
 
@@ -51,7 +57,28 @@ impl Callbacks for Example {
                     Err(e) => return CallbackResult::Error(format!("creating {TICK_TOPIC}: {e}")),
                 }
             };
-            let period = Duration::from_secs_f64(self.params.get().tick_period_s);
+            let p = self.params.get();
+            let period = Duration::from_secs_f64(p.tick_period_s);
+            let peer = if p.peer_service.is_empty() {
+                None
+            } else {
+                let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+                match Caller::<GetObject::Service>::new(
+                    &mut n,
+                    &p.peer_service,
+                    Duration::from_secs_f64(p.peer_timeout_s),
+                    RetryPolicy::default(),
+                    BreakerConfig::default(),
+                    DeadLetters::in_memory(),
+                    0,
+                ) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        return CallbackResult::Error(format!("client for {}: {e}", p.peer_service))
+                    }
+                }
+            };
+            let gate = self.gate.clone();
             // Ticks run from configure to cleanup; the lifecycle publisher
             // lets them out only while the node is active.
             self.ticker = Some(tokio::spawn(async move {
@@ -63,6 +90,24 @@ impl Callbacks for Example {
                     let _ = publisher.publish(&StringMsg {
                         data: format!("tick {n}"),
                     });
+                    if let (Some(peer), true) = (&peer, gate.is_open()) {
+                        // One object per tick, its UUID the trace id of the call.
+                        let id = uuid::Uuid::new_v4();
+                        let span = object_span(&id);
+                        let r = peer
+                            .call(|_| {
+                                let mut req = GetObject::Request::default();
+                                req.object_id.uuid = id.as_bytes().to_vec();
+                                req
+                            })
+                            .instrument(span.clone())
+                            .await;
+                        let _e = span.enter();
+                        match r {
+                            Ok(resp) => tracing::info!(found = resp.found, "peer answered"),
+                            Err(e) => tracing::warn!("peer call failed: {e}"),
+                        }
+                    }
                 }
             }));
             CallbackResult::Success

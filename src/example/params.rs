@@ -12,6 +12,10 @@ pub struct ExampleParams {
     /// A transition whose callback fails, for tests of the failure paths.
     pub fail_on: String,
     pub fail_mode: String,
+    /// A GetObject service to call on every tick while active ("" = none),
+    /// through the kit's bounded, retried, circuit-broken calls.
+    pub peer_service: String,
+    pub peer_timeout_s: f64,
 }
 
 impl Default for ExampleParams {
@@ -21,6 +25,8 @@ impl Default for ExampleParams {
             tick_period_s: 0.05,
             fail_on: String::new(),
             fail_mode: "error".into(),
+            peer_service: String::new(),
+            peer_timeout_s: 2.0,
         }
     }
 }
@@ -49,6 +55,12 @@ const SPECS: &[Spec] = &[
         "How it fails: failure (stay) or error (ErrorProcessing)",
     )
     .choices(&["failure", "error"]),
+    Spec::new(
+        "peer_service",
+        "GetObject service called on each tick while active; empty for none",
+    )
+    .read_only(),
+    Spec::new("peer_timeout_s", "Bound on each call to peer_service, s").range(0.001, 30.0),
 ];
 
 impl NodeParams for ExampleParams {

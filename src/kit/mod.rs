@@ -12,3 +12,4 @@ pub mod retry;
 pub mod spin;
 pub mod testing;
 pub mod time;
+pub mod trace;
