@@ -68,7 +68,10 @@ impl Callbacks for Example {
                     &p.peer_service,
                     Duration::from_secs_f64(p.peer_timeout_s),
                     RetryPolicy::default(),
-                    BreakerConfig::default(),
+                    BreakerConfig {
+                        failure_threshold: p.peer_breaker_failures as u32,
+                        open_for: Duration::from_secs_f64(p.peer_breaker_open_s),
+                    },
                     DeadLetters::in_memory(),
                     0,
                 ) {

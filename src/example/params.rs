@@ -16,6 +16,9 @@ pub struct ExampleParams {
     /// through the kit's bounded, retried, circuit-broken calls.
     pub peer_service: String,
     pub peer_timeout_s: f64,
+    /// Failures in a row that open the circuit breaker around peer calls.
+    pub peer_breaker_failures: i64,
+    pub peer_breaker_open_s: f64,
 }
 
 impl Default for ExampleParams {
@@ -27,6 +30,8 @@ impl Default for ExampleParams {
             fail_mode: "error".into(),
             peer_service: String::new(),
             peer_timeout_s: 2.0,
+            peer_breaker_failures: 5,
+            peer_breaker_open_s: 60.0,
         }
     }
 }
@@ -61,6 +66,16 @@ const SPECS: &[Spec] = &[
     )
     .read_only(),
     Spec::new("peer_timeout_s", "Bound on each call to peer_service, s").range(0.001, 30.0),
+    Spec::new(
+        "peer_breaker_failures",
+        "Failures in a row that open the breaker",
+    )
+    .range(1.0, 1000.0),
+    Spec::new(
+        "peer_breaker_open_s",
+        "How long the breaker stays open before a probe, s",
+    )
+    .range(0.1, 3600.0),
 ];
 
 impl NodeParams for ExampleParams {

@@ -67,7 +67,16 @@ def running(tmp_path, spawn, rclpy_node):
 
 
 def test_parameters_are_declared_with_their_file_and_command_line_values(running):
-    assert running.names() == ["fail_mode", "fail_on", "heartbeat_period_s", "peer_service", "peer_timeout_s", "tick_period_s"]
+    assert running.names() == [
+        "fail_mode",
+        "fail_on",
+        "heartbeat_period_s",
+        "peer_breaker_failures",
+        "peer_breaker_open_s",
+        "peer_service",
+        "peer_timeout_s",
+        "tick_period_s",
+    ]
     assert running.get("heartbeat_period_s") == 0.5
     assert running.get("tick_period_s") == 0.25
     assert running.get("fail_mode") == "error"
