@@ -232,12 +232,7 @@ impl Probe {
     }
 
     pub async fn stop(self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        crate::kit::app::stop_tasks(self.tasks).await;
     }
 }
 

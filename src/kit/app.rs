@@ -94,3 +94,14 @@ where
         .build()?;
     rt.block_on(body(ctx))
 }
+
+/// Aborts `tasks` and waits until each has stopped, so the r2r handles they
+/// hold are released before their node is dropped.
+pub async fn stop_tasks(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}

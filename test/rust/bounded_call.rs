@@ -12,6 +12,14 @@ use tokio::time::{sleep, Instant};
 
 const BOUND: Duration = Duration::from_secs(2);
 
+/// A ROS context on a domain of this test's own (nextest runs each test in
+/// its own process, so setting the variable here is safe).
+fn dds_context() -> (DomainLease, r2r::Context) {
+    let lease = DomainLease::acquire().unwrap();
+    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
+    (lease, r2r::Context::create().unwrap())
+}
+
 /// A future that yields `v` after `ms` milliseconds of (paused) tokio time.
 async fn after<T>(ms: u64, v: T) -> Result<T, r2r::Error> {
     sleep(Duration::from_millis(ms)).await;
@@ -58,9 +66,7 @@ async fn a_reply_inside_the_bound_is_returned() {
 
 #[test]
 fn an_r2r_call_with_no_server_gives_up_at_its_bound() {
-    let lease = DomainLease::acquire().unwrap();
-    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
-    let ctx = r2r::Context::create().unwrap();
+    let (_lease, ctx) = dds_context();
     let node = create_node(&ctx, "bounded_call_client", "").unwrap();
     let client = node
         .lock()
@@ -96,9 +102,7 @@ fn an_r2r_call_with_no_server_gives_up_at_its_bound() {
 
 #[test]
 fn an_r2r_call_to_a_live_server_returns_its_reply() {
-    let lease = DomainLease::acquire().unwrap();
-    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
-    let ctx = r2r::Context::create().unwrap();
+    let (_lease, ctx) = dds_context();
     let node = create_node(&ctx, "bounded_call_pair", "").unwrap();
     let (client, mut requests) = {
         let mut n = node.lock().unwrap();
@@ -148,9 +152,7 @@ fn a_caller_retries_a_silent_server_under_one_request_id_then_opens_its_breaker_
     use cncpick::kit::retry::{Backoff, DeadLetters, RetryPolicy};
     use cncpick::msgs::srv::TransitionObject;
 
-    let lease = DomainLease::acquire().unwrap();
-    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
-    let ctx = r2r::Context::create().unwrap();
+    let (_lease, ctx) = dds_context();
     let node = create_node(&ctx, "caller_test", "").unwrap();
     let dead = DeadLetters::in_memory();
     let (caller, mut requests) = {
@@ -245,9 +247,7 @@ fn a_pick_goal_with_no_action_server_gives_up_at_its_bound() {
     use cncpick::kit::call::send_goal;
     use cncpick::msgs::action::PickObject;
 
-    let lease = DomainLease::acquire().unwrap();
-    std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
-    let ctx = r2r::Context::create().unwrap();
+    let (_lease, ctx) = dds_context();
     let node = create_node(&ctx, "goal_test", "").unwrap();
     let client = node
         .lock()
