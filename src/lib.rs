@@ -7,6 +7,7 @@ pub mod demo;
 pub mod example;
 pub mod interop;
 pub mod kit;
+pub mod sim;
 
 /// The generated cncpick_msgs bindings (messages, services, the PickObject action).
 pub use r2r::cncpick_msgs as msgs;
