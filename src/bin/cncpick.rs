@@ -23,6 +23,19 @@ enum Command {
     Run(SourceArgs),
     /// Check the ROS environment and say what is wrong.
     CheckEnv,
+    /// Start a GRBL 1.1h emulator on a new PTY, print its path, and run
+    /// until Ctrl-C. Point any GRBL host at the path.
+    GrblEmulator {
+        /// Homing enabled ($22=1): boots into Alarm until $H or $X.
+        #[arg(long)]
+        homing: bool,
+        /// Soft limits ($20=1), machine space [-$130..0] per axis.
+        #[arg(long)]
+        soft_limits: bool,
+        /// Run faster (>1) or slower than real time.
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+    },
     /// Interop probe for tests: publish every message type from a fixture,
     /// serve GetObject and PickObject, print what arrives as JSON lines.
     #[command(hide = true)]
@@ -60,6 +73,11 @@ fn main() {
                 finish("cncpick: demo graph report", &report)
             })
         }),
+        Command::GrblEmulator {
+            homing,
+            soft_limits,
+            time_scale,
+        } => grbl_emulator(homing, soft_limits, time_scale),
         Command::Interop { fixture, prefix } => run(|ctx| async move {
             let text = std::fs::read_to_string(&fixture)
                 .map_err(|e| anyhow::anyhow!("reading fixture {}: {e}", fixture.display()))?;
@@ -81,6 +99,28 @@ fn main() {
         eprintln!("cncpick: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn grbl_emulator(homing: bool, soft_limits: bool, time_scale: f64) -> anyhow::Result<()> {
+    use cncpick::sim::grbl::{machine::Config, pty::PtyEmulator, settings::Settings};
+    let mut settings = Settings::default();
+    if homing {
+        settings.set(22, 1.0);
+    }
+    if soft_limits {
+        settings.set(20, 1.0);
+    }
+    let mut emu = PtyEmulator::start(Config::default(), settings, time_scale)
+        .map_err(|e| anyhow::anyhow!("--time-scale or PTY: {e}"))?;
+    println!("grbl-emulator: {}", emu.path());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(shutdown_signal());
+    emu.stop();
+    Ok(())
 }
 
 /// Resolves when standard input reaches end of file (the driving test is done).

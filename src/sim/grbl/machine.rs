@@ -625,17 +625,18 @@ impl Machine {
                 Ok(Some(()))
             }
             "#" => {
-                for (k, w) in self.wco.clone().iter().enumerate() {
-                    self.say(&format!(
-                        "[G{}:{:.3},{:.3},{:.3}]",
-                        54 + k,
-                        w[0],
-                        w[1],
-                        w[2]
-                    ));
+                let fmt = |v: [f64; 3]| format!("{:.3},{:.3},{:.3}", v[0], v[1], v[2]);
+                let mut lines: Vec<String> = (0..6)
+                    .map(|k| format!("[G{}:{}]", 54 + k, fmt(self.wco[k])))
+                    .collect();
+                lines.push(format!("[G28:{}]", fmt([0.0; 3])));
+                lines.push(format!("[G30:{}]", fmt([0.0; 3])));
+                lines.push(format!("[G92:{}]", fmt(self.g92)));
+                lines.push("[TLO:0.000]".into());
+                lines.push(format!("[PRB:{}:0]", fmt([0.0; 3])));
+                for l in lines {
+                    self.say(&l);
                 }
-                let g92 = self.g92;
-                self.say(&format!("[G92:{:.3},{:.3},{:.3}]", g92[0], g92[1], g92[2]));
                 Ok(Some(()))
             }
             "X" => {
@@ -934,6 +935,8 @@ impl Machine {
         } else {
             ("WPos", [0, 1, 2].map(|a| self.pos[a] - wco[a]))
         };
+        // grbl never prints -0.000.
+        let p = p.map(|v| if v.abs() < 0.0005 { 0.0 } else { v });
         let mut s = format!(
             "<{}|{label}:{:.3},{:.3},{:.3}",
             self.state.label(),

@@ -4,4 +4,5 @@
 
 pub mod gcode;
 pub mod machine;
+pub mod pty;
 pub mod settings;
