@@ -13,3 +13,4 @@ pub mod spin;
 pub mod testing;
 pub mod time;
 pub mod trace;
+pub mod worker;

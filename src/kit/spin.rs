@@ -1,9 +1,8 @@
 //! One dedicated spin thread per node, stopped and joined before the node is
 //! dropped (exiting while rcl is spinning corrupts the heap).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::kit::worker::Worker;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A node shared between its spin thread and the async tasks that create
@@ -14,46 +13,27 @@ pub type SharedNode = Arc<Mutex<r2r::Node>>;
 pub const SPIN_SLICE: Duration = Duration::from_millis(10);
 
 pub struct Spinner {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 impl Spinner {
     pub fn start(node: SharedNode) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("spin".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Acquire) {
-                    // A poisoned lock means a task panicked while holding the
-                    // node; keep spinning so shutdown can still proceed.
-                    let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
-                    n.spin_once(SPIN_SLICE);
-                    drop(n);
-                    // Let other users of the node take the lock between slices.
-                    std::thread::yield_now();
-                }
-            })
-            .expect("spawning a thread only fails when the OS is out of resources");
-        Spinner {
-            stop,
-            handle: Some(handle),
-        }
+        let worker = Worker::spawn("spin", move || {
+            // A poisoned lock means a task panicked while holding the node;
+            // keep spinning so shutdown can still proceed.
+            let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
+            n.spin_once(SPIN_SLICE);
+            drop(n);
+            // Let other users of the node take the lock between slices.
+            std::thread::yield_now();
+        })
+        .expect("spawning a thread only fails when the OS is out of resources");
+        Spinner { worker }
     }
 
     /// Stops spinning and waits for the thread; afterwards the node may be dropped.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Spinner {
-    fn drop(&mut self) {
-        self.stop();
+        self.worker.stop();
     }
 }
 

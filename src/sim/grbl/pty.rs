@@ -4,12 +4,10 @@
 
 use super::machine::{Config, Machine};
 use super::settings::Settings;
+use crate::kit::worker::Worker;
 use serialport::{SerialPort, TTYPort};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often the board is advanced when nothing arrives.
@@ -17,9 +15,8 @@ const TICK: Duration = Duration::from_millis(1);
 
 pub struct PtyEmulator {
     path: String,
-    stop: Arc<AtomicBool>,
     faults: mpsc::Sender<u8>,
-    thread: Option<JoinHandle<()>>,
+    worker: Worker,
 }
 
 impl PtyEmulator {
@@ -36,42 +33,36 @@ impl PtyEmulator {
             .name()
             .ok_or_else(|| std::io::Error::other("the PTY has no path"))?;
         master.set_timeout(TICK).map_err(std::io::Error::other)?;
-        let stop = Arc::new(AtomicBool::new(false));
         let (faults, fault_rx) = mpsc::channel::<u8>();
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("grbl-pty".into())
-            .spawn(move || {
-                // Holding the slave open keeps the master readable while no
-                // host is connected (otherwise reads fail with EIO).
-                let _slave = slave;
-                let t0 = Instant::now();
-                let now = || Duration::from_secs_f64(t0.elapsed().as_secs_f64() * time_scale);
-                let mut m = Machine::new(config, settings, now());
-                let mut buf = [0u8; 512];
-                while !flag.load(Ordering::Acquire) {
-                    match master.read(&mut buf) {
-                        Ok(n) if n > 0 => m.receive(now(), &buf[..n]),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(_) => std::thread::sleep(TICK),
-                    }
-                    while let Ok(code) = fault_rx.try_recv() {
-                        m.raise_alarm(now(), code);
-                    }
-                    m.advance(now());
-                    let out = m.take_output();
-                    if !out.is_empty() {
-                        let _ = master.write_all(&out);
-                    }
-                }
-            })?;
+        // Holding the slave open keeps the master readable while no host is
+        // connected (otherwise reads fail with EIO).
+        let _slave = slave;
+        let t0 = Instant::now();
+        let now = move || Duration::from_secs_f64(t0.elapsed().as_secs_f64() * time_scale);
+        let mut m = Machine::new(config, settings, now());
+        let mut buf = [0u8; 512];
+        let worker = Worker::spawn("grbl-pty", move || {
+            let _ = &_slave;
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => m.receive(now(), &buf[..n]),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => std::thread::sleep(TICK),
+            }
+            while let Ok(code) = fault_rx.try_recv() {
+                m.raise_alarm(now(), code);
+            }
+            m.advance(now());
+            let out = m.take_output();
+            if !out.is_empty() {
+                let _ = master.write_all(&out);
+            }
+        })?;
         Ok(PtyEmulator {
             path,
-            stop,
             faults,
-            thread: Some(thread),
+            worker,
         })
     }
 
@@ -85,16 +76,8 @@ impl PtyEmulator {
         let _ = self.faults.send(code);
     }
 
+    /// Powers the board off; the PTY closes.
     pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for PtyEmulator {
-    fn drop(&mut self) {
-        self.stop();
+        self.worker.stop();
     }
 }
