@@ -113,6 +113,9 @@ fn publish_typed(
         PickResult,
         Track,
         TrackArray,
+        Truth,
+        TruthEvent,
+        TruthObject,
     )
 }
 

@@ -6,6 +6,7 @@
 pub mod demo;
 pub mod example;
 pub mod interop;
+pub mod kinematics;
 pub mod kit;
 pub mod sim;
 

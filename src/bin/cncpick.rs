@@ -36,6 +36,28 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         time_scale: f64,
     },
+    /// Run the simulated cell's `sim` node (the same as the `sim`
+    /// executable): ROS arguments follow, e.g. `--ros-args --params-file F`.
+    Sim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ros_args: Vec<String>,
+    },
+    /// Simulate the cell with no CNCs and write the camera's view to a
+    /// video plus its ground truth (video.avi, truth.jsonl, camera.json).
+    SimRecord {
+        /// Output directory.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Simulated seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// A ros__parameters file with a `sim` section.
+        #[arg(long)]
+        params_file: Vec<std::path::PathBuf>,
+        /// A sim parameter, name:=value (YAML value), e.g. seed:=7.
+        #[arg(short = 'p', long = "param")]
+        param: Vec<String>,
+    },
     /// Interop probe for tests: publish every message type from a fixture,
     /// serve GetObject and PickObject, print what arrives as JSON lines.
     #[command(hide = true)]
@@ -78,6 +100,16 @@ fn main() {
             soft_limits,
             time_scale,
         } => grbl_emulator(homing, soft_limits, time_scale),
+        Command::Sim { .. } => {
+            cncpick::sim::node::main();
+            Ok(())
+        }
+        Command::SimRecord {
+            out,
+            seconds,
+            params_file,
+            param,
+        } => sim_record(out, seconds, params_file, param),
         Command::Interop { fixture, prefix } => run(|ctx| async move {
             let text = std::fs::read_to_string(&fixture)
                 .map_err(|e| anyhow::anyhow!("reading fixture {}: {e}", fixture.display()))?;
@@ -130,4 +162,38 @@ async fn stdin_closed() {
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
     })
     .await;
+}
+
+fn sim_record(
+    out: std::path::PathBuf,
+    seconds: f64,
+    params_files: Vec<std::path::PathBuf>,
+    params: Vec<String>,
+) -> anyhow::Result<()> {
+    use cncpick::kit::params::{load, RosArgs};
+    use cncpick::sim::params::SimParams;
+    let mut args = RosArgs {
+        params_files,
+        ..RosArgs::default()
+    };
+    for p in params {
+        let (k, v) = p
+            .split_once(":=")
+            .ok_or_else(|| anyhow::anyhow!("-p {p:?}: write name:=value"))?;
+        args.overrides.push((k.to_string(), v.to_string()));
+    }
+    let p: SimParams = load("/cell/sim", &args, |_| None)?;
+    let cfg = p.config().map_err(anyhow::Error::msg)?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        anyhow::bail!("--seconds must be a positive number, got {seconds}");
+    }
+    let r = cncpick::sim::record::record(cfg, seconds, &out)?;
+    println!(
+        "sim-record: {} frames ({} in the video) into {}, truth in {}",
+        r.frames,
+        r.frames_written,
+        r.video.display(),
+        r.truth.display()
+    );
+    Ok(())
 }

@@ -100,6 +100,21 @@ pub fn set_one<P: NodeParams>(
     value: Value,
     origin: &str,
 ) -> Result<P, ParamError> {
+    let next = apply_one(current, key, value, origin)?;
+    next.validate()
+        .map_err(|problem| err(origin, key, problem))?;
+    Ok(next)
+}
+
+/// [`set_one`] without the cross-parameter rules, which [`load`] checks
+/// once every source is applied (a file may change `lanes` and `lane_bias`
+/// together).
+fn apply_one<P: NodeParams>(
+    current: &P,
+    key: &str,
+    value: Value,
+    origin: &str,
+) -> Result<P, ParamError> {
     let spec = spec_of::<P>(key).ok_or_else(|| {
         let known: Vec<&str> = P::specs().iter().map(|s| s.name).collect();
         err(
@@ -124,13 +139,28 @@ pub fn set_one<P: NodeParams>(
     map.insert(key.to_string(), value.clone());
     let next: P = serde_json::from_value(Value::Object(map))
         .map_err(|_| err(origin, key, format!("{shown} is not {expected}")))?;
-    if let (Some((lo, hi)), Some(x)) = (spec.range, value.as_f64()) {
-        if !(lo..=hi).contains(&x) {
-            return Err(err(
-                origin,
-                key,
-                format!("{shown} is outside its range [{lo}, {hi}]"),
-            ));
+    if let Some((lo, hi)) = spec.range {
+        // A list's range applies to each of its entries.
+        let numbers: Vec<(Option<usize>, f64)> = match &value {
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.as_f64().map(|x| (Some(i), x)))
+                .collect(),
+            v => v.as_f64().map(|x| (None, x)).into_iter().collect(),
+        };
+        for (i, x) in numbers {
+            if !(lo..=hi).contains(&x) {
+                let what = match i {
+                    Some(i) => format!("entry {i} ({x})"),
+                    None => shown.clone(),
+                };
+                return Err(err(
+                    origin,
+                    key,
+                    format!("{what} is outside its range [{lo}, {hi}]"),
+                ));
+            }
         }
     }
     if !spec.choices.is_empty() {
@@ -144,8 +174,6 @@ pub fn set_one<P: NodeParams>(
             }
         }
     }
-    next.validate()
-        .map_err(|problem| err(origin, key, problem))?;
     Ok(next)
 }
 
@@ -333,19 +361,43 @@ pub fn load<P: NodeParams>(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<P, ParamError> {
     let mut p = P::default();
+    let mut sources: Vec<(String, String)> = Vec::new();
     for file in &args.params_files {
         let origin = file.display().to_string();
         for (k, v) in file_entries(file, fqn)? {
-            p = set_one(&p, &k, v, &origin)?;
+            p = apply_one(&p, &k, v, &origin)?;
+            sources.push((origin.clone(), k));
         }
     }
     let name = fqn.rsplit('/').next().unwrap_or(fqn);
     for (var_name, k, v) in env_entries::<P>(name, &var) {
-        p = set_one(&p, &k, v, &format!("environment variable {var_name}"))?;
+        let origin = format!("environment variable {var_name}");
+        p = apply_one(&p, &k, v, &origin)?;
+        sources.push((origin, k));
     }
     for (k, v) in &args.overrides {
-        p = set_one(&p, k, yaml_scalar(v), "command line (-p)")?;
+        p = apply_one(&p, k, yaml_scalar(v), "command line (-p)")?;
+        sources.push(("command line (-p)".into(), k.clone()));
     }
+    p.validate().map_err(|problem| {
+        // Blame the last source that set a parameter the rule names.
+        let (origin, key) = sources
+            .iter()
+            .rev()
+            .find(|(_, k)| problem.contains(k.as_str()))
+            .cloned()
+            .unwrap_or_else(|| {
+                let mut origins: Vec<&str> = sources.iter().map(|(o, _)| o.as_str()).collect();
+                origins.dedup();
+                let origin = if origins.is_empty() {
+                    "the defaults".to_string()
+                } else {
+                    origins.join(" + ")
+                };
+                (origin, "(a rule across parameters)".into())
+            });
+        err(&origin, &key, problem)
+    })?;
     Ok(p)
 }
 

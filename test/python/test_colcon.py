@@ -1,6 +1,7 @@
 """colcon over the repository, as on a cell computer with ROS 2: both
 packages build, and the ament index finds them and the node executables."""
 
+import hashlib
 import os
 import pathlib
 import re
@@ -10,7 +11,7 @@ import tomllib
 
 from conftest import REPO
 
-NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example"]
+NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example", "sim"]
 
 
 def fresh_workspace():
@@ -19,6 +20,17 @@ def fresh_workspace():
     recompiles only what changed); sources, install/ and log/ are new."""
     ws = REPO / "target" / "colcon-ws"
     ws.mkdir(parents=True, exist_ok=True)
+    # r2r's generated bindings do not notice a changed message at the same
+    # install path, so a kept build/ is only reused with the same interfaces.
+    digest = hashlib.sha256()
+    for f in sorted((REPO / "msg").rglob("*")):
+        if f.is_file():
+            digest.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
+    stamp = ws / "build" / ".interfaces-sha256"
+    if (ws / "build").exists() and (not stamp.exists() or stamp.read_text() != digest.hexdigest()):
+        shutil.rmtree(ws / "build")
+    (ws / "build").mkdir(exist_ok=True)
+    stamp.write_text(digest.hexdigest())
     for entry in ws.iterdir():
         if entry.name == "build":
             continue

@@ -377,9 +377,9 @@ fn coolant_waits_for_the_planner_like_grbl_does() {
     b.cmd("G0 X-10");
     b.send(b"M8\n");
     b.run(ms(500));
-    assert!(!b.m.coolant_on(), "M8 waits for the move");
+    assert!(!b.m.vacuum_on(), "M8 waits for the move");
     b.run_until(ms(5000), |o| o.contains("ok"));
-    assert!(b.m.coolant_on());
+    assert!(b.m.vacuum_on());
 }
 
 #[test]

@@ -265,8 +265,9 @@ impl Machine {
         self.pos
     }
 
-    pub fn coolant_on(&self) -> bool {
-        self.coolant
+    /// The vacuum: coolant (M8/M7) or spindle (M3/M4) on.
+    pub fn vacuum_on(&self) -> bool {
+        self.coolant || self.spindle
     }
 
     /// Everything written since the last call.

@@ -2,21 +2,84 @@
 //! third-party one) talks to it through a tty as it would to a board. It runs
 //! on the wall clock, optionally scaled.
 
-use super::machine::{Config, Machine};
+use super::machine::{Config, Machine, State};
 use super::settings::Settings;
 use crate::kit::worker::Worker;
 use serialport::{SerialPort, TTYPort};
 use std::io::{Read, Write};
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often the board is advanced when nothing arrives.
 const TICK: Duration = Duration::from_millis(1);
 
+/// What the simulator injects into a running board.
+enum Inject {
+    Alarm(u8),
+    /// Line noise written towards the host.
+    Garbage(Vec<u8>),
+}
+
+/// The board as last advanced: what the world's physics needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Snapshot {
+    /// Emulator time (since the clock origin, scaled).
+    pub at: Duration,
+    /// Machine position, mm.
+    pub position_mm: [f64; 3],
+    /// Coolant (M8/M7) or spindle (M3/M4) on: the vacuum.
+    pub vacuum_on: bool,
+    pub state: State,
+}
+
 pub struct PtyEmulator {
     path: String,
-    faults: mpsc::Sender<u8>,
+    link: Option<PathBuf>,
+    inject: mpsc::Sender<Inject>,
+    snapshot: Arc<Mutex<Snapshot>>,
     worker: Worker,
+}
+
+/// A scaled clock from `origin`.
+#[derive(Debug, Clone, Copy)]
+pub struct SimClock {
+    pub origin: Instant,
+    pub time_scale: f64,
+}
+
+impl SimClock {
+    pub fn new(time_scale: f64) -> Self {
+        SimClock {
+            origin: Instant::now(),
+            time_scale,
+        }
+    }
+    pub fn now(&self) -> Duration {
+        Duration::from_secs_f64(self.origin.elapsed().as_secs_f64() * self.time_scale)
+    }
+    /// The wall-clock instant at simulated time `t`.
+    pub fn instant_at(&self, t: Duration) -> Instant {
+        self.origin + Duration::from_secs_f64(t.as_secs_f64() / self.time_scale)
+    }
+}
+
+/// Points `link` at `target`, replacing an old symlink (never a file).
+fn make_link(link: &Path, target: &str) -> std::io::Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(link) {
+        if !meta.file_type().is_symlink() {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a symlink; not replacing it",
+                link.display()
+            )));
+        }
+        std::fs::remove_file(link)?;
+    }
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::os::unix::fs::symlink(target, link)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("symlink {}: {e}", link.display())))
 }
 
 impl PtyEmulator {
@@ -28,18 +91,38 @@ impl PtyEmulator {
                 "time scale must be a positive number, got {time_scale}"
             )));
         }
+        Self::start_on(config, settings, SimClock::new(time_scale), None)
+    }
+
+    /// Powers on a board on `clock` (shared with the world), optionally
+    /// with a symlink to its PTY at `link`.
+    pub fn start_on(
+        config: Config,
+        settings: Settings,
+        clock: SimClock,
+        link: Option<&Path>,
+    ) -> std::io::Result<Self> {
         let (mut master, slave) = TTYPort::pair().map_err(std::io::Error::other)?;
         let path = slave
             .name()
             .ok_or_else(|| std::io::Error::other("the PTY has no path"))?;
+        if let Some(l) = link {
+            make_link(l, &path)?;
+        }
         master.set_timeout(TICK).map_err(std::io::Error::other)?;
-        let (faults, fault_rx) = mpsc::channel::<u8>();
+        let (inject, inject_rx) = mpsc::channel::<Inject>();
         // Holding the slave open keeps the master readable while no host is
         // connected (otherwise reads fail with EIO).
         let _slave = slave;
-        let t0 = Instant::now();
-        let now = move || Duration::from_secs_f64(t0.elapsed().as_secs_f64() * time_scale);
+        let now = move || clock.now();
         let mut m = Machine::new(config, settings, now());
+        let snapshot = Arc::new(Mutex::new(Snapshot {
+            at: now(),
+            position_mm: m.position(),
+            vacuum_on: m.vacuum_on(),
+            state: m.state(),
+        }));
+        let shared = snapshot.clone();
         let mut buf = [0u8; 512];
         let worker = Worker::spawn("grbl-pty", move || {
             let _ = &_slave;
@@ -50,18 +133,32 @@ impl PtyEmulator {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => std::thread::sleep(TICK),
             }
-            while let Ok(code) = fault_rx.try_recv() {
-                m.raise_alarm(now(), code);
+            let mut noise = Vec::new();
+            while let Ok(i) = inject_rx.try_recv() {
+                match i {
+                    Inject::Alarm(code) => m.raise_alarm(now(), code),
+                    Inject::Garbage(b) => noise.extend(b),
+                }
             }
-            m.advance(now());
-            let out = m.take_output();
+            let t = now();
+            m.advance(t);
+            *shared.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot {
+                at: t,
+                position_mm: m.position(),
+                vacuum_on: m.vacuum_on(),
+                state: m.state(),
+            };
+            let mut out = noise;
+            out.extend(m.take_output());
             if !out.is_empty() {
                 let _ = master.write_all(&out);
             }
         })?;
         Ok(PtyEmulator {
             path,
-            faults,
+            link: link.map(Path::to_path_buf),
+            inject,
+            snapshot,
             worker,
         })
     }
@@ -71,13 +168,32 @@ impl PtyEmulator {
         &self.path
     }
 
-    /// Fault injection: an unsolicited ALARM:`code`.
-    pub fn raise_alarm(&self, code: u8) {
-        let _ = self.faults.send(code);
+    /// The board as last advanced.
+    pub fn snapshot(&self) -> Snapshot {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Powers the board off; the PTY closes.
+    /// Fault injection: an unsolicited ALARM:`code`.
+    pub fn raise_alarm(&self, code: u8) {
+        let _ = self.inject.send(Inject::Alarm(code));
+    }
+
+    /// Fault injection: bytes of line noise towards the host.
+    pub fn write_garbage(&self, bytes: Vec<u8>) {
+        let _ = self.inject.send(Inject::Garbage(bytes));
+    }
+
+    /// Powers the board off; the PTY closes and the symlink goes.
     pub fn stop(&mut self) {
         self.worker.stop();
+        if let Some(l) = self.link.take() {
+            let _ = std::fs::remove_file(l);
+        }
+    }
+}
+
+impl Drop for PtyEmulator {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -1,0 +1,386 @@
+//! The `sim` node: the r2r shell around [`SimCore`]. On configure it powers
+//! on one GRBL emulator per CNC on a PTY (symlinked where the params say)
+//! and starts the world's clock; from then on a loop thread advances the
+//! world, feeds it the boards' nozzle positions, carries out faults, and
+//! renders each frame. While active it publishes `sim/truth` (every frame)
+//! and `sim/image_raw` (delivered frames). The world keeps running while
+//! inactive, as a real belt would; cleanup powers everything off.
+
+use super::cell::{FaultAction, SimCore};
+use super::grbl::machine::Config;
+use super::grbl::pty::{PtyEmulator, SimClock};
+use super::params::{SimConfig, SimParams};
+use super::render::Renderer;
+use super::truth::{FrameTruth, TruthLog};
+use super::vacuum::NozzleSample;
+use crate::kit::lifecycle::{ActiveGate, CallbackResult, Callbacks, LifecyclePublisher};
+use crate::kit::node;
+use crate::kit::params::Params;
+use crate::kit::spin::SharedNode;
+use crate::kit::worker::Worker;
+use crate::msgs::msg as m;
+use futures::future::BoxFuture;
+use nalgebra::Vector3;
+use opencv::core::Mat;
+use opencv::prelude::*;
+use r2r::builtin_interfaces::msg::Time;
+use r2r::sensor_msgs::msg::Image;
+use r2r::QosProfile;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const TRUTH_TOPIC: &str = "sim/truth";
+pub const IMAGE_TOPIC: &str = "sim/image_raw";
+
+/// The longest the loop sleeps, so nozzle samples stay fine-grained.
+const STEP: Duration = Duration::from_millis(4);
+
+/// Simulated seconds after the epoch as a ROS time.
+pub fn stamp(epoch_s: f64, t_s: f64) -> Time {
+    let total = epoch_s + t_s;
+    let sec = total.floor();
+    Time {
+        sec: sec as i32,
+        nanosec: (((total - sec) * 1e9).round() as u32).min(999_999_999),
+    }
+}
+
+pub fn truth_msg(f: &FrameTruth, epoch_s: f64) -> m::Truth {
+    let mut msg = m::Truth::default();
+    msg.header.stamp = stamp(epoch_s, f.t_s);
+    msg.header.frame_id = "belt".into();
+    msg.frame_seq = f.frame;
+    msg.belt_speed_mps = f.belt_speed_mps;
+    msg.belt_travel_m = f.belt_travel_m;
+    msg.delivered = f.delivered;
+    msg.objects = f
+        .objects
+        .iter()
+        .map(|o| m::TruthObject {
+            sim_id: o.id,
+            class_id: o.class.clone(),
+            lane: o.lane,
+            position: r2r::geometry_msgs::msg::Point {
+                x: o.position_m[0],
+                y: o.position_m[1],
+                z: o.position_m[2],
+            },
+            yaw_rad: o.yaw_rad,
+            length_m: o.length_m,
+            width_m: o.width_m,
+            velocity_x_mps: o.velocity_x_mps,
+            state: if o.state == "held" {
+                m::TruthObject::HELD as u8
+            } else {
+                m::TruthObject::ON_BELT as u8
+            },
+            cnc_id: o.cnc.clone().unwrap_or_default(),
+            arrived: stamp(epoch_s, o.arrived_s),
+        })
+        .collect();
+    msg.events = f
+        .events
+        .iter()
+        .map(|e| m::TruthEvent {
+            stamp: stamp(epoch_s, e.t_s),
+            sim_id: e.object_id,
+            kind: e.kind.code(),
+            cnc_id: e.cnc.clone().unwrap_or_default(),
+            detail: e.detail.clone(),
+        })
+        .collect();
+    msg
+}
+
+fn image_msg(image: &Mat, stamp: Time) -> opencv::Result<Image> {
+    let mut msg = Image::default();
+    msg.header.stamp = stamp;
+    msg.header.frame_id = "camera".into();
+    msg.height = image.rows() as u32;
+    msg.width = image.cols() as u32;
+    msg.encoding = "bgr8".into();
+    msg.step = image.cols() as u32 * 3;
+    msg.data = image.data_bytes()?.to_vec();
+    Ok(msg)
+}
+
+/// One CNC's board: running, or unplugged until a time.
+enum Board {
+    On(PtyEmulator),
+    Unplugged { until_s: f64 },
+}
+
+fn power_on(cfg: &SimConfig, i: usize, clock: SimClock) -> std::io::Result<PtyEmulator> {
+    let c = &cfg.cncs[i];
+    let link = (!c.pty_link.is_empty()).then(|| Path::new(&c.pty_link));
+    let emu = PtyEmulator::start_on(Config::default(), cfg.grbl_settings(i), clock, link)?;
+    // Reported on stdout so a launcher or a person can find it.
+    println!(
+        "sim: cnc_{} GRBL emulator on {}{}",
+        c.id,
+        emu.path(),
+        if c.pty_link.is_empty() {
+            String::new()
+        } else {
+            format!(" (link {})", c.pty_link)
+        }
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    Ok(emu)
+}
+
+/// The loop's state: everything from configure to cleanup.
+struct Cell {
+    core: SimCore,
+    renderer: Renderer,
+    boards: Vec<Board>,
+    clock: SimClock,
+    epoch_s: f64,
+    next_frame: u64,
+    late: VecDeque<(f64, Image)>,
+    truth_pub: LifecyclePublisher<m::Truth>,
+    image_pub: LifecyclePublisher<Image>,
+    params: Params<SimParams>,
+    log: Option<TruthLog>,
+    image: Mat,
+}
+
+impl Cell {
+    fn apply(&mut self, actions: Vec<FaultAction>) {
+        for a in actions {
+            match a {
+                FaultAction::Alarm { cnc, code } => {
+                    if let Board::On(e) = &self.boards[cnc] {
+                        tracing::warn!(cnc = %self.core.cfg.cncs[cnc].id, code, "fault: ALARM");
+                        e.raise_alarm(code);
+                    }
+                }
+                FaultAction::Garbage { cnc, bytes } => {
+                    if let Board::On(e) = &self.boards[cnc] {
+                        tracing::warn!(cnc = %self.core.cfg.cncs[cnc].id, n = bytes.len(), "fault: line noise");
+                        e.write_garbage(bytes);
+                    }
+                }
+                FaultAction::Disconnect { cnc, until_s } => {
+                    tracing::warn!(cnc = %self.core.cfg.cncs[cnc].id, until_s, "fault: serial line unplugged");
+                    // Dropping the emulator closes its PTY and removes the link.
+                    self.boards[cnc] = Board::Unplugged { until_s };
+                }
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let now_s = self.clock.now().as_secs_f64();
+        let p = self.params.get();
+        self.renderer.set_effects(
+            p.noise_stddev,
+            p.blur_sigma_px,
+            p.lighting_drift_fraction,
+            p.lighting_drift_period_s,
+        );
+        // Frames first: the world must not pass an exposure unrendered.
+        let mut behind = 0;
+        while self.core.frame_time_s(self.next_frame) <= now_s {
+            let k = self.next_frame;
+            self.next_frame += 1;
+            let t = self.core.frame_time_s(k);
+            let actions = self.core.advance_to(t);
+            self.apply(actions);
+            let (truth, drawn) = self.core.frame(k);
+            let late_frame = self.core.frame_time_s(self.next_frame) <= now_s;
+            if truth.delivered && p.publish_images && !late_frame {
+                match self.renderer.render(k, t, &drawn, &mut self.image) {
+                    Ok(()) => match image_msg(&self.image, stamp(self.epoch_s, t)) {
+                        Ok(msg) => {
+                            let delay = self.core.frame_delay_s(k);
+                            if delay > 0.0 {
+                                self.late.push_back((t + delay, msg));
+                            } else {
+                                let _ = self.image_pub.publish(&msg);
+                            }
+                        }
+                        Err(e) => tracing::error!("frame {k}: {e}"),
+                    },
+                    Err(e) => tracing::error!("rendering frame {k}: {e}"),
+                }
+            } else if late_frame {
+                behind += 1;
+            }
+            if let Some(log) = &mut self.log {
+                if let Err(e) = log.write(&truth) {
+                    tracing::error!("{e}; truth log stopped");
+                    self.log = None;
+                }
+            }
+            let _ = self.truth_pub.publish(&truth_msg(&truth, self.epoch_s));
+        }
+        if behind > 0 {
+            tracing::warn!(frames = behind, "rendering fell behind; skipped frames");
+        }
+        let cfg = self.core.cfg.clone();
+        for i in 0..self.boards.len() {
+            if let Board::On(e) = &self.boards[i] {
+                let s = e.snapshot();
+                let tip = cfg.cncs[i].frame.to_belt_m(Vector3::from(s.position_mm));
+                self.core.nozzle(
+                    i,
+                    NozzleSample {
+                        t_s: s.at.as_secs_f64(),
+                        tip_m: [tip.x, tip.y, tip.z],
+                        vacuum_on: s.vacuum_on,
+                    },
+                );
+            }
+        }
+        let actions = self.core.advance_to(now_s);
+        self.apply(actions);
+        for i in 0..self.boards.len() {
+            if let Board::Unplugged { until_s } = self.boards[i] {
+                if until_s <= now_s {
+                    match power_on(&cfg, i, self.clock) {
+                        Ok(e) => self.boards[i] = Board::On(e),
+                        Err(e) => tracing::error!(cnc = %cfg.cncs[i].id, "replugging: {e}"),
+                    }
+                }
+            }
+        }
+        while self.late.front().is_some_and(|(at, _)| *at <= now_s) {
+            if let Some((_, msg)) = self.late.pop_front() {
+                let _ = self.image_pub.publish(&msg);
+            }
+        }
+        if let Some(log) = &mut self.log {
+            let _ = log.flush();
+        }
+        let next = self.core.frame_time_s(self.next_frame);
+        let wake = self.clock.instant_at(Duration::from_secs_f64(next));
+        let now = std::time::Instant::now();
+        std::thread::sleep(wake.saturating_duration_since(now).min(STEP));
+    }
+}
+
+struct SimNode {
+    node: SharedNode,
+    gate: ActiveGate,
+    params: Params<SimParams>,
+    worker: Option<Worker>,
+}
+
+impl SimNode {
+    fn configure(&mut self) -> anyhow::Result<()> {
+        let p = self.params.get();
+        let cfg = p.config().map_err(anyhow::Error::msg)?;
+        let (truth_pub, image_pub) = {
+            let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+            let truth = n.create_publisher::<m::Truth>(
+                TRUTH_TOPIC,
+                QosProfile::default().reliable().keep_last(100),
+            )?;
+            let image = n.create_publisher::<Image>(IMAGE_TOPIC, QosProfile::sensor_data())?;
+            (
+                LifecyclePublisher::new(truth, self.gate.clone()),
+                LifecyclePublisher::new(image, self.gate.clone()),
+            )
+        };
+        let log = if p.truth_log_path.is_empty() {
+            None
+        } else {
+            Some(TruthLog::create(Path::new(&p.truth_log_path))?)
+        };
+        let renderer = Renderer::new(
+            cfg.camera.clone(),
+            cfg.classes.clone(),
+            (cfg.belt_length_m, cfg.belt_width_m),
+            cfg.seed,
+        )?;
+        let clock = SimClock::new(p.time_scale);
+        let epoch_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let mut boards = Vec::new();
+        for i in 0..cfg.cncs.len() {
+            boards.push(Board::On(power_on(&cfg, i, clock)?));
+        }
+        let mut cell = Cell {
+            core: SimCore::new(cfg),
+            renderer,
+            boards,
+            clock,
+            epoch_s,
+            next_frame: 0,
+            late: VecDeque::new(),
+            truth_pub,
+            image_pub,
+            params: self.params.clone(),
+            log,
+            image: Mat::default(),
+        };
+        self.worker = Some(Worker::spawn("sim", move || cell.step())?);
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}
+
+fn result(r: anyhow::Result<()>) -> CallbackResult {
+    match r {
+        Ok(()) => CallbackResult::Success,
+        Err(e) => CallbackResult::Error(format!("{e:#}")),
+    }
+}
+
+impl Callbacks for SimNode {
+    fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move {
+            let r = self.configure();
+            if r.is_err() {
+                self.stop();
+            }
+            result(r)
+        })
+    }
+    fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move { CallbackResult::Success })
+    }
+    fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move { CallbackResult::Success })
+    }
+    fn on_cleanup(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move {
+            self.stop();
+            CallbackResult::Success
+        })
+    }
+    fn on_shutdown(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move {
+            self.stop();
+            CallbackResult::Success
+        })
+    }
+    fn on_error(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move {
+            self.stop();
+            CallbackResult::Success
+        })
+    }
+}
+
+/// The sim node's `main`.
+pub fn main() {
+    node::main::<SimParams, _, _>("sim", "/cell", |c| {
+        Ok(SimNode {
+            node: c.node.clone(),
+            gate: c.gate.clone(),
+            params: c.params.clone(),
+            worker: None,
+        })
+    })
+}

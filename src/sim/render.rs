@@ -1,0 +1,290 @@
+//! The camera renderer: frames of the camera's view of the belt, drawn with
+//! OpenCV, with pixel noise, blur, lighting drift and gantry beams in front
+//! of the objects. Everything random comes from the seed and the frame
+//! number, so a frame is the same bytes every time.
+
+use super::params::{CameraSpec, ObjectClass, Shape};
+use super::rng::derive;
+use nalgebra::{Matrix3, Vector3};
+use opencv::core::{self, Mat, Point, Scalar, Size, CV_16SC3, CV_8U, CV_8UC3};
+use opencv::imgproc;
+use opencv::prelude::*;
+
+/// Sub-pixel bits for drawing (OpenCV's `shift`).
+const SHIFT: i32 = 8;
+const ONE: f64 = (1 << SHIFT) as f64;
+
+const BELT_BGR: [f64; 3] = [72.0, 70.0, 68.0];
+const FLOOR_BGR: [f64; 3] = [28.0, 30.0, 32.0];
+const BEAM_BGR: [f64; 3] = [110.0, 105.0, 100.0];
+
+/// The camera's mapping between the belt plane and pixels. Pixel centres
+/// are at whole coordinates (OpenCV's convention), so pixel (0, 0) covers
+/// belt [x_min, x_min + m_per_px) × [y_min, y_min + m_per_px).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraGeometry {
+    /// Belt (x, y, 1) → pixel (u, v, w).
+    pub belt_to_px: Matrix3<f64>,
+    pub px_to_belt: Matrix3<f64>,
+}
+
+impl CameraGeometry {
+    pub fn new(c: &CameraSpec) -> Self {
+        let s = 1.0 / c.m_per_px;
+        let belt_to_px = Matrix3::new(
+            s,
+            0.0,
+            -c.x_min_m * s - 0.5,
+            0.0,
+            s,
+            -c.y_min_m * s - 0.5,
+            0.0,
+            0.0,
+            1.0,
+        );
+        let px_to_belt = belt_to_px.try_inverse().expect("a scale is invertible");
+        CameraGeometry {
+            belt_to_px,
+            px_to_belt,
+        }
+    }
+
+    fn apply(m: &Matrix3<f64>, a: f64, b: f64) -> (f64, f64) {
+        let p = m * Vector3::new(a, b, 1.0);
+        (p.x / p.z, p.y / p.z)
+    }
+
+    pub fn pixel_of(&self, x_m: f64, y_m: f64) -> (f64, f64) {
+        Self::apply(&self.belt_to_px, x_m, y_m)
+    }
+
+    pub fn belt_of(&self, u_px: f64, v_px: f64) -> (f64, f64) {
+        Self::apply(&self.px_to_belt, u_px, v_px)
+    }
+}
+
+/// An object to draw: its class, its centre on the belt and its yaw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Drawn {
+    pub class: usize,
+    pub x_m: f64,
+    pub y_m: f64,
+    pub yaw_rad: f64,
+}
+
+pub struct Renderer {
+    spec: CameraSpec,
+    classes: Vec<ObjectClass>,
+    seed: u64,
+    pub geometry: CameraGeometry,
+    background: Mat,
+    /// Gaussian noise fields, a margin larger than the frame; each frame
+    /// takes a window at an offset drawn from the seed and the frame number.
+    noise_bank: Vec<Mat>,
+}
+
+/// Noise fields in the bank, and the margin each frame's window moves in.
+const NOISE_FIELDS: u64 = 3;
+const NOISE_MARGIN_PX: i32 = 97;
+
+fn scalar(bgr: [f64; 3], gain: f64) -> Scalar {
+    Scalar::new(bgr[0] * gain, bgr[1] * gain, bgr[2] * gain, 0.0)
+}
+
+fn fixed(u: f64, v: f64) -> Point {
+    Point::new((u * ONE).round() as i32, (v * ONE).round() as i32)
+}
+
+impl Renderer {
+    pub fn new(
+        spec: CameraSpec,
+        classes: Vec<ObjectClass>,
+        belt_m: (f64, f64),
+        seed: u64,
+    ) -> opencv::Result<Self> {
+        let geometry = CameraGeometry::new(&spec);
+        let (w, h) = (spec.width_px as i32, spec.height_px as i32);
+        let mut background =
+            Mat::new_rows_cols_with_default(h, w, CV_8UC3, scalar(FLOOR_BGR, 1.0))?;
+        // The belt, [0, length] × [0, width]: the rest is the floor.
+        let (u0, v0) = geometry.pixel_of(0.0, 0.0);
+        let (u1, v1) = geometry.pixel_of(belt_m.0, belt_m.1);
+        let belt = [fixed(u0, v0), fixed(u1, v0), fixed(u1, v1), fixed(u0, v1)];
+        imgproc::fill_convex_poly(
+            &mut background,
+            &core::Vector::<Point>::from_iter(belt),
+            scalar(BELT_BGR, 1.0),
+            imgproc::LINE_AA,
+            SHIFT,
+        )?;
+        Ok(Renderer {
+            spec,
+            classes,
+            seed,
+            geometry,
+            background,
+            noise_bank: Vec::new(),
+        })
+    }
+
+    /// Frame `frame`'s noise: a window of one of the bank's fields.
+    fn noise_for(
+        &mut self,
+        frame: u64,
+        cols: i32,
+        rows: i32,
+    ) -> opencv::Result<(usize, core::Rect)> {
+        let (bw, bh) = (cols + NOISE_MARGIN_PX, rows + NOISE_MARGIN_PX);
+        if self
+            .noise_bank
+            .first()
+            .is_none_or(|m| m.cols() != bw || m.rows() != bh)
+        {
+            self.noise_bank.clear();
+            for i in 0..NOISE_FIELDS {
+                let mut field =
+                    Mat::new_rows_cols_with_default(bh, bw, CV_16SC3, Scalar::all(0.0))?;
+                let mut rng = core::RNG::new(derive(self.seed, "noise", i) | 1)?;
+                rng.fill(
+                    &mut field,
+                    core::RNG_NORMAL,
+                    &Scalar::all(0.0),
+                    &Scalar::all(self.spec.noise_stddev),
+                    false,
+                )?;
+                self.noise_bank.push(field);
+            }
+        }
+        let pick = derive(self.seed, "noise-window", frame);
+        let m = NOISE_MARGIN_PX as u64;
+        let dx = ((pick / NOISE_FIELDS) % m) as i32;
+        let dy = ((pick / NOISE_FIELDS / m) % m) as i32;
+        Ok((
+            (pick % NOISE_FIELDS) as usize,
+            core::Rect::new(dx, dy, cols, rows),
+        ))
+    }
+
+    /// Changes the effects a running camera may change (noise, blur, lighting).
+    pub fn set_effects(
+        &mut self,
+        noise_stddev: f64,
+        blur_sigma_px: f64,
+        lighting_fraction: f64,
+        lighting_period_s: f64,
+    ) {
+        if noise_stddev != self.spec.noise_stddev {
+            self.noise_bank.clear();
+        }
+        self.spec.noise_stddev = noise_stddev;
+        self.spec.blur_sigma_px = blur_sigma_px;
+        self.spec.lighting_drift_fraction = lighting_fraction;
+        self.spec.lighting_drift_period_s = lighting_period_s;
+    }
+
+    pub fn spec(&self) -> &CameraSpec {
+        &self.spec
+    }
+
+    /// Brightness gain at `t_s`: a slow swing with a phase from the seed.
+    pub fn lighting_gain(&self, t_s: f64) -> f64 {
+        let phase = (derive(self.seed, "lighting", 0) % 6283) as f64 / 1000.0;
+        1.0 + self.spec.lighting_drift_fraction
+            * (std::f64::consts::TAU * t_s / self.spec.lighting_drift_period_s + phase).sin()
+    }
+
+    /// Draws frame number `frame`, exposed at `t_s`, into `out` (BGR8).
+    pub fn render(
+        &mut self,
+        frame: u64,
+        t_s: f64,
+        objects: &[Drawn],
+        out: &mut Mat,
+    ) -> opencv::Result<()> {
+        self.background.copy_to(out)?;
+        for o in objects {
+            let c = &self.classes[o.class];
+            let color = Scalar::new(
+                c.color_bgr[0] as f64,
+                c.color_bgr[1] as f64,
+                c.color_bgr[2] as f64,
+                0.0,
+            );
+            let (u, v) = self.geometry.pixel_of(o.x_m, o.y_m);
+            let s = 1.0 / self.spec.m_per_px;
+            let (l, w) = (c.length_m * s / 2.0, c.width_m * s / 2.0);
+            if u + l + w < -2.0 || v + l + w < -2.0 {
+                continue;
+            }
+            if u - l - w > self.spec.width_px as f64 + 2.0
+                || v - l - w > self.spec.height_px as f64 + 2.0
+            {
+                continue;
+            }
+            match c.shape {
+                Shape::Disc => imgproc::circle(
+                    out,
+                    fixed(u, v),
+                    (l * ONE).round() as i32,
+                    color,
+                    -1,
+                    imgproc::LINE_AA,
+                    SHIFT,
+                )?,
+                Shape::Box => {
+                    let (sn, cs) = o.yaw_rad.sin_cos();
+                    let corner = |a: f64, b: f64| fixed(u + a * cs - b * sn, v + a * sn + b * cs);
+                    let pts = [corner(l, w), corner(-l, w), corner(-l, -w), corner(l, -w)];
+                    imgproc::fill_convex_poly(
+                        out,
+                        &core::Vector::<Point>::from_iter(pts),
+                        color,
+                        imgproc::LINE_AA,
+                        SHIFT,
+                    )?
+                }
+            }
+        }
+        let half = self.spec.occluder_width_m / 2.0;
+        for &x in &self.spec.occluder_x_m {
+            let (u0, _) = self.geometry.pixel_of(x - half, 0.0);
+            let (u1, _) = self.geometry.pixel_of(x + half, 0.0);
+            let h = self.spec.height_px as f64 + 1.0;
+            let pts = [fixed(u0, -1.0), fixed(u1, -1.0), fixed(u1, h), fixed(u0, h)];
+            imgproc::fill_convex_poly(
+                out,
+                &core::Vector::<Point>::from_iter(pts),
+                scalar(BEAM_BGR, 1.0),
+                imgproc::LINE_AA,
+                SHIFT,
+            )?;
+        }
+        // Blur, then brightness and noise in one pass (a gain commutes with
+        // a blur, both being linear).
+        if self.spec.blur_sigma_px > 0.0 {
+            let mut blurred = Mat::default();
+            imgproc::gaussian_blur(
+                out,
+                &mut blurred,
+                Size::new(0, 0),
+                self.spec.blur_sigma_px,
+                self.spec.blur_sigma_px,
+                core::BORDER_REPLICATE,
+            )?;
+            *out = blurred;
+        }
+        let gain = self.lighting_gain(t_s);
+        if self.spec.noise_stddev > 0.0 {
+            let (field, window) = self.noise_for(frame, out.cols(), out.rows())?;
+            let noise = self.noise_bank[field].roi(window)?;
+            let mut lit = Mat::default();
+            core::add_weighted(out, gain, &noise, 1.0, 0.0, &mut lit, CV_8U)?;
+            *out = lit;
+        } else if gain != 1.0 {
+            let mut lit = Mat::default();
+            out.convert_to(&mut lit, -1, gain, 0.0)?;
+            *out = lit;
+        }
+        Ok(())
+    }
+}
