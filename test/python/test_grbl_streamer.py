@@ -64,8 +64,13 @@ def test_grbl_streamer_resets_reads_settings_and_streams_a_200_line_job(emulator
         grbl.job_run()
         wait_for(events, "on_job_completed", 120)
         # Every line was answered; the emulator's position is where the job ends.
+        # on_job_completed may come when the last line is sent, with moves
+        # still planned: poll until the board is idle (bounded).
         grbl.poll_start()
+        deadline = time.monotonic() + 150
         state = wait_for(events, "on_stateupdate", 10)
+        while state[0] != "Idle" and time.monotonic() < deadline:
+            state = wait_for(events, "on_stateupdate", 10)
         assert state[0] == "Idle", state
     finally:
         grbl.disconnect()
