@@ -4,6 +4,7 @@
 //! shell; the shared pieces every node needs live in [`kit`].
 
 pub mod demo;
+pub mod detector;
 pub mod example;
 pub mod interop;
 pub mod kinematics;

@@ -72,6 +72,20 @@ pub struct ParamError {
     pub problem: String,
 }
 
+/// For parallel-list parameters (one entry per class, per CNC, ...): all
+/// the lists in `lists` have the length of the first, which is returned.
+pub fn same_lengths(lists: &[(&str, usize)]) -> Result<usize, String> {
+    let (first, n) = lists[0];
+    for (name, len) in &lists[1..] {
+        if *len != n {
+            return Err(format!(
+                "{name} has {len} entries but {first} has {n}: give one per entry of {first}"
+            ));
+        }
+    }
+    Ok(n)
+}
+
 fn err(origin: &str, key: &str, problem: impl Into<String>) -> ParamError {
     ParamError {
         origin: origin.into(),

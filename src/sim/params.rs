@@ -6,7 +6,7 @@
 use super::faults::{parse_faults, FaultSpec};
 use crate::kinematics::MachineFrame;
 use crate::kit::node::KitParams;
-use crate::kit::params::{NodeParams, Spec};
+use crate::kit::params::{same_lengths, NodeParams, Spec};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -551,19 +551,6 @@ fn parse_color(s: &str) -> Option<[u8; 3]> {
     }
     let c = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
     Some([c(4)?, c(2)?, c(0)?])
-}
-
-/// All the lists in `names` have the length of the first.
-fn same_lengths(lists: &[(&str, usize)]) -> Result<usize, String> {
-    let (first, n) = lists[0];
-    for (name, len) in &lists[1..] {
-        if *len != n {
-            return Err(format!(
-                "{name} has {len} entries but {first} has {n}: give one per entry of {first}"
-            ));
-        }
-    }
-    Ok(n)
 }
 
 impl SimParams {

@@ -1,0 +1,575 @@
+//! The detector's pure core: one BGR frame in, objects in belt metres out.
+//!
+//! A classical pipeline, configurable per class: colour thresholds in HSV
+//! (hue window, minimum saturation and value), a morphological opening,
+//! outer contours, then per contour its moments (centre), its minimum-area
+//! rectangle (size and yaw) and an area gate against the class's size.
+//! Objects cut by the edge of the region of interest are left for a later
+//! frame, and two detections closer than `duplicate_distance_m` in one
+//! frame are one object (the more confident is kept).
+//!
+//! The HSV thresholds are applied through a table over every 24-bit BGR
+//! colour, built once from OpenCV's own BGR→HSV conversion. Labelling a
+//! frame is then one lookup per pixel instead of a colour conversion and
+//! one `inRange` per class, and the masks are the same bits.
+
+use super::homography::Homography;
+use opencv::core::{self, Mat, Point, Rect, Scalar, Size, Vec3b, Vector, CV_8UC1, CV_8UC3};
+use opencv::imgproc;
+use opencv::prelude::*;
+use std::cmp::Ordering;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Box,
+    Disc,
+}
+
+impl Shape {
+    pub fn parse(s: &str) -> Option<Shape> {
+        match s {
+            "box" => Some(Shape::Box),
+            "disc" => Some(Shape::Disc),
+            _ => None,
+        }
+    }
+}
+
+/// One class: how it looks and how big it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassSpec {
+    pub name: String,
+    pub shape: Shape,
+    /// Hue window centre and half-width, degrees (0..360, wrapping).
+    pub hue_deg: f64,
+    pub hue_tolerance_deg: f64,
+    /// Minimum saturation and value, 0..255 (OpenCV's 8-bit HSV).
+    pub saturation_min: u8,
+    pub value_min: u8,
+    /// Footprint: length along the object's long axis, width across
+    /// (a disc's diameter is its length).
+    pub length_m: f64,
+    pub width_m: f64,
+}
+
+impl ClassSpec {
+    pub fn area_m2(&self) -> f64 {
+        match self.shape {
+            Shape::Box => self.length_m * self.width_m,
+            Shape::Disc => std::f64::consts::FRAC_PI_4 * self.length_m * self.length_m,
+        }
+    }
+
+    /// Whether an OpenCV 8-bit hue (0..180, 2° steps) is in the window.
+    pub fn hue_accepts(&self, h: u8) -> bool {
+        let d = (h as f64 * 2.0 - self.hue_deg).rem_euclid(360.0);
+        d.min(360.0 - d) <= self.hue_tolerance_deg
+    }
+
+    /// The window as `inRange` bounds on OpenCV's hue: one or two
+    /// inclusive intervals (two when it wraps past 0).
+    pub fn hue_ranges(&self) -> Vec<(u8, u8)> {
+        let mut out: Vec<(u8, u8)> = Vec::new();
+        for h in 0..180u8 {
+            if self.hue_accepts(h) {
+                match out.last_mut() {
+                    Some((_, hi)) if *hi + 1 == h => *hi = h,
+                    _ => out.push((h, h)),
+                }
+            }
+        }
+        if out.len() > 1 && out[0].0 == 0 && out[out.len() - 1].1 == 179 {
+            // Wraps: report the upper part first, as a reader would expect.
+            out.rotate_left(1);
+        }
+        out
+    }
+
+    pub fn accepts(&self, hsv: [u8; 3]) -> bool {
+        self.hue_accepts(hsv[0]) && hsv[1] >= self.saturation_min && hsv[2] >= self.value_min
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorConfig {
+    pub classes: Vec<ClassSpec>,
+    pub px_to_belt: Homography,
+    /// Region of interest in the image; `None` is the whole image.
+    pub roi_px: Option<Rect>,
+    pub belt_width_m: f64,
+    pub lanes: u32,
+    /// Side of the square opening kernel, px (0 or 1: no opening).
+    pub open_px: i32,
+    /// Accepted area: the class's area times 1 ± this.
+    pub area_tolerance: f64,
+    pub min_confidence: f64,
+    pub duplicate_distance_m: f64,
+    /// A contour this close to the ROI's edge is cut off: left for a later frame.
+    pub border_margin_px: i32,
+}
+
+/// One object found in one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detected {
+    pub class: usize,
+    pub x_m: f64,
+    pub y_m: f64,
+    /// Along the object's long axis, and across it.
+    pub size_x_m: f64,
+    pub size_y_m: f64,
+    /// The long axis's angle from belt x, in (-π/2, π/2]; 0 for discs.
+    pub yaw_rad: f64,
+    pub lane: u32,
+    pub confidence: f64,
+    /// Pixel bounding box in the full image: x, y, width, height.
+    pub bbox_px: [i32; 4],
+    /// Centre in the full image, px.
+    pub centre_px: (f64, f64),
+}
+
+/// What one frame gave beyond its detections.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FrameStats {
+    pub contours: usize,
+    /// Cut by the ROI's edge.
+    pub partial: usize,
+    /// Outside the class's area window (too small: noise; too big: merged).
+    pub wrong_size: usize,
+    pub low_confidence: usize,
+    pub duplicates: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DetectError {
+    #[error("the frame is {0}; the detector takes 8-bit BGR (CV_8UC3)")]
+    PixelFormat(String),
+    #[error("the region of interest {roi:?} does not fit in a {width}×{height} frame")]
+    Roi { roi: Rect, width: i32, height: i32 },
+    #[error("OpenCV: {0}")]
+    OpenCv(String),
+}
+
+impl From<opencv::Error> for DetectError {
+    fn from(e: opencv::Error) -> Self {
+        DetectError::OpenCv(e.to_string())
+    }
+}
+
+/// Label of every 24-bit BGR colour (index `b << 16 | g << 8 | r`): 0 for
+/// none, else 1 + the first class whose thresholds accept it.
+pub fn colour_table(classes: &[ClassSpec]) -> opencv::Result<Vec<u8>> {
+    const SIDE: i32 = 4096;
+    let mut bgr = vec![0u8; (SIDE * SIDE * 3) as usize];
+    for (i, px) in bgr.chunks_exact_mut(3).enumerate() {
+        px[0] = (i >> 16) as u8;
+        px[1] = (i >> 8) as u8;
+        px[2] = i as u8;
+    }
+    let all = Mat::new_rows_cols_with_data(SIDE, SIDE * 3, &bgr)?;
+    let all = all.reshape(3, SIDE)?;
+    let mut hsv = Mat::default();
+    imgproc::cvt_color_def(&all, &mut hsv, imgproc::COLOR_BGR2HSV)?;
+    let hsv = hsv.data_bytes()?;
+    let mut table = vec![0u8; 1 << 24];
+    for (i, t) in table.iter_mut().enumerate() {
+        let p = [hsv[3 * i], hsv[3 * i + 1], hsv[3 * i + 2]];
+        if let Some(k) = classes.iter().position(|c| c.accepts(p)) {
+            *t = k as u8 + 1;
+        }
+    }
+    Ok(table)
+}
+
+pub struct Detector {
+    cfg: DetectorConfig,
+    table: Vec<u8>,
+    labels: Mat,
+    mask: Mat,
+    opened: Mat,
+    kernel: Mat,
+    contours: Vector<Vector<Point>>,
+    pub last: FrameStats,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectorConfig) -> opencv::Result<Self> {
+        if cfg.classes.len() > 254 {
+            return Err(opencv::Error::new(
+                core::StsBadArg,
+                "at most 254 classes".to_string(),
+            ));
+        }
+        let table = colour_table(&cfg.classes)?;
+        let k = cfg.open_px.max(1);
+        let kernel = imgproc::get_structuring_element_def(imgproc::MORPH_RECT, Size::new(k, k))?;
+        Ok(Detector {
+            cfg,
+            table,
+            labels: Mat::default(),
+            mask: Mat::default(),
+            opened: Mat::default(),
+            kernel,
+            contours: Vector::new(),
+            last: FrameStats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    /// The class labels of `frame`'s ROI (0: none, k + 1: class k).
+    pub fn labels(&self) -> &Mat {
+        &self.labels
+    }
+
+    fn roi(&self, frame: &Mat) -> Result<Rect, DetectError> {
+        let (w, h) = (frame.cols(), frame.rows());
+        let roi = self.cfg.roi_px.unwrap_or(Rect::new(0, 0, w, h));
+        if roi.x < 0 || roi.y < 0 || roi.width <= 0 || roi.height <= 0 {
+            return Err(DetectError::Roi {
+                roi,
+                width: w,
+                height: h,
+            });
+        }
+        if roi.x + roi.width > w || roi.y + roi.height > h {
+            return Err(DetectError::Roi {
+                roi,
+                width: w,
+                height: h,
+            });
+        }
+        Ok(roi)
+    }
+
+    /// Labels every pixel of the ROI through the colour table.
+    fn label(&mut self, frame: &Mat, roi: Rect) -> Result<(), DetectError> {
+        if self.labels.rows() != roi.height || self.labels.cols() != roi.width {
+            self.labels = Mat::new_rows_cols_with_default(
+                roi.height,
+                roi.width,
+                CV_8UC1,
+                Scalar::all(0.0),
+            )?;
+        }
+        for r in 0..roi.height {
+            let src = &frame.at_row::<Vec3b>(roi.y + r)?
+                [roi.x as usize..(roi.x + roi.width) as usize];
+            let dst = self.labels.at_row_mut::<u8>(r)?;
+            for (d, p) in dst.iter_mut().zip(src) {
+                let i = ((p[0] as usize) << 16) | ((p[1] as usize) << 8) | p[2] as usize;
+                *d = self.table[i];
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the objects in `frame` (8-bit BGR).
+    pub fn detect(&mut self, frame: &Mat) -> Result<Vec<Detected>, DetectError> {
+        if frame.typ() != CV_8UC3 {
+            return Err(DetectError::PixelFormat(format!(
+                "{} with {} channel(s) (OpenCV type {})",
+                depth_name(frame.depth()),
+                frame.channels(),
+                frame.typ()
+            )));
+        }
+        let roi = self.roi(frame)?;
+        self.label(frame, roi)?;
+        self.last = FrameStats::default();
+        let mut found = Vec::new();
+        for k in 0..self.cfg.classes.len() {
+            core::compare(
+                &self.labels,
+                &Scalar::all(k as f64 + 1.0),
+                &mut self.mask,
+                core::CMP_EQ,
+            )?;
+            let mask = if self.cfg.open_px > 1 {
+                imgproc::morphology_ex_def(
+                    &self.mask,
+                    &mut self.opened,
+                    imgproc::MORPH_OPEN,
+                    &self.kernel,
+                )?;
+                &self.opened
+            } else {
+                &self.mask
+            };
+            imgproc::find_contours_def(
+                mask,
+                &mut self.contours,
+                imgproc::RETR_EXTERNAL,
+                imgproc::CHAIN_APPROX_SIMPLE,
+            )?;
+            for c in self.contours.iter() {
+                self.last.contours += 1;
+                if let Some(d) = measure(&self.cfg, k, &c, roi, &mut self.last)? {
+                    found.push(d);
+                }
+            }
+        }
+        let kept = suppress_duplicates(found, self.cfg.duplicate_distance_m, &mut self.last);
+        Ok(kept)
+    }
+}
+
+fn depth_name(depth: i32) -> &'static str {
+    match depth {
+        core::CV_8U => "8-bit unsigned",
+        core::CV_8S => "8-bit signed",
+        core::CV_16U => "16-bit unsigned",
+        core::CV_16S => "16-bit signed",
+        core::CV_32S => "32-bit integer",
+        core::CV_32F => "32-bit float",
+        core::CV_64F => "64-bit float",
+        _ => "of an unknown depth",
+    }
+}
+
+/// Lane of a belt y: lane k covers [k·w/lanes, (k+1)·w/lanes), clamped to the belt.
+pub fn lane_of(y_m: f64, belt_width_m: f64, lanes: u32) -> u32 {
+    let k = (y_m / (belt_width_m / lanes as f64)).floor();
+    k.clamp(0.0, (lanes - 1) as f64) as u32
+}
+
+/// Angle into (-π/2, π/2].
+fn half_turn(a: f64) -> f64 {
+    let mut a = a.rem_euclid(std::f64::consts::PI);
+    if a > std::f64::consts::FRAC_PI_2 {
+        a -= std::f64::consts::PI;
+    }
+    a
+}
+
+/// One contour (ROI pixel coordinates) of class `k` as a detection, or
+/// `None` with the reason counted in `stats`.
+fn measure(
+    cfg: &DetectorConfig,
+    k: usize,
+    contour: &Vector<Point>,
+    roi: Rect,
+    stats: &mut FrameStats,
+) -> Result<Option<Detected>, DetectError> {
+    let bbox = imgproc::bounding_rect(contour)?;
+    let m = cfg.border_margin_px;
+    if bbox.x <= m
+        || bbox.y <= m
+        || bbox.x + bbox.width >= roi.width - m
+        || bbox.y + bbox.height >= roi.height - m
+    {
+        stats.partial += 1;
+        return Ok(None);
+    }
+    let mo = imgproc::moments(contour, false)?;
+    if mo.m00 <= 0.0 {
+        stats.wrong_size += 1;
+        return Ok(None);
+    }
+    let (u, v) = (
+        mo.m10 / mo.m00 + roi.x as f64,
+        mo.m01 / mo.m00 + roi.y as f64,
+    );
+    // The contour runs through the boundary pixels' centres: the mask's
+    // pixel count is its area plus half its perimeter (plus one).
+    let perimeter = imgproc::arc_length(contour, true)?;
+    let area_px = mo.m00 + perimeter / 2.0 + 1.0;
+    let h = &cfg.px_to_belt;
+    let area_m2 = area_px * h.area_scale_at(u, v);
+    let class = &cfg.classes[k];
+    let ratio = area_m2 / class.area_m2();
+    if (ratio - 1.0).abs() > cfg.area_tolerance {
+        stats.wrong_size += 1;
+        return Ok(None);
+    }
+    let confidence = 1.0 - (ratio - 1.0).abs() / cfg.area_tolerance.max(1e-9);
+    if confidence < cfg.min_confidence {
+        stats.low_confidence += 1;
+        return Ok(None);
+    }
+    let (x_m, y_m) = h.apply(u, v);
+    // Size and yaw from the minimum-area rectangle, its corners taken to
+    // the belt; one pixel added across each side for the centre-line contour.
+    let rect = imgproc::min_area_rect(contour)?;
+    let mut pts = [core::Point2f::default(); 4];
+    rect.points(&mut pts)?;
+    let belt: Vec<(f64, f64)> = pts
+        .iter()
+        .map(|p| h.apply(p.x as f64 + roi.x as f64, p.y as f64 + roi.y as f64))
+        .collect();
+    let side = |a: (f64, f64), b: (f64, f64)| ((b.0 - a.0).hypot(b.1 - a.1), (b.1 - a.1).atan2(b.0 - a.0));
+    let (a, a_dir) = side(belt[0], belt[1]);
+    let (b, b_dir) = side(belt[1], belt[2]);
+    let px_m = h.area_scale_at(u, v).sqrt();
+    let (long, short, dir) = if a >= b { (a, b, a_dir) } else { (b, a, b_dir) };
+    let yaw_rad = match class.shape {
+        Shape::Disc => 0.0,
+        Shape::Box => half_turn(dir),
+    };
+    Ok(Some(Detected {
+        class: k,
+        x_m,
+        y_m,
+        size_x_m: long + px_m,
+        size_y_m: short + px_m,
+        yaw_rad,
+        lane: lane_of(y_m, cfg.belt_width_m, cfg.lanes),
+        confidence,
+        bbox_px: [bbox.x + roi.x, bbox.y + roi.y, bbox.width, bbox.height],
+        centre_px: (u, v),
+    }))
+}
+
+/// Keeps the most confident of detections closer than `distance_m`; the
+/// rest come out ordered by lane, then downstream first.
+fn suppress_duplicates(
+    mut found: Vec<Detected>,
+    distance_m: f64,
+    stats: &mut FrameStats,
+) -> Vec<Detected> {
+    found.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(a.x_m.total_cmp(&b.x_m))
+            .then(a.y_m.total_cmp(&b.y_m))
+    });
+    let mut kept: Vec<Detected> = Vec::with_capacity(found.len());
+    for d in found {
+        if kept
+            .iter()
+            .any(|k| (k.x_m - d.x_m).hypot(k.y_m - d.y_m) < distance_m)
+        {
+            stats.duplicates += 1;
+        } else {
+            kept.push(d);
+        }
+    }
+    kept.sort_by(|a, b| {
+        a.lane
+            .cmp(&b.lane)
+            .then(b.x_m.partial_cmp(&a.x_m).unwrap_or(Ordering::Equal))
+    });
+    kept
+}
+
+/// `vision_{stamp_ms}_{lane}_{sequence}`: the sequence numbers a frame's
+/// detections within each lane, downstream first (the order
+/// [`Detector::detect`] returns).
+pub fn vision_ids(stamp_ms: u64, detections: &[Detected]) -> Vec<String> {
+    let mut seq = std::collections::HashMap::<u32, u32>::new();
+    detections
+        .iter()
+        .map(|d| {
+            let n = seq.entry(d.lane).or_insert(0);
+            let id = format!("vision_{stamp_ms}_{}_{}", d.lane, *n);
+            *n += 1;
+            id
+        })
+        .collect()
+}
+
+/// The object's UUID: a name-based (v5) UUID of the camera and the vision
+/// id, so a replay of the same frames mints the same ids.
+pub fn object_uuid(camera: &str, vision_id: &str) -> uuid::Uuid {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x7c1e_5a0b_6f1d_4c2e_9b7a_2d3e_4f5a_6b7c);
+    uuid::Uuid::new_v5(&NAMESPACE, format!("{camera}/{vision_id}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(hue: f64) -> ClassSpec {
+        ClassSpec {
+            name: "c".into(),
+            shape: Shape::Box,
+            hue_deg: hue,
+            hue_tolerance_deg: 10.0,
+            saturation_min: 100,
+            value_min: 60,
+            length_m: 0.05,
+            width_m: 0.05,
+        }
+    }
+
+    #[test]
+    fn a_hue_window_across_zero_is_two_ranges() {
+        assert_eq!(class(0.0).hue_ranges(), vec![(175, 179), (0, 5)]);
+        assert_eq!(class(120.0).hue_ranges(), vec![(55, 65)]);
+    }
+
+    #[test]
+    fn lanes_split_the_width_evenly_and_clamp_at_the_edges() {
+        assert_eq!(lane_of(0.0, 0.6, 4), 0);
+        assert_eq!(lane_of(0.1499, 0.6, 4), 0);
+        assert_eq!(lane_of(0.15, 0.6, 4), 1);
+        assert_eq!(lane_of(0.59, 0.6, 4), 3);
+        assert_eq!(lane_of(-0.01, 0.6, 4), 0);
+        assert_eq!(lane_of(0.7, 0.6, 4), 3);
+    }
+
+    #[test]
+    fn vision_ids_count_per_lane_and_uuids_follow_them() {
+        let d = |lane| Detected {
+            class: 0,
+            x_m: 0.0,
+            y_m: 0.0,
+            size_x_m: 0.0,
+            size_y_m: 0.0,
+            yaw_rad: 0.0,
+            lane,
+            confidence: 1.0,
+            bbox_px: [0; 4],
+            centre_px: (0.0, 0.0),
+        };
+        let ids = vision_ids(1234, &[d(0), d(0), d(2)]);
+        assert_eq!(ids, ["vision_1234_0_0", "vision_1234_0_1", "vision_1234_2_0"]);
+        assert_eq!(object_uuid("cam", &ids[0]), object_uuid("cam", &ids[0]));
+        assert_ne!(object_uuid("cam", &ids[0]), object_uuid("cam", &ids[1]));
+        assert_ne!(object_uuid("cam", &ids[0]), object_uuid("cam2", &ids[0]));
+        assert_eq!(object_uuid("cam", &ids[0]).get_version_num(), 5);
+    }
+
+    #[test]
+    fn the_table_agrees_with_opencv_hsv_and_in_range() {
+        let classes = vec![class(0.0), class(120.0)];
+        let table = colour_table(&classes).unwrap();
+        // A sample of colours through cvtColor and inRange, as a Python peer would.
+        let mut colours = Vec::new();
+        let mut x: u32 = 12345;
+        for _ in 0..20000 {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            colours.extend_from_slice(&[(x >> 8) as u8, (x >> 16) as u8, (x >> 24) as u8]);
+        }
+        let img = Mat::new_rows_cols_with_data(1, colours.len() as i32, &colours).unwrap();
+        let img = img.reshape(3, 1).unwrap();
+        let mut hsv = Mat::default();
+        imgproc::cvt_color_def(&img, &mut hsv, imgproc::COLOR_BGR2HSV).unwrap();
+        for (k, c) in classes.iter().enumerate() {
+            let mut mask = Mat::default();
+            let mut any = Mat::new_rows_cols_with_default(1, 20000, CV_8UC1, Scalar::all(0.0))
+                .unwrap();
+            for (lo, hi) in c.hue_ranges() {
+                core::in_range(
+                    &hsv,
+                    &Scalar::new(lo as f64, c.saturation_min as f64, c.value_min as f64, 0.0),
+                    &Scalar::new(hi as f64, 255.0, 255.0, 0.0),
+                    &mut mask,
+                )
+                .unwrap();
+                let mut or = Mat::default();
+                core::bitwise_or_def(&any, &mask, &mut or).unwrap();
+                any = or;
+            }
+            let got = any.data_bytes().unwrap();
+            let mut hits = 0;
+            for (i, px) in colours.chunks_exact(3).enumerate() {
+                let idx = ((px[0] as usize) << 16) | ((px[1] as usize) << 8) | px[2] as usize;
+                assert_eq!(table[idx] == k as u8 + 1, got[i] == 255, "colour {px:?}");
+                hits += (got[i] == 255) as usize;
+            }
+            assert!(hits > 50, "class {k}: only {hits} sample colours in range");
+        }
+    }
+}
