@@ -57,6 +57,63 @@ enum Command {
         /// A sim parameter, name:=value (YAML value), e.g. seed:=7.
         #[arg(short = 'p', long = "param")]
         param: Vec<String>,
+        /// mjpg (small, lossy) or ffv1 (lossless: a replay gives the same pixels).
+        #[arg(long, default_value = "mjpg")]
+        codec: String,
+    },
+    /// Run the `camera` node (as the `camera` executable): ROS arguments follow.
+    Camera {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ros_args: Vec<String>,
+    },
+    /// Run the `detector` node (as the `detector` executable): ROS arguments follow.
+    Detector {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ros_args: Vec<String>,
+    },
+    /// Compute the camera's pixel → belt homography from an image of a
+    /// chessboard lying on the belt, and write it as the detector's
+    /// parameters. Columns of the board run along the belt's travel (the
+    /// image's u axis); the inner corner nearest the image's top-left is at
+    /// (origin-x-m, origin-y-m) on the belt.
+    Calibrate {
+        /// The image (PNG, JPEG, ...).
+        #[arg(long)]
+        image: std::path::PathBuf,
+        /// Inner corners along a row.
+        #[arg(long)]
+        cols: u32,
+        /// Inner corners along a column.
+        #[arg(long)]
+        rows: u32,
+        /// Side of one square, m.
+        #[arg(long)]
+        square_m: f64,
+        #[arg(long)]
+        origin_x_m: f64,
+        #[arg(long)]
+        origin_y_m: f64,
+        /// The params file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The node section to write.
+        #[arg(long, default_value = "detector")]
+        node: String,
+    },
+    /// Render a chessboard as the simulated camera sees it (to try `calibrate`).
+    SimPattern {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value_t = 12)]
+        cols: u32,
+        #[arg(long, default_value_t = 7)]
+        rows: u32,
+        #[arg(long, default_value_t = 0.06)]
+        square_m: f64,
+        #[arg(long, default_value_t = 0.4)]
+        origin_x_m: f64,
+        #[arg(long, default_value_t = 0.05)]
+        origin_y_m: f64,
     },
     /// Interop probe for tests: publish every message type from a fixture,
     /// serve GetObject and PickObject, print what arrives as JSON lines.
@@ -109,7 +166,54 @@ fn main() {
             seconds,
             params_file,
             param,
-        } => sim_record(out, seconds, params_file, param),
+            codec,
+        } => sim_record(out, seconds, params_file, param, &codec),
+        Command::Camera { .. } => {
+            cncpick::camera::node::main();
+            Ok(())
+        }
+        Command::Detector { .. } => {
+            cncpick::detector::node::main();
+            Ok(())
+        }
+        Command::Calibrate {
+            image,
+            cols,
+            rows,
+            square_m,
+            origin_x_m,
+            origin_y_m,
+            out,
+            node,
+        } => calibrate(
+            &image,
+            &cncpick::detector::calibrate::Chessboard {
+                inner_cols: cols,
+                inner_rows: rows,
+                square_m,
+                origin_x_m,
+                origin_y_m,
+            },
+            &out,
+            &node,
+        ),
+        Command::SimPattern {
+            out,
+            cols,
+            rows,
+            square_m,
+            origin_x_m,
+            origin_y_m,
+        } => sim_pattern(
+            &out,
+            &cncpick::detector::calibrate::Chessboard {
+                inner_cols: cols,
+                inner_rows: rows,
+                square_m,
+                origin_x_m,
+                origin_y_m,
+            },
+        ),
         Command::Interop { fixture, prefix } => run(|ctx| async move {
             let text = std::fs::read_to_string(&fixture)
                 .map_err(|e| anyhow::anyhow!("reading fixture {}: {e}", fixture.display()))?;
@@ -169,7 +273,10 @@ fn sim_record(
     seconds: f64,
     params_files: Vec<std::path::PathBuf>,
     params: Vec<String>,
+    codec: &str,
 ) -> anyhow::Result<()> {
+    let codec = cncpick::sim::record::Codec::parse(codec)
+        .ok_or_else(|| anyhow::anyhow!("--codec {codec:?}: use mjpg or ffv1"))?;
     use cncpick::kit::params::{load, RosArgs};
     use cncpick::sim::params::SimParams;
     let mut args = RosArgs {
@@ -187,7 +294,7 @@ fn sim_record(
     if !(seconds.is_finite() && seconds > 0.0) {
         anyhow::bail!("--seconds must be a positive number, got {seconds}");
     }
-    let r = cncpick::sim::record::record(cfg, seconds, &out)?;
+    let r = cncpick::sim::record::record_with(cfg, seconds, &out, codec)?;
     println!(
         "sim-record: {} frames ({} in the video) into {}, truth in {}",
         r.frames,
@@ -195,5 +302,64 @@ fn sim_record(
         r.video.display(),
         r.truth.display()
     );
+    Ok(())
+}
+
+fn calibrate(
+    image: &std::path::Path,
+    board: &cncpick::detector::calibrate::Chessboard,
+    out: &std::path::Path,
+    node: &str,
+) -> anyhow::Result<()> {
+    use cncpick::detector::calibrate::{calibrate, params_yaml};
+    if !(board.square_m.is_finite() && board.square_m > 0.0) {
+        anyhow::bail!(
+            "--square-m must be a positive length, got {}",
+            board.square_m
+        );
+    }
+    let path = image
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{}: the path is not UTF-8", image.display()))?;
+    if !image.is_file() {
+        anyhow::bail!("{}: no such file", image.display());
+    }
+    let img = opencv::imgcodecs::imread_def(path)?;
+    if opencv::prelude::MatTraitConst::empty(&img) {
+        anyhow::bail!("{}: not an image OpenCV can read", image.display());
+    }
+    let c = calibrate(&img, board).map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
+    std::fs::write(out, params_yaml(&c, node, &image.display().to_string()))
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+    println!(
+        "calibrate: {} corners, reprojection error {:.3} px RMS ({:.3} px at most); wrote {}",
+        c.px.len(),
+        c.fit.rms_error_px,
+        c.fit.max_error_px,
+        out.display()
+    );
+    Ok(())
+}
+
+fn sim_pattern(
+    out: &std::path::Path,
+    board: &cncpick::detector::calibrate::Chessboard,
+) -> anyhow::Result<()> {
+    use cncpick::sim::params::SimParams;
+    let cfg = SimParams::default().config().map_err(anyhow::Error::msg)?;
+    let r = cncpick::sim::render::CameraGeometry::new(&cfg.camera);
+    let img = cncpick::detector::calibrate::render_chessboard(
+        &r.belt_to_px,
+        cfg.camera.width_px as i32,
+        cfg.camera.height_px as i32,
+        board,
+    )?;
+    let path = out
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("{}: the path is not UTF-8", out.display()))?;
+    if !opencv::imgcodecs::imwrite_def(path, &img)? {
+        anyhow::bail!("{}: OpenCV could not write it", out.display());
+    }
+    println!("sim-pattern: wrote {}", out.display());
     Ok(())
 }

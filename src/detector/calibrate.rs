@@ -60,7 +60,9 @@ pub fn calibrate(image: &Mat, board: &Chessboard) -> Result<Calibration, String>
         &grey,
         size,
         &mut corners,
-        calib3d::CALIB_CB_NORMALIZE_IMAGE | calib3d::CALIB_CB_EXHAUSTIVE | calib3d::CALIB_CB_ACCURACY,
+        calib3d::CALIB_CB_NORMALIZE_IMAGE
+            | calib3d::CALIB_CB_EXHAUSTIVE
+            | calib3d::CALIB_CB_ACCURACY,
     )
     .map_err(|e| format!("OpenCV findChessboardCornersSB: {e}"))?;
     if !found || corners.len() != (board.inner_cols * board.inner_rows) as usize {
@@ -132,14 +134,9 @@ pub fn render_chessboard(
         Point::new((u * one).round() as i32, (v * one).round() as i32)
     };
     let mut quad = |x0: f64, y0: f64, x1: f64, y1: f64, grey: f64| -> opencv::Result<()> {
-        let pts: Vector<Point> = [
-            to_px(x0, y0),
-            to_px(x1, y0),
-            to_px(x1, y1),
-            to_px(x0, y1),
-        ]
-        .into_iter()
-        .collect();
+        let pts: Vector<Point> = [to_px(x0, y0), to_px(x1, y0), to_px(x1, y1), to_px(x0, y1)]
+            .into_iter()
+            .collect();
         imgproc::fill_convex_poly(&mut img, &pts, Scalar::all(grey), imgproc::LINE_AA, SHIFT)
     };
     let sq = board.square_m;

@@ -246,16 +246,12 @@ impl Detector {
     /// Labels every pixel of the ROI through the colour table.
     fn label(&mut self, frame: &Mat, roi: Rect) -> Result<(), DetectError> {
         if self.labels.rows() != roi.height || self.labels.cols() != roi.width {
-            self.labels = Mat::new_rows_cols_with_default(
-                roi.height,
-                roi.width,
-                CV_8UC1,
-                Scalar::all(0.0),
-            )?;
+            self.labels =
+                Mat::new_rows_cols_with_default(roi.height, roi.width, CV_8UC1, Scalar::all(0.0))?;
         }
         for r in 0..roi.height {
-            let src = &frame.at_row::<Vec3b>(roi.y + r)?
-                [roi.x as usize..(roi.x + roi.width) as usize];
+            let src =
+                &frame.at_row::<Vec3b>(roi.y + r)?[roi.x as usize..(roi.x + roi.width) as usize];
             let dst = self.labels.at_row_mut::<u8>(r)?;
             for (d, p) in dst.iter_mut().zip(src) {
                 let i = ((p[0] as usize) << 16) | ((p[1] as usize) << 8) | p[2] as usize;
@@ -398,7 +394,8 @@ fn measure(
         .iter()
         .map(|p| h.apply(p.x as f64 + roi.x as f64, p.y as f64 + roi.y as f64))
         .collect();
-    let side = |a: (f64, f64), b: (f64, f64)| ((b.0 - a.0).hypot(b.1 - a.1), (b.1 - a.1).atan2(b.0 - a.0));
+    let side =
+        |a: (f64, f64), b: (f64, f64)| ((b.0 - a.0).hypot(b.1 - a.1), (b.1 - a.1).atan2(b.0 - a.0));
     let (a, a_dir) = side(belt[0], belt[1]);
     let (b, b_dir) = side(belt[1], belt[2]);
     let px_m = h.area_scale_at(u, v).sqrt();
@@ -524,7 +521,10 @@ mod tests {
             centre_px: (0.0, 0.0),
         };
         let ids = vision_ids(1234, &[d(0), d(0), d(2)]);
-        assert_eq!(ids, ["vision_1234_0_0", "vision_1234_0_1", "vision_1234_2_0"]);
+        assert_eq!(
+            ids,
+            ["vision_1234_0_0", "vision_1234_0_1", "vision_1234_2_0"]
+        );
         assert_eq!(object_uuid("cam", &ids[0]), object_uuid("cam", &ids[0]));
         assert_ne!(object_uuid("cam", &ids[0]), object_uuid("cam", &ids[1]));
         assert_ne!(object_uuid("cam", &ids[0]), object_uuid("cam2", &ids[0]));
@@ -548,8 +548,8 @@ mod tests {
         imgproc::cvt_color_def(&img, &mut hsv, imgproc::COLOR_BGR2HSV).unwrap();
         for (k, c) in classes.iter().enumerate() {
             let mut mask = Mat::default();
-            let mut any = Mat::new_rows_cols_with_default(1, 20000, CV_8UC1, Scalar::all(0.0))
-                .unwrap();
+            let mut any =
+                Mat::new_rows_cols_with_default(1, 20000, CV_8UC1, Scalar::all(0.0)).unwrap();
             for (lo, hi) in c.hue_ranges() {
                 core::in_range(
                     &hsv,

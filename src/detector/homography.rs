@@ -79,7 +79,10 @@ impl Homography {
         let h = opencv::calib3d::find_homography(&src, &dst, &mut Mat::default(), 0, 3.0)
             .map_err(|e| format!("OpenCV findHomography: {e}"))?;
         if h.rows() != 3 || h.cols() != 3 {
-            return Err("the points are degenerate (three or more on one line?): no homography fits them".into());
+            return Err(
+                "the points are degenerate (three or more on one line?): no homography fits them"
+                    .into(),
+            );
         }
         let mut m = Matrix3::zeros();
         for r in 0..3 {
@@ -121,7 +124,13 @@ mod tests {
             0.001, 0.0001, 0.2, -0.00005, 0.0011, -0.06, 0.00002, 0.00001, 1.0,
         ))
         .unwrap();
-        let px = [(0.0, 0.0), (1279.0, 0.0), (1279.0, 719.0), (0.0, 719.0), (640.0, 360.0)];
+        let px = [
+            (0.0, 0.0),
+            (1279.0, 0.0),
+            (1279.0, 719.0),
+            (0.0, 719.0),
+            (640.0, 360.0),
+        ];
         let belt: Vec<_> = px.iter().map(|&(u, v)| truth.apply(u, v)).collect();
         let fit = Homography::fit(&px, &belt).unwrap();
         assert!(fit.max_error_px < 1e-3, "{}", fit.max_error_px);
@@ -134,7 +143,9 @@ mod tests {
     fn too_few_unpaired_or_collinear_points_are_refused() {
         let p = [(0.0, 0.0), (1.0, 0.0), (2.0, 0.0)];
         assert!(Homography::fit(&p, &p).unwrap_err().contains("at least 4"));
-        assert!(Homography::fit(&p, &p[..2]).unwrap_err().contains("in pairs"));
+        assert!(Homography::fit(&p, &p[..2])
+            .unwrap_err()
+            .contains("in pairs"));
         let line = [(0.0, 0.0), (1.0, 0.0), (2.0, 0.0), (3.0, 0.0)];
         assert!(Homography::fit(&line, &line).is_err());
     }

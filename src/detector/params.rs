@@ -187,7 +187,10 @@ impl DetectorParams {
             ("class_names", self.class_names.len()),
             ("class_shapes", self.class_shapes.len()),
             ("class_hue_deg", self.class_hue_deg.len()),
-            ("class_hue_tolerance_deg", self.class_hue_tolerance_deg.len()),
+            (
+                "class_hue_tolerance_deg",
+                self.class_hue_tolerance_deg.len(),
+            ),
             ("class_saturation_min", self.class_saturation_min.len()),
             ("class_value_min", self.class_value_min.len()),
             ("class_length_m", self.class_length_m.len()),
@@ -307,7 +310,10 @@ impl DetectorParams {
         for (i, j) in corners {
             px.extend([i - 0.5, j - 0.5]);
             let nano = |v: f64| (v * 1e9).round() / 1e9;
-            belt.extend([nano(c.x_min_m + i * c.m_per_px), nano(c.y_min_m + j * c.m_per_px)]);
+            belt.extend([
+                nano(c.x_min_m + i * c.m_per_px),
+                nano(c.y_min_m + j * c.m_per_px),
+            ]);
         }
         let classes = &sim.classes;
         DetectorParams {

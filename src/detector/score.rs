@@ -128,7 +128,8 @@ pub fn score_frame(
             s.true_positives += 1;
             s.errors_m.push(e);
             s.lane_right += (detections[i].lane == on_belt[j].lane) as usize;
-            s.class_right += (class_names.get(detections[i].class) == Some(&on_belt[j].class)) as usize;
+            s.class_right +=
+                (class_names.get(detections[i].class) == Some(&on_belt[j].class)) as usize;
         } else {
             s.ignored += 1;
         }

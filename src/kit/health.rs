@@ -23,6 +23,38 @@ pub fn level_of(state: State) -> u8 {
     }
 }
 
+/// A node's running counts (frames dropped, messages refused, ...): kept
+/// here by the node, reported in its /diagnostics status as key-values.
+#[derive(Clone, Default, Debug)]
+pub struct Counters(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl Counters {
+    pub fn add(&self, key: &str, n: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_insert(0) += n;
+    }
+    pub fn get(&self, key: &str) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}
+
 pub struct Health {
     task: JoinHandle<()>,
 }
@@ -36,6 +68,7 @@ impl Health {
         fqn: &str,
         period: impl Fn() -> Duration + Send + 'static,
         state: impl Fn() -> State + Send + 'static,
+        counters: Counters,
     ) -> anyhow::Result<Health> {
         let (beats, diags) = {
             let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
@@ -57,6 +90,20 @@ impl Health {
                     state: s.id(),
                     stamp: stamp.clone(),
                 };
+                let mut values = vec![
+                    KeyValue {
+                        key: "lifecycle_state".into(),
+                        value: s.label().into(),
+                    },
+                    KeyValue {
+                        key: "heartbeat_seq".into(),
+                        value: seq.to_string(),
+                    },
+                ];
+                values.extend(counters.snapshot().into_iter().map(|(key, v)| KeyValue {
+                    key,
+                    value: v.to_string(),
+                }));
                 let mut diag = DiagnosticArray::default();
                 diag.header.stamp = stamp;
                 diag.status.push(DiagnosticStatus {
@@ -64,16 +111,7 @@ impl Health {
                     name: name.clone(),
                     message: s.label().into(),
                     hardware_id: String::new(),
-                    values: vec![
-                        KeyValue {
-                            key: "lifecycle_state".into(),
-                            value: s.label().into(),
-                        },
-                        KeyValue {
-                            key: "heartbeat_seq".into(),
-                            value: seq.to_string(),
-                        },
-                    ],
+                    values,
                 });
                 if let Err(e) = beats.publish(&hb).and_then(|_| diags.publish(&diag)) {
                     tracing::warn!(node = %name, "publishing health: {e}");

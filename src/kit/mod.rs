@@ -4,6 +4,7 @@ pub mod app;
 pub mod breaker;
 pub mod call;
 pub mod env;
+pub mod frames;
 pub mod health;
 pub mod lifecycle;
 pub mod node;

@@ -2,8 +2,8 @@
 //! parameters, the node, its parameter services, its lifecycle, its health.
 
 use crate::kit::app::{shutdown_signal, RunningNode};
-use crate::kit::health::Health;
-use crate::kit::lifecycle::{ActiveGate, Callbacks, LifecycleHandle};
+use crate::kit::health::{Counters, Health};
+use crate::kit::lifecycle::{ActiveGate, Callbacks, Faults, LifecycleHandle, Recovery};
 use crate::kit::params::{load, NodeParams, Params, RosArgs};
 use crate::kit::spin::SharedNode;
 use std::time::Duration;
@@ -16,11 +16,34 @@ pub struct NodeContext<P: NodeParams> {
     pub params: Params<P>,
     /// Give this to the node's LifecyclePublishers.
     pub gate: ActiveGate,
+    /// Report faults found while running here (see [`Faults`]).
+    pub faults: Faults,
+    /// Running counts, reported in the node's /diagnostics status.
+    pub counters: Counters,
+}
+
+impl<P: NodeParams> NodeContext<P> {
+    /// The node's namespace, e.g. `/cell`.
+    pub fn namespace(&self) -> String {
+        namespace_of(&self.fqn)
+    }
+}
+
+/// The namespace part of a fully qualified node name.
+pub fn namespace_of(fqn: &str) -> String {
+    match fqn.rsplit_once('/') {
+        Some(("", _)) | None => "/".into(),
+        Some((ns, _)) => ns.into(),
+    }
 }
 
 /// Parameters every node has.
 pub trait KitParams: NodeParams {
     fn heartbeat_period(&self) -> Duration;
+    /// What the node does after a fault takes it out of Active.
+    fn recovery(&self) -> Recovery {
+        Recovery::Stay
+    }
 }
 
 /// The `main` of a lifecycle node executable. Reads the ROS arguments
@@ -59,7 +82,7 @@ where
             .worker_threads(2)
             .enable_all()
             .build()?;
-        rt.block_on(run(ctx, &name, &namespace, fqn.clone(), initial, make))
+        rt.block_on(run(ctx, &name, &namespace, initial, make))
     })();
     if let Err(e) = result {
         fail(&format_args!("{e:#}"));
@@ -70,7 +93,6 @@ async fn run<P, C, F>(
     ctx: r2r::Context,
     name: &str,
     namespace: &str,
-    fqn: String,
     initial: P,
     make: F,
 ) -> anyhow::Result<()>
@@ -79,36 +101,91 @@ where
     C: Callbacks,
     F: FnOnce(&NodeContext<P>) -> anyhow::Result<C>,
 {
-    let params = Params::new(initial);
-    let running = RunningNode::start(&ctx, name, namespace)?;
-    let serve_params = {
-        let mut n = running.node.lock().unwrap_or_else(|e| e.into_inner());
-        params.declare(&mut n)?
-    };
-    let params_task = tokio::spawn(serve_params);
-    let node_ctx = NodeContext {
-        node: running.node.clone(),
-        fqn: fqn.clone(),
-        params: params.clone(),
-        gate: ActiveGate::default(),
-    };
-    let callbacks = make(&node_ctx)?;
-    let lifecycle =
-        LifecycleHandle::serve_with_gate(&running.node, &fqn, callbacks, node_ctx.gate.clone())?;
-    let p = params.clone();
-    let health = Health::start(
-        &running.node,
-        &fqn,
-        move || p.get().heartbeat_period(),
-        lifecycle.state_reader(),
-    )?;
-    tracing::info!(node = %fqn, "up, unconfigured");
-
+    let served = ServedNode::start(&ctx, name, namespace, initial, make)?;
     shutdown_signal().await;
-    health.stop().await;
-    lifecycle.stop().await;
-    params_task.abort();
-    let _ = params_task.await;
-    running.stop();
+    served.stop().await;
     Ok(())
+}
+
+/// One lifecycle node served in this process: its parameters, lifecycle
+/// and health. Several can share a process (and a context), which is how
+/// nodes that pass frames avoid copying them.
+pub struct ServedNode {
+    pub fqn: String,
+    params_task: tokio::task::JoinHandle<()>,
+    health: Health,
+    lifecycle: LifecycleHandle,
+    running: RunningNode,
+}
+
+impl ServedNode {
+    /// Starts node `name` in `namespace` with validated parameters `initial`.
+    pub fn start<P, C, F>(
+        ctx: &r2r::Context,
+        name: &str,
+        namespace: &str,
+        initial: P,
+        make: F,
+    ) -> anyhow::Result<ServedNode>
+    where
+        P: KitParams,
+        C: Callbacks,
+        F: FnOnce(&NodeContext<P>) -> anyhow::Result<C>,
+    {
+        let fqn = format!("{}/{}", namespace.trim_end_matches('/'), name);
+        let recovery = initial.recovery();
+        let params = Params::new(initial);
+        let running = RunningNode::start(ctx, name, namespace)?;
+        let serve_params = {
+            let mut n = running.node.lock().unwrap_or_else(|e| e.into_inner());
+            params.declare(&mut n)?
+        };
+        let params_task = tokio::spawn(serve_params);
+        let (faults, fault_rx) = Faults::channel();
+        let node_ctx = NodeContext {
+            node: running.node.clone(),
+            fqn: fqn.clone(),
+            params: params.clone(),
+            gate: ActiveGate::default(),
+            faults,
+            counters: Counters::default(),
+        };
+        let callbacks = make(&node_ctx)?;
+        let lifecycle = LifecycleHandle::serve_with(
+            &running.node,
+            &fqn,
+            callbacks,
+            node_ctx.gate.clone(),
+            Some(fault_rx),
+            recovery,
+        )?;
+        let p = params.clone();
+        let health = Health::start(
+            &running.node,
+            &fqn,
+            move || p.get().heartbeat_period(),
+            lifecycle.state_reader(),
+            node_ctx.counters.clone(),
+        )?;
+        tracing::info!(node = %fqn, "up, unconfigured");
+        Ok(ServedNode {
+            fqn,
+            params_task,
+            health,
+            lifecycle,
+            running,
+        })
+    }
+
+    pub fn state(&self) -> crate::kit::lifecycle::State {
+        self.lifecycle.state()
+    }
+
+    pub async fn stop(self) {
+        self.health.stop().await;
+        self.lifecycle.stop().await;
+        self.params_task.abort();
+        let _ = self.params_task.await;
+        self.running.stop();
+    }
 }

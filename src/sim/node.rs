@@ -13,6 +13,7 @@ use super::params::{SimConfig, SimParams};
 use super::render::Renderer;
 use super::truth::{FrameTruth, TruthLog};
 use super::vacuum::NozzleSample;
+use crate::kit::frames::{Frame, FramePublisher, SharedFrame};
 use crate::kit::lifecycle::{ActiveGate, CallbackResult, Callbacks, LifecyclePublisher};
 use crate::kit::node;
 use crate::kit::params::Params;
@@ -22,12 +23,11 @@ use crate::msgs::msg as m;
 use futures::future::BoxFuture;
 use nalgebra::Vector3;
 use opencv::core::Mat;
-use opencv::prelude::*;
 use r2r::builtin_interfaces::msg::Time;
-use r2r::sensor_msgs::msg::Image;
 use r2r::QosProfile;
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const TRUTH_TOPIC: &str = "sim/truth";
@@ -93,18 +93,6 @@ pub fn truth_msg(f: &FrameTruth, epoch_s: f64) -> m::Truth {
     msg
 }
 
-fn image_msg(image: &Mat, stamp: Time) -> opencv::Result<Image> {
-    let mut msg = Image::default();
-    msg.header.stamp = stamp;
-    msg.header.frame_id = "camera".into();
-    msg.height = image.rows() as u32;
-    msg.width = image.cols() as u32;
-    msg.encoding = "bgr8".into();
-    msg.step = image.cols() as u32 * 3;
-    msg.data = image.data_bytes()?.to_vec();
-    Ok(msg)
-}
-
 /// One CNC's board: running, or unplugged until a time.
 enum Board {
     On(PtyEmulator),
@@ -139,12 +127,11 @@ struct Cell {
     clock: SimClock,
     epoch_s: f64,
     next_frame: u64,
-    late: VecDeque<(f64, Image)>,
+    late: VecDeque<(f64, SharedFrame)>,
     truth_pub: LifecyclePublisher<m::Truth>,
-    image_pub: LifecyclePublisher<Image>,
+    image_pub: FramePublisher,
     params: Params<SimParams>,
     log: Option<TruthLog>,
-    image: Mat,
 }
 
 impl Cell {
@@ -192,18 +179,23 @@ impl Cell {
             let (truth, drawn) = self.core.frame(k);
             let late_frame = self.core.frame_time_s(self.next_frame) <= now_s;
             if truth.delivered && p.publish_images && !late_frame {
-                match self.renderer.render(k, t, &drawn, &mut self.image) {
-                    Ok(()) => match image_msg(&self.image, stamp(self.epoch_s, t)) {
-                        Ok(msg) => {
-                            let delay = self.core.frame_delay_s(k);
-                            if delay > 0.0 {
-                                self.late.push_back((t + delay, msg));
-                            } else {
-                                let _ = self.image_pub.publish(&msg);
-                            }
+                // A fresh image per frame: subscribers in this process share it.
+                let mut image = Mat::default();
+                match self.renderer.render(k, t, &drawn, &mut image) {
+                    Ok(()) => {
+                        let frame = Arc::new(Frame {
+                            seq: k,
+                            stamp: stamp(self.epoch_s, t),
+                            frame_id: "camera".into(),
+                            image,
+                        });
+                        let delay = self.core.frame_delay_s(k);
+                        if delay > 0.0 {
+                            self.late.push_back((t + delay, frame));
+                        } else if let Err(e) = self.image_pub.publish(frame) {
+                            tracing::error!("frame {k}: {e}");
                         }
-                        Err(e) => tracing::error!("frame {k}: {e}"),
-                    },
+                    }
                     Err(e) => tracing::error!("rendering frame {k}: {e}"),
                 }
             } else if late_frame {
@@ -248,8 +240,8 @@ impl Cell {
             }
         }
         while self.late.front().is_some_and(|(at, _)| *at <= now_s) {
-            if let Some((_, msg)) = self.late.pop_front() {
-                let _ = self.image_pub.publish(&msg);
+            if let Some((_, frame)) = self.late.pop_front() {
+                let _ = self.image_pub.publish(frame);
             }
         }
         if let Some(log) = &mut self.log {
@@ -264,6 +256,7 @@ impl Cell {
 
 struct SimNode {
     node: SharedNode,
+    namespace: String,
     gate: ActiveGate,
     params: Params<SimParams>,
     worker: Option<Worker>,
@@ -279,11 +272,9 @@ impl SimNode {
                 TRUTH_TOPIC,
                 QosProfile::default().reliable().keep_last(100),
             )?;
-            let image = n.create_publisher::<Image>(IMAGE_TOPIC, QosProfile::sensor_data())?;
-            (
-                LifecyclePublisher::new(truth, self.gate.clone()),
-                LifecyclePublisher::new(image, self.gate.clone()),
-            )
+            let image =
+                FramePublisher::new(&mut n, &self.namespace, IMAGE_TOPIC, self.gate.clone())?;
+            (LifecyclePublisher::new(truth, self.gate.clone()), image)
         };
         let log = if p.truth_log_path.is_empty() {
             None
@@ -317,7 +308,6 @@ impl SimNode {
             image_pub,
             params: self.params.clone(),
             log,
-            image: Mat::default(),
         };
         self.worker = Some(Worker::spawn("sim", move || cell.step())?);
         Ok(())
@@ -378,6 +368,7 @@ pub fn main() {
     node::main::<SimParams, _, _>("sim", "/cell", |c| {
         Ok(SimNode {
             node: c.node.clone(),
+            namespace: c.namespace(),
             gate: c.gate.clone(),
             params: c.params.clone(),
             worker: None,

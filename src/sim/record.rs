@@ -1,6 +1,7 @@
 //! Writes the camera's view of a simulated run to a video file plus its
 //! ground truth, for tests and tools that read a file source: `video.avi`
-//! (Motion-JPEG, OpenCV's own encoder), `truth.jsonl` (one line per frame,
+//! (Motion-JPEG, OpenCV's own encoder; or FFV1, lossless, through FFmpeg,
+//! when a replay must give back the very same pixels), `truth.jsonl` (one line per frame,
 //! dropped frames marked and absent from the video) and `camera.json` (the
 //! belt ↔ pixel homography and four point correspondences).
 
@@ -53,9 +54,39 @@ pub fn camera_json(r: &Renderer) -> serde_json::Value {
     })
 }
 
+/// How the video is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Codec {
+    /// Motion-JPEG: small, lossy.
+    #[default]
+    Mjpg,
+    /// FFV1 in BGR: lossless, large.
+    Ffv1,
+}
+
+impl Codec {
+    pub fn parse(s: &str) -> Option<Codec> {
+        match s {
+            "mjpg" => Some(Codec::Mjpg),
+            "ffv1" => Some(Codec::Ffv1),
+            _ => None,
+        }
+    }
+}
+
 /// Simulates `seconds` of the cell (no CNCs move) and writes the files
 /// into `dir`.
 pub fn record(cfg: SimConfig, seconds: f64, dir: &Path) -> anyhow::Result<Recording> {
+    record_with(cfg, seconds, dir, Codec::Mjpg)
+}
+
+/// As [`record`], in `codec`.
+pub fn record_with(
+    cfg: SimConfig,
+    seconds: f64,
+    dir: &Path,
+    codec: Codec,
+) -> anyhow::Result<Recording> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let video = dir.join("video.avi");
     let truth = dir.join("truth.jsonl");
@@ -71,13 +102,16 @@ pub fn record(cfg: SimConfig, seconds: f64, dir: &Path) -> anyhow::Result<Record
         serde_json::to_string_pretty(&camera_json(&renderer))?,
     )
     .with_context(|| format!("writing {}", camera.display()))?;
-    let fourcc = VideoWriter::fourcc('M', 'J', 'P', 'G')?;
+    let fourcc = match codec {
+        Codec::Mjpg => VideoWriter::fourcc('M', 'J', 'P', 'G')?,
+        Codec::Ffv1 => VideoWriter::fourcc('F', 'F', 'V', '1')?,
+    };
     let size = Size::new(cfg.camera.width_px as i32, cfg.camera.height_px as i32);
     let path = video.to_str().context("the video path is not UTF-8")?;
     let mut writer = VideoWriter::new(path, fourcc, cfg.camera.fps, size, true)?;
     if !writer.is_opened()? {
         anyhow::bail!(
-            "{}: OpenCV cannot write a Motion-JPEG AVI here",
+            "{}: OpenCV cannot write a {codec:?} AVI here",
             video.display()
         );
     }

@@ -42,7 +42,10 @@ fn score_seed(seed: i64, frames: u64, every: u64) -> Score {
         burst_probability: 0.2,
         ..SimParams::default()
     };
-    assert!(p.noise_stddev > 0.0 && p.blur_sigma_px > 0.0, "noise must be on");
+    assert!(
+        p.noise_stddev > 0.0 && p.blur_sigma_px > 0.0,
+        "noise must be on"
+    );
     let cfg = p.config().unwrap();
     let dp = DetectorParams::for_sim(&cfg);
     let mut detector = Detector::new(dp.config().unwrap()).unwrap();
@@ -92,12 +95,20 @@ fn on_noisy_sim_frames_of_several_seeds_detection_meets_its_figures() {
         p95 * 1e3,
         all.error_quantile_m(1.0) * 1e3
     );
-    assert!(all.true_positives >= 2000, "too few objects to judge: {}", all.true_positives);
+    assert!(
+        all.true_positives >= 2000,
+        "too few objects to judge: {}",
+        all.true_positives
+    );
     assert!(all.recall() >= 0.995, "recall {}", all.recall());
     assert!(all.precision() >= 0.995, "precision {}", all.precision());
     assert!(p50 <= 0.001, "median error {p50} m");
     assert!(p95 <= 0.003, "95th percentile error {p95} m");
-    assert!(all.lane_accuracy() >= 0.999, "lane accuracy {}", all.lane_accuracy());
+    assert!(
+        all.lane_accuracy() >= 0.999,
+        "lane accuracy {}",
+        all.lane_accuracy()
+    );
     assert_eq!(all.class_right, all.true_positives);
 }
 
@@ -200,4 +211,146 @@ fn calibrate_says_so_when_there_is_no_board() {
     };
     let e = calibrate(&blank, &board).unwrap_err();
     assert!(e.contains("no 9×6 chessboard"), "{e}");
+}
+
+#[test]
+fn the_file_source_replays_a_rendered_video_into_the_same_detections_as_the_sim_frames() {
+    use cncpick::camera::core::SourceSpec;
+    use cncpick::camera::source::{Capture, SourceError, Wanted};
+    use cncpick::sim::record::{record_with, Codec};
+    // A fast, busy belt, so that two seconds of lossless video (70 MB) hold
+    // hundreds of detections.
+    let p = SimParams {
+        seed: 5,
+        belt_speed_nominal_mps: 0.6,
+        arrival_rate_per_min: 500.0,
+        ..SimParams::default()
+    };
+    let cfg = p.config().unwrap();
+    let dir = temp_dir("replay");
+    let rec = record_with(cfg.clone(), 2.0, &dir, Codec::Ffv1).unwrap();
+    assert_eq!(rec.frames_written, 60);
+
+    let dp = DetectorParams::for_sim(&cfg);
+    let mut detector = Detector::new(dp.config().unwrap()).unwrap();
+    // The sim source's frames: the renderer, as the sim node draws them.
+    let mut core = SimCore::new(cfg.clone());
+    let mut r = renderer(&core);
+    let mut image = Mat::default();
+    let mut from_sim = Vec::new();
+    for k in 0..60 {
+        let (truth, drawn) = core.frame(k);
+        r.render(k, truth.t_s, &drawn, &mut image).unwrap();
+        from_sim.push(detector.detect(&image).unwrap());
+    }
+    // The file source's frames: the video, through VideoCapture.
+    let want = Wanted {
+        width_px: 1280,
+        height_px: 720,
+        ..Wanted::default()
+    };
+    let mut cap = Capture::open(&SourceSpec::File(rec.video.clone()), want, false).unwrap();
+    assert!(
+        (cap.fps - 30.0).abs() < 1e-6,
+        "the file's own rate: {}",
+        cap.fps
+    );
+    let mut from_file = Vec::new();
+    loop {
+        match cap.read() {
+            Ok(m) => from_file.push(detector.detect(&m).unwrap()),
+            Err(SourceError::Ended { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(from_file.len(), 60);
+    let n: usize = from_sim.iter().map(|d| d.len()).sum();
+    assert!(n > 300, "only {n} detections to compare");
+    assert_eq!(from_file, from_sim);
+
+    // Looping starts again at the first frame.
+    let mut cap = Capture::open(&SourceSpec::File(rec.video.clone()), want, true).unwrap();
+    let first = detector.detect(&cap.read().unwrap()).unwrap();
+    for _ in 1..60 {
+        cap.read().unwrap();
+    }
+    assert_eq!(detector.detect(&cap.read().unwrap()).unwrap(), first);
+    assert_eq!(cap.loops, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_missing_or_corrupt_video_an_unreadable_device_or_a_wrong_format_is_a_clear_error() {
+    use cncpick::camera::core::SourceSpec;
+    use cncpick::camera::source::{check_frame, Capture, SourceError, Wanted};
+    let dir = temp_dir("bad-sources");
+    let open = |spec: SourceSpec| {
+        Capture::open(&spec, Wanted::default(), false)
+            .err()
+            .unwrap()
+    };
+
+    let missing = dir.join("missing.avi");
+    let e = open(SourceSpec::File(missing.clone()));
+    assert!(matches!(e, SourceError::Open { .. }));
+    let text = e.to_string();
+    assert!(
+        text.contains(missing.to_str().unwrap()) && text.contains("No such file"),
+        "{text}"
+    );
+
+    let corrupt = dir.join("corrupt.avi");
+    let mut junk = b"RIFF\x10\x00\x00\x00AVI LIST".to_vec();
+    junk.extend((0..20000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    std::fs::write(&corrupt, &junk).unwrap();
+    let text = open(SourceSpec::File(corrupt.clone())).to_string();
+    assert!(
+        text.starts_with(&format!("file:{}: cannot open", corrupt.display())),
+        "{text}"
+    );
+
+    let text = open(SourceSpec::File(dir.clone())).to_string();
+    assert!(text.contains("not a regular file"), "{text}");
+
+    let text = open(SourceSpec::V4l2("/dev/video-none".into())).to_string();
+    assert!(
+        text.starts_with("v4l2:/dev/video-none: cannot open"),
+        "{text}"
+    );
+    // A file that is not a capture device.
+    let text = open(SourceSpec::V4l2(corrupt.clone())).to_string();
+    assert!(text.contains("cannot open"), "{text}");
+
+    // Grey frames, and frames of the wrong size, are refused by name.
+    let grey = Mat::new_rows_cols_with_default(
+        720,
+        1280,
+        opencv::core::CV_8UC1,
+        opencv::core::Scalar::all(0.0),
+    )
+    .unwrap();
+    let e = check_frame("v4l2:/dev/video0", &grey, &Wanted::default()).unwrap_err();
+    assert!(e.to_string().contains("8-bit BGR"), "{e}");
+    let small = Mat::new_rows_cols_with_default(
+        480,
+        640,
+        opencv::core::CV_8UC3,
+        opencv::core::Scalar::all(0.0),
+    )
+    .unwrap();
+    let want = Wanted {
+        width_px: 1280,
+        height_px: 720,
+        ..Wanted::default()
+    };
+    let e = check_frame("file:x.avi", &small, &want)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("640×480") && e.contains("1280×720"), "{e}");
+
+    // The detector refuses a grey frame with a reason, not a panic.
+    let sim = SimParams::default().config().unwrap();
+    let mut d = Detector::new(DetectorParams::for_sim(&sim).config().unwrap()).unwrap();
+    let e = d.detect(&grey).unwrap_err().to_string();
+    assert!(e.contains("8-bit BGR"), "{e}");
 }

@@ -5,4 +5,4 @@ pub mod core;
 pub mod node;
 
 pub use self::core::{CallbackResult, State};
-pub use node::{ActiveGate, Callbacks, LifecycleHandle, LifecyclePublisher};
+pub use node::{ActiveGate, Callbacks, Faults, LifecycleHandle, LifecyclePublisher, Recovery};

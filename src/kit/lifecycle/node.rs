@@ -90,6 +90,35 @@ fn description(t: &Transition) -> lm::TransitionDescription {
     }
 }
 
+/// How a node reports a fault found while running (a camera unplugged, a
+/// stream gone bad): the node leaves Active through ErrorProcessing, as if
+/// its deactivate callback had raised the error, so its on_error callback
+/// releases what it holds. Clone it into whatever finds the fault.
+#[derive(Clone, Debug)]
+pub struct Faults(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl Faults {
+    pub fn channel() -> (Faults, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Faults(tx), rx)
+    }
+
+    /// Reports a fault; `why` goes into the log and the error transition.
+    pub fn raise(&self, why: impl Into<String>) {
+        let _ = self.0.send(why.into());
+    }
+}
+
+/// What a node does after a fault took it out of Active: nothing (the
+/// manager or an operator decides), or configure and activate itself again
+/// with backoff until it is back or the attempts run out.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Recovery {
+    #[default]
+    Stay,
+    Reactivate(crate::kit::retry::RetryPolicy),
+}
+
 /// The running lifecycle services of one node.
 pub struct LifecycleHandle {
     machine: Arc<Mutex<StateMachine>>,
@@ -125,6 +154,19 @@ impl LifecycleHandle {
         callbacks: C,
         gate: ActiveGate,
     ) -> anyhow::Result<Self> {
+        Self::serve_with(node, fqn, callbacks, gate, None, Recovery::Stay)
+    }
+
+    /// As [`LifecycleHandle::serve_with_gate`], also taking faults from
+    /// `faults` (see [`Faults`]) and recovering from them as `recovery` says.
+    pub fn serve_with<C: Callbacks>(
+        node: &SharedNode,
+        fqn: &str,
+        callbacks: C,
+        gate: ActiveGate,
+        faults: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+        recovery: Recovery,
+    ) -> anyhow::Result<Self> {
         let machine = Arc::new(Mutex::new(StateMachine::default()));
         let callbacks = Arc::new(tokio::sync::Mutex::new(callbacks));
         let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
@@ -135,7 +177,18 @@ impl LifecycleHandle {
             &format!("{fqn}/transition_event"),
             QosProfile::default().reliable().keep_last(10),
         )?);
+        let events = Arc::new(events);
         let mut tasks = Vec::new();
+
+        if let Some(mut faults) = faults {
+            let (machine, gate, name) = (machine.clone(), gate.clone(), fqn.to_string());
+            let (callbacks, events) = (callbacks.clone(), events.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(why) = faults.recv().await {
+                    on_fault(&name, &machine, &gate, &callbacks, &events, why, recovery).await;
+                }
+            }));
+        }
 
         let mut change = n.create_service::<srv::ChangeState::Service>(
             &format!("{fqn}/change_state"),
@@ -143,14 +196,29 @@ impl LifecycleHandle {
         )?;
         {
             let (machine, gate, name) = (machine.clone(), gate.clone(), fqn.to_string());
+            let (callbacks, events) = (callbacks.clone(), events.clone());
             tasks.push(tokio::spawn(async move {
                 while let Some(req) = change.next().await {
                     let request = Request {
                         id: req.message.transition.id,
                         label: req.message.transition.label.clone(),
                     };
-                    let success =
-                        change_state(&name, &machine, &gate, &callbacks, &events, &request).await;
+                    // One transition at a time: a request arriving mid-transition is
+                    // refused, as rcl refuses it outside a primary state.
+                    let success = match callbacks.try_lock() {
+                        Ok(mut cbs) => {
+                            change_state(&name, &machine, &gate, &mut *cbs, &events, &request, None)
+                                .await
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                node = %name,
+                                "change_state {:?} refused: a transition is in progress",
+                                request
+                            );
+                            false
+                        }
+                    };
                     if let Err(e) = req.respond(srv::ChangeState::Response { success }) {
                         tracing::warn!(node = %name, "replying to change_state: {e}");
                     }
@@ -244,26 +312,124 @@ fn publish_event(pub_: &Mutex<r2r::Publisher<lm::TransitionEvent>>, node: &str, 
     }
 }
 
-/// Runs one requested transition to its end. Returns change_state's
-/// `success`: whether the requested transition's own callback succeeded.
-async fn change_state<C: Callbacks>(
+const CONFIGURE: u8 = 1;
+const ACTIVATE: u8 = 3;
+const DEACTIVATE: u8 = 4;
+
+fn request(id: u8) -> Request {
+    Request {
+        id,
+        label: String::new(),
+    }
+}
+
+/// A fault reported while running: from Active, out through ErrorProcessing;
+/// then, if asked, configure and activate again with backoff.
+async fn on_fault<C: Callbacks>(
     node: &str,
     machine: &Mutex<StateMachine>,
     gate: &ActiveGate,
     callbacks: &tokio::sync::Mutex<C>,
     events: &Mutex<r2r::Publisher<lm::TransitionEvent>>,
-    request: &Request,
-) -> bool {
-    // One transition at a time: a request arriving mid-transition is refused,
-    // as rcl refuses it outside a primary state.
-    let Ok(mut cbs) = callbacks.try_lock() else {
+    why: String,
+    recovery: Recovery,
+) {
+    let mut cbs = callbacks.lock().await;
+    let state = machine.lock().unwrap_or_else(|e| e.into_inner()).state();
+    if state != State::Active {
+        tracing::warn!(node, "fault while {state} (ignored: not active): {why}");
+        return;
+    }
+    tracing::error!(node, "fault: {why}");
+    let forced = CallbackResult::Error(why);
+    change_state(
+        node,
+        machine,
+        gate,
+        &mut *cbs,
+        events,
+        &request(DEACTIVATE),
+        Some(forced),
+    )
+    .await;
+    let Recovery::Reactivate(policy) = recovery else {
+        return;
+    };
+    for attempt in 1..=policy.max_attempts {
+        let delay = policy.backoff.delay(attempt, 0.5);
+        drop(cbs);
+        tokio::time::sleep(delay).await;
+        cbs = callbacks.lock().await;
+        let state = machine.lock().unwrap_or_else(|e| e.into_inner()).state();
+        let ok = match state {
+            State::Unconfigured => {
+                change_state(
+                    node,
+                    machine,
+                    gate,
+                    &mut *cbs,
+                    events,
+                    &request(CONFIGURE),
+                    None,
+                )
+                .await
+                    && change_state(
+                        node,
+                        machine,
+                        gate,
+                        &mut *cbs,
+                        events,
+                        &request(ACTIVATE),
+                        None,
+                    )
+                    .await
+            }
+            State::Inactive => {
+                change_state(
+                    node,
+                    machine,
+                    gate,
+                    &mut *cbs,
+                    events,
+                    &request(ACTIVATE),
+                    None,
+                )
+                .await
+            }
+            // Someone else moved it (activated, shut down): recovery is theirs.
+            _ => return,
+        };
+        if ok {
+            tracing::info!(node, attempt, "recovered from the fault: active again");
+            return;
+        }
         tracing::warn!(
             node,
-            "change_state {:?} refused: a transition is in progress",
-            request
+            attempt,
+            of = policy.max_attempts,
+            "recovery attempt failed"
         );
-        return false;
-    };
+    }
+    tracing::error!(
+        node,
+        "recovery gave up after {} attempts",
+        policy.max_attempts
+    );
+}
+
+/// Runs one requested transition to its end. Returns change_state's
+/// `success`: whether the requested transition's own callback succeeded.
+/// `forced` stands in for the first callback's result (the callback is not
+/// run): how a fault leaves Active.
+async fn change_state<C: Callbacks>(
+    node: &str,
+    machine: &Mutex<StateMachine>,
+    gate: &ActiveGate,
+    cbs: &mut C,
+    events: &Mutex<r2r::Publisher<lm::TransitionEvent>>,
+    request: &Request,
+    mut forced: Option<CallbackResult>,
+) -> bool {
     let begun = machine
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -283,13 +449,17 @@ async fn change_state<C: Callbacks>(
     loop {
         let state = machine.lock().unwrap_or_else(|e| e.into_inner()).state();
         let Some(cb) = Callback::of(state) else { break };
-        let result = match cb {
-            Callback::Configure => cbs.on_configure().await,
-            Callback::Cleanup => cbs.on_cleanup().await,
-            Callback::Activate => cbs.on_activate().await,
-            Callback::Deactivate => cbs.on_deactivate().await,
-            Callback::Shutdown => cbs.on_shutdown().await,
-            Callback::Error => cbs.on_error().await,
+        let result = if let Some(r) = forced.take() {
+            r
+        } else {
+            match cb {
+                Callback::Configure => cbs.on_configure().await,
+                Callback::Cleanup => cbs.on_cleanup().await,
+                Callback::Activate => cbs.on_activate().await,
+                Callback::Deactivate => cbs.on_deactivate().await,
+                Callback::Shutdown => cbs.on_shutdown().await,
+                Callback::Error => cbs.on_error().await,
+            }
         };
         match &result {
             CallbackResult::Success => {}

@@ -1,0 +1,5 @@
+//! The `detector` node, for `ros2 launch`.
+
+fn main() {
+    cncpick::detector::node::main()
+}
