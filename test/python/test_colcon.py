@@ -11,7 +11,7 @@ import tomllib
 
 from conftest import REPO
 
-NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example", "sim"]
+NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example", "sim", "camera", "detector"]
 
 
 def fresh_workspace():
