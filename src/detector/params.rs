@@ -155,7 +155,7 @@ const SPECS: &[Spec] = &[
 ];
 
 fn pairs(name: &str, v: &[f64]) -> Result<Vec<(f64, f64)>, String> {
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return Err(format!(
             "{name} has {} numbers: give x, y pairs (an even count)",
             v.len()

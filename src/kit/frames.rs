@@ -47,10 +47,36 @@ pub enum FrameError {
     OpenCv(String),
 }
 
-/// In-process channels by resolved topic name. A channel outlives its
-/// publishers, so a subscriber keeps receiving when a camera reconnects.
-static LOCAL: LazyLock<Mutex<HashMap<String, broadcast::Sender<SharedFrame>>>> =
+/// One topic's in-process channel and how many publishers of it live in
+/// this process. A channel outlives its publishers, so a subscriber keeps
+/// receiving when a camera reconnects.
+struct Local {
+    tx: broadcast::Sender<SharedFrame>,
+    publishers: usize,
+}
+
+/// In-process channels by resolved topic name.
+static LOCAL: LazyLock<Mutex<HashMap<String, Local>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn local_channel(topic: &str) -> broadcast::Sender<SharedFrame> {
+    let mut map = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(topic.to_string())
+        .or_insert_with(|| Local {
+            tx: broadcast::channel(4).0,
+            publishers: 0,
+        })
+        .tx
+        .clone()
+}
+
+fn local_publishers(topic: &str) -> usize {
+    LOCAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(topic)
+        .map_or(0, |l| l.publishers)
+}
 
 /// `topic` resolved against `namespace` (absolute names stay).
 pub fn resolve(namespace: &str, topic: &str) -> String {
@@ -155,12 +181,14 @@ impl FramePublisher {
     ) -> anyhow::Result<Self> {
         let topic = resolve(namespace, topic);
         let dds = node.create_publisher::<Image>(&topic, QosProfile::sensor_data())?;
-        let local = {
-            let mut map = LOCAL.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(topic.clone())
-                .or_insert_with(|| broadcast::channel(4).0)
-                .clone()
-        };
+        let local = local_channel(&topic);
+        if let Some(l) = LOCAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&topic)
+        {
+            l.publishers += 1;
+        }
         Ok(FramePublisher {
             topic,
             dds,
@@ -186,6 +214,18 @@ impl FramePublisher {
     }
 }
 
+impl Drop for FramePublisher {
+    fn drop(&mut self) {
+        if let Some(l) = LOCAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&self.topic)
+        {
+            l.publishers = l.publishers.saturating_sub(1);
+        }
+    }
+}
+
 /// How a subscription gets its frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -202,64 +242,85 @@ pub enum Received {
     Bad(FrameError),
 }
 
+/// Frames of one topic. Until a publisher of the topic lives in this
+/// process, frames come from DDS; from the first in-process frame on, the
+/// DDS subscription is dropped and frames come as shared pointers.
 pub struct FrameStream {
     pub path: Path,
-    inner: Inner,
+    topic: String,
+    local: broadcast::Receiver<SharedFrame>,
+    dds: Option<Pin<Box<dyn Stream<Item = Image> + Send>>>,
     seq: u64,
 }
 
-enum Inner {
-    Local(broadcast::Receiver<SharedFrame>),
-    Dds(Pin<Box<dyn Stream<Item = Image> + Send>>),
-}
-
 impl FrameStream {
-    /// The next frame; `None` when the publisher side is gone for good.
+    fn go_local(&mut self) {
+        self.dds = None;
+        self.path = Path::InProcess;
+    }
+
+    /// The next frame; `None` when no publisher can reach it any more.
     pub async fn next(&mut self) -> Option<Received> {
-        match &mut self.inner {
-            Inner::Local(rx) => match rx.recv().await {
-                Ok(f) => Some(Received::Frame(f)),
-                Err(broadcast::error::RecvError::Lagged(n)) => Some(Received::Lagged(n)),
-                Err(broadcast::error::RecvError::Closed) => None,
-            },
-            Inner::Dds(s) => {
-                let msg = s.next().await?;
-                self.seq += 1;
-                Some(match from_image(msg, self.seq) {
-                    Ok(f) => Received::Frame(Arc::new(f)),
-                    Err(e) => Received::Bad(e),
-                })
+        loop {
+            let Some(dds) = self.dds.as_mut() else {
+                return match self.local.recv().await {
+                    Ok(f) => Some(Received::Frame(f)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => Some(Received::Lagged(n)),
+                    Err(broadcast::error::RecvError::Closed) => None,
+                };
+            };
+            tokio::select! {
+                r = self.local.recv() => {
+                    self.go_local();
+                    match r {
+                        Ok(f) => return Some(Received::Frame(f)),
+                        Err(broadcast::error::RecvError::Lagged(n)) => return Some(Received::Lagged(n)),
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+                msg = dds.next() => {
+                    let msg = msg?;
+                    if local_publishers(&self.topic) > 0 {
+                        // A publisher here now: its frames come in process.
+                        self.go_local();
+                        continue;
+                    }
+                    self.seq += 1;
+                    return Some(match from_image(msg, self.seq) {
+                        Ok(f) => Received::Frame(Arc::new(f)),
+                        Err(e) => Received::Bad(e),
+                    });
+                }
             }
         }
     }
 }
 
 /// Frames of `topic` (resolved against `namespace`): in process when this
-/// process publishes it, else from DDS (sensor-data QoS).
+/// process publishes it, else from DDS (sensor-data QoS) until it does.
 pub fn subscribe(
     node: &mut r2r::Node,
     namespace: &str,
     topic: &str,
 ) -> anyhow::Result<FrameStream> {
     let topic = resolve(namespace, topic);
-    let local = LOCAL
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&topic)
-        .map(|tx| tx.subscribe());
-    Ok(match local {
-        Some(rx) => FrameStream {
-            path: Path::InProcess,
-            inner: Inner::Local(rx),
-            seq: 0,
+    let local = local_channel(&topic).subscribe();
+    let dds = if local_publishers(&topic) > 0 {
+        None
+    } else {
+        let s = node.subscribe::<Image>(&topic, QosProfile::sensor_data())?;
+        Some(Box::pin(s) as Pin<Box<dyn Stream<Item = Image> + Send>>)
+    };
+    Ok(FrameStream {
+        path: if dds.is_some() {
+            Path::Dds
+        } else {
+            Path::InProcess
         },
-        None => FrameStream {
-            path: Path::Dds,
-            inner: Inner::Dds(Box::pin(
-                node.subscribe::<Image>(&topic, QosProfile::sensor_data())?,
-            )),
-            seq: 0,
-        },
+        topic,
+        local,
+        dds,
+        seq: 0,
     })
 }
 

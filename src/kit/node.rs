@@ -181,6 +181,11 @@ impl ServedNode {
         self.lifecycle.state()
     }
 
+    /// Requests a lifecycle transition (configure, activate, ...) in process.
+    pub async fn change_state(&self, label: &str) -> bool {
+        self.lifecycle.change_state(label).await
+    }
+
     pub async fn stop(self) {
         self.health.stop().await;
         self.lifecycle.stop().await;

@@ -254,7 +254,7 @@ impl Cell {
     }
 }
 
-struct SimNode {
+pub struct SimNode {
     node: SharedNode,
     namespace: String,
     gate: ActiveGate,
@@ -363,15 +363,19 @@ impl Callbacks for SimNode {
     }
 }
 
-/// The sim node's `main`.
-pub fn main() {
-    node::main::<SimParams, _, _>("sim", "/cell", |c| {
-        Ok(SimNode {
+impl SimNode {
+    pub fn new(c: &node::NodeContext<SimParams>) -> Self {
+        SimNode {
             node: c.node.clone(),
             namespace: c.namespace(),
             gate: c.gate.clone(),
             params: c.params.clone(),
             worker: None,
-        })
-    })
+        }
+    }
+}
+
+/// The sim node's `main`.
+pub fn main() {
+    node::main::<SimParams, _, _>("sim", "/cell", |c| Ok(SimNode::new(c)))
 }

@@ -45,6 +45,13 @@ impl ActiveGate {
     pub fn is_open(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
+    /// A gate that is open from the start, for publishers of nodes without
+    /// a lifecycle (tools, probes).
+    pub fn always_open() -> Self {
+        let g = ActiveGate::default();
+        g.set(true);
+        g
+    }
     fn set(&self, open: bool) {
         self.0.store(open, Ordering::Release)
     }
@@ -124,7 +131,11 @@ pub struct LifecycleHandle {
     machine: Arc<Mutex<StateMachine>>,
     pub gate: ActiveGate,
     tasks: Vec<JoinHandle<()>>,
+    change: ChangeFn,
 }
+
+/// Runs a transition by label in process, exactly as change_state would.
+type ChangeFn = Arc<dyn Fn(String) -> BoxFuture<'static, bool> + Send + Sync>;
 
 impl LifecycleHandle {
     pub fn state(&self) -> State {
@@ -132,6 +143,12 @@ impl LifecycleHandle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .state()
+    }
+
+    /// Requests the transition `label` (configure, activate, ...) from
+    /// inside the process, as a change_state call would; returns its success.
+    pub async fn change_state(&self, label: &str) -> bool {
+        (self.change)(label.to_string()).await
     }
 
     /// A reader of the current state for other tasks (heartbeats, status).
@@ -285,10 +302,23 @@ impl LifecycleHandle {
             }
         }));
 
+        let change: ChangeFn = {
+            let (machine, gate, name) = (machine.clone(), gate.clone(), fqn.to_string());
+            Arc::new(move |label: String| {
+                let (machine, gate, name) = (machine.clone(), gate.clone(), name.clone());
+                let (callbacks, events) = (callbacks.clone(), events.clone());
+                Box::pin(async move {
+                    let request = Request { id: 0, label };
+                    let mut cbs = callbacks.lock().await;
+                    change_state(&name, &machine, &gate, &mut *cbs, &events, &request, None).await
+                })
+            })
+        };
         Ok(LifecycleHandle {
             machine,
             gate,
             tasks,
+            change,
         })
     }
 
