@@ -354,3 +354,70 @@ fn a_missing_or_corrupt_video_an_unreadable_device_or_a_wrong_format_is_a_clear_
     let e = d.detect(&grey).unwrap_err().to_string();
     assert!(e.contains("8-bit BGR"), "{e}");
 }
+
+#[test]
+fn the_shipped_params_file_gives_the_camera_and_a_detector_that_fits_its_sim() {
+    use cncpick::camera::params::CameraParams;
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("params/sim.yaml");
+    let args: Vec<String> = ["x", "--ros-args", "--params-file", file.to_str().unwrap()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let ros = RosArgs::parse(&args).unwrap();
+    let sim: SimParams = load("/cell/sim", &ros, |_| None).unwrap();
+    let detector: DetectorParams = load("/cell/detector", &ros, |_| None).unwrap();
+    let camera: CameraParams = load("/cell/camera", &ros, |_| None).unwrap();
+    assert_eq!(detector, DetectorParams::for_sim(&sim.config().unwrap()));
+    assert_eq!(camera.source, "sim");
+    assert_eq!(
+        (camera.width_px, camera.height_px),
+        (sim.camera_width_px, sim.camera_height_px)
+    );
+}
+
+#[test]
+fn bad_detector_params_are_refused_by_name() {
+    let check = |p: DetectorParams| p.config().unwrap_err();
+    let e = check(DetectorParams {
+        calib_points_px: vec![0.0, 0.0, 1.0],
+        ..DetectorParams::default()
+    });
+    assert!(e.contains("calib_points_px") && e.contains("pairs"), "{e}");
+    let e = check(DetectorParams {
+        calib_points_px: vec![0.0, 0.0, 1.0, 0.0, 2.0, 0.0],
+        calib_points_belt_m: vec![0.0, 0.0, 1.0, 0.0, 2.0, 0.0],
+        ..DetectorParams::default()
+    });
+    assert!(e.contains("at least 4"), "{e}");
+    // Five pairs (four fit any homography exactly), one of them 5 cm off.
+    let mut p = DetectorParams::default();
+    p.calib_points_px.extend([639.5, 359.5]);
+    p.calib_points_belt_m.extend([0.84, 0.30]);
+    assert!(p.config().is_ok());
+    p.calib_points_belt_m[8] += 0.05;
+    let e = check(p);
+    assert!(e.contains("disagree"), "{e}");
+    let e = check(DetectorParams {
+        class_hue_deg: vec![0.0, 10.0, 226.7],
+        ..DetectorParams::default()
+    });
+    assert!(
+        e.contains("overlap") && e.contains("red_box") && e.contains("green_disc"),
+        "{e}"
+    );
+    let e = check(DetectorParams {
+        class_shapes: vec!["box".into(), "cone".into(), "box".into()],
+        ..DetectorParams::default()
+    });
+    assert!(e.contains("class_shapes[1]") && e.contains("cone"), "{e}");
+    let e = check(DetectorParams {
+        class_width_m: vec![0.06],
+        ..DetectorParams::default()
+    });
+    assert!(e.contains("class_width_m has 1 entries"), "{e}");
+    let e = check(DetectorParams {
+        roi_px: vec![0, 0, 10],
+        ..DetectorParams::default()
+    });
+    assert!(e.contains("roi_px has 3 numbers"), "{e}");
+}
