@@ -218,6 +218,32 @@ impl Detector {
         &self.cfg
     }
 
+    /// Takes new settings; the colour table is rebuilt only if the classes'
+    /// colours changed.
+    pub fn reconfigure(&mut self, cfg: DetectorConfig) -> opencv::Result<()> {
+        let same_colours = cfg.classes.len() == self.cfg.classes.len()
+            && cfg.classes.iter().zip(&self.cfg.classes).all(|(a, b)| {
+                (
+                    a.hue_deg,
+                    a.hue_tolerance_deg,
+                    a.saturation_min,
+                    a.value_min,
+                ) == (
+                    b.hue_deg,
+                    b.hue_tolerance_deg,
+                    b.saturation_min,
+                    b.value_min,
+                )
+            });
+        if !same_colours {
+            self.table = colour_table(&cfg.classes)?;
+        }
+        let k = cfg.open_px.max(1);
+        self.kernel = imgproc::get_structuring_element_def(imgproc::MORPH_RECT, Size::new(k, k))?;
+        self.cfg = cfg;
+        Ok(())
+    }
+
     /// The class labels of `frame`'s ROI (0: none, k + 1: class k).
     pub fn labels(&self) -> &Mat {
         &self.labels

@@ -139,15 +139,12 @@ impl Worked {
         }
         let p = self.params.get();
         if p != self.built_from {
-            // A parameter update: rebuild (the colour table only if classes changed).
-            match p
+            // A parameter update (the colour table is rebuilt only if colours changed).
+            let updated = p
                 .config()
-                .and_then(|c| Detector::new(c).map_err(|e| e.to_string()))
-            {
-                Ok(d) => {
-                    self.detector = d;
-                    self.built_from = p.clone();
-                }
+                .and_then(|c| self.detector.reconfigure(c).map_err(|e| e.to_string()));
+            match updated {
+                Ok(()) => self.built_from = p.clone(),
                 Err(e) => tracing::error!("detector: keeping the old settings: {e}"),
             }
         }

@@ -421,3 +421,33 @@ fn bad_detector_params_are_refused_by_name() {
     });
     assert!(e.contains("roi_px has 3 numbers"), "{e}");
 }
+
+#[test]
+fn new_settings_take_effect_on_the_next_frame() {
+    let p = SimParams {
+        seed: 2,
+        arrival_rate_per_min: 150.0,
+        ..SimParams::default()
+    };
+    let cfg = p.config().unwrap();
+    let dp = DetectorParams::for_sim(&cfg);
+    let mut detector = Detector::new(dp.config().unwrap()).unwrap();
+    let mut core = SimCore::new(cfg);
+    let mut r = renderer(&core);
+    let (truth, drawn) = core.frame(600);
+    let mut image = Mat::default();
+    r.render(600, truth.t_s, &drawn, &mut image).unwrap();
+    let before = detector.detect(&image).unwrap();
+    let reds = |d: &[cncpick::detector::core::Detected]| d.iter().filter(|x| x.class == 0).count();
+    assert!(reds(&before) > 0);
+    // Red's window moved to yellow: no red boxes; the rest unchanged.
+    let mut yellow = dp.clone();
+    yellow.class_hue_deg[0] = 60.0;
+    detector.reconfigure(yellow.config().unwrap()).unwrap();
+    let after = detector.detect(&image).unwrap();
+    assert_eq!(reds(&after), 0);
+    assert_eq!(after.len(), before.len() - reds(&before));
+    // Back to the shipped settings: the same detections as at first.
+    detector.reconfigure(dp.config().unwrap()).unwrap();
+    assert_eq!(detector.detect(&image).unwrap(), before);
+}
