@@ -154,8 +154,15 @@ def spawn(domain_id):
         return p
 
     yield start
+    # SIGTERM first, as ros2 launch does, so a failed test does not leave
+    # Fast DDS shared-memory files behind for the next one; then SIGKILL.
     for p in procs:
         if p.proc.poll() is None:
+            p.proc.terminate()
+    for p in procs:
+        try:
+            p.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             p.proc.kill()
             p.proc.wait()
 

@@ -25,7 +25,7 @@ class Client:
         self.available = node.create_client(GetAvailableTransitions, f"{fqn}/get_available_transitions")
         self.graph = node.create_client(GetAvailableTransitions, f"{fqn}/get_transition_graph")
         self.events = []
-        node.create_subscription(
+        self.event_sub = node.create_subscription(
             TransitionEvent,
             f"{fqn}/transition_event",
             lambda e: self.events.append((e.transition.id, e.transition.label, e.start_state.id, e.goal_state.id)),
@@ -39,6 +39,8 @@ class Client:
         return future.result()
 
     def change_state(self, label):
+        # Events are not latched: hear the node's publisher before causing any.
+        assert spin_until(self.executor, lambda: self.event_sub.get_publisher_count() > 0, 30), "no transition_event"
         req = ChangeState.Request()
         req.transition.label = label
         return self.call(self.change, req).success

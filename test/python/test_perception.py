@@ -142,7 +142,7 @@ def test_a_camera_that_loses_its_frames_goes_to_error_and_reconnects_and_a_wrong
     assert spin_until(
         executor, lambda: sum(1 for e in life.events if e[2] == ERROR_PROCESSING and e[3] == UNCONFIGURED) >= 2, 10
     ), life.events
-    assert "no frame for 0.5 s" in stderr_of(camera)
+    assert spin_until(executor, lambda: "no frame for 0.5 s" in stderr_of(camera), 5)
 
     # Frames again: it reconnects and stays active.
     before = len(relayed)
@@ -195,7 +195,7 @@ def test_a_missing_or_corrupt_video_or_an_unreadable_device_is_a_clear_error_and
     assert not life.change_state("configure")
     assert spin_until(executor, lambda: any(e[3] == ERROR_PROCESSING for e in life.events), 5), life.events
     assert spin_until(executor, lambda: life.state() == (UNCONFIGURED, "unconfigured"), 5)
-    assert f"{source}: {said}" in stderr_of(camera)
+    assert spin_until(executor, lambda: f"{source}: {said}" in stderr_of(camera), 5), stderr_of(camera)
     assert camera.proc.poll() is None, "no panic, no exit"
     assert camera.terminate() == 0
 
@@ -214,6 +214,6 @@ def test_the_detector_refuses_a_grey_frame_by_name_and_goes_to_its_error_state(s
         executor.spin_once(timeout_sec=0.1)
     assert any(e[3] == ERROR_PROCESSING for e in life.events), life.events
     assert spin_until(executor, lambda: life.state() == (UNCONFIGURED, "unconfigured"), 5)
-    assert 'image encoding "mono8": only bgr8 is taken' in stderr_of(detector)
+    assert spin_until(executor, lambda: 'image encoding "mono8": only bgr8 is taken' in stderr_of(detector), 5)
     assert detector.proc.poll() is None
     assert detector.terminate() == 0
