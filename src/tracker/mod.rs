@@ -1,0 +1,7 @@
+//! The `tracker` node: detections in, tracks with identities and the
+//! belt's speed out.
+
+pub mod assign;
+pub mod core;
+pub mod kalman;
+pub mod speed;

@@ -1,0 +1,286 @@
+//! The tracker's core on the simulator's ground truth turned into noisy
+//! detections: identity, registration, belt speed through stops and
+//! reversals, dead reckoning, and determinism.
+
+use cncpick::sim::cell::SimCore;
+use cncpick::sim::params::SimParams;
+use cncpick::sim::rng::stream;
+use cncpick::sim::truth::FrameTruth;
+use cncpick::tracker::core::{Changes, Observation, Tracker, TrackerConfig};
+use rand_distr::{Distribution, Normal};
+use std::collections::HashMap;
+
+/// Detections of the objects wholly in the camera's view, with Gaussian
+/// position noise `noise_m`; each carries its truth id in its UUID.
+fn observe(
+    truth: &FrameTruth,
+    view: (f64, f64),
+    noise_m: f64,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Vec<Observation> {
+    let n = Normal::new(0.0, noise_m).unwrap();
+    truth
+        .objects
+        .iter()
+        .filter(|o| o.state == "on_belt")
+        .filter(|o| {
+            let r = o.length_m.hypot(o.width_m) / 2.0;
+            o.position_m[0] - r >= view.0 && o.position_m[0] + r <= view.1
+        })
+        .map(|o| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&o.id.to_le_bytes());
+            id[8..].copy_from_slice(&truth.frame.to_le_bytes());
+            Observation {
+                x_m: o.position_m[0] + n.sample(rng),
+                y_m: o.position_m[1] + n.sample(rng),
+                class_id: o.class.clone(),
+                confidence: 0.9,
+                object_id: id,
+                vision_id: format!("vision_{}_{}_{}", truth.frame, o.lane, o.id),
+            }
+        })
+        .collect()
+}
+
+fn truth_id(object_id: &[u8; 16]) -> u64 {
+    u64::from_le_bytes(object_id[..8].try_into().unwrap())
+}
+
+/// One frame's truth, the tracker's changes, and (truth id, track id) pairs.
+type Frame = (FrameTruth, Changes, Vec<(u64, [u8; 16])>);
+
+struct Run {
+    objects: usize,
+    switches: usize,
+    registered: HashMap<u64, usize>,
+    seen: HashMap<u64, usize>,
+    frames: Vec<Frame>,
+}
+
+fn view_of(p: &SimParams) -> (f64, f64) {
+    let cfg = p.config().unwrap();
+    let c = &cfg.camera;
+    (c.x_min_m, c.x_min_m + c.width_px as f64 * c.m_per_px)
+}
+
+/// Runs the tracker over `seconds` of `p` at 30 fps, calling `each` after
+/// every frame.
+fn run_with(
+    p: &SimParams,
+    seconds: f64,
+    noise_m: f64,
+    mut each: impl FnMut(&FrameTruth, &Tracker, &Changes, &[Observation]),
+) -> Tracker {
+    let cfg = p.config().unwrap();
+    let mut tracker = Tracker::new(TrackerConfig {
+        view_x_m: view_of(p),
+        belt_length_m: cfg.belt_length_m,
+        ..TrackerConfig::default()
+    });
+    let mut rng = stream(p.seed as u64, "test-detections");
+    let view = view_of(p);
+    let mut core = SimCore::new(cfg);
+    for k in 0..(seconds * 30.0) as u64 {
+        let (truth, _) = core.frame(k);
+        let obs = observe(&truth, view, noise_m, &mut rng);
+        let changes = tracker.step(truth.t_s, &obs);
+        each(&truth, &tracker, &changes, &obs);
+    }
+    tracker
+}
+
+/// Runs the tracker and counts identity switches and registrations.
+fn run(p: &SimParams, seconds: f64, noise_m: f64, keep_frames: bool) -> (Run, Tracker) {
+    let mut last_track: HashMap<u64, [u8; 16]> = HashMap::new();
+    let mut out = Run {
+        objects: 0,
+        switches: 0,
+        registered: HashMap::new(),
+        seen: HashMap::new(),
+        frames: Vec::new(),
+    };
+    let tracker = run_with(p, seconds, noise_m, |truth, _, changes, obs| {
+        for id in &changes.confirmed {
+            *out.registered.entry(truth_id(id)).or_insert(0) += 1;
+        }
+        let mut pairs = Vec::new();
+        for (j, track) in &changes.assigned {
+            let o = truth_id(&obs[*j].object_id);
+            *out.seen.entry(o).or_insert(0) += 1;
+            if let Some(prev) = last_track.insert(o, *track) {
+                if prev != *track {
+                    out.switches += 1;
+                }
+            }
+            pairs.push((o, *track));
+        }
+        if keep_frames {
+            out.frames.push((truth.clone(), changes.clone(), pairs));
+        }
+    });
+    out.objects = out.seen.len();
+    (out, tracker)
+}
+
+#[test]
+fn no_identity_switches_and_every_object_registered_once_over_several_seeds() {
+    let mut objects = 0;
+    for seed in [1, 2, 3] {
+        // Bursts, and two objects side by side in one lane.
+        let p = SimParams {
+            seed,
+            arrival_rate_per_min: 150.0,
+            burst_probability: 0.3,
+            burst_size_max: 3,
+            min_gap_m: 0.005,
+            ..SimParams::default()
+        };
+        let (r, _) = run(&p, 120.0, 0.0003, false);
+        println!(
+            "seed {seed}: {} objects, {} ID switches",
+            r.objects, r.switches
+        );
+        assert_eq!(r.switches, 0, "seed {seed}");
+        for (o, n) in &r.seen {
+            if *n >= 3 {
+                assert_eq!(
+                    r.registered.get(o),
+                    Some(&1),
+                    "seed {seed}: object {o} registered {:?} times",
+                    r.registered.get(o)
+                );
+            }
+        }
+        assert!(r.registered.values().all(|&n| n == 1));
+        objects += r.objects;
+    }
+    assert!(objects >= 600, "{objects} objects");
+}
+
+#[test]
+fn the_same_detections_give_the_same_tracks() {
+    let p = SimParams {
+        seed: 4,
+        arrival_rate_per_min: 120.0,
+        ..SimParams::default()
+    };
+    let (a, ta) = run(&p, 20.0, 0.0003, true);
+    let (b, tb) = run(&p, 20.0, 0.0003, true);
+    let summary = |r: &Run| -> Vec<String> {
+        r.frames
+            .iter()
+            .map(|f| format!("{:?} {:?}", f.1, f.2))
+            .collect()
+    };
+    assert_eq!(summary(&a), summary(&b));
+    assert_eq!(ta.tracks(), tb.tracks());
+}
+
+#[test]
+fn at_constant_speed_the_prediction_three_seconds_out_of_view_is_within_3_mm() {
+    let p = SimParams {
+        seed: 5,
+        arrival_rate_per_min: 120.0,
+        ..SimParams::default()
+    };
+    let mut errors = Vec::new();
+    run_with(&p, 40.0, 0.0003, |truth, tracker, _, _| {
+        for t in tracker.tracks() {
+            let unseen_s = truth.t_s - t.last_seen_s;
+            if !(2.99..3.01).contains(&unseen_s) {
+                continue;
+            }
+            let id = truth_id(&t.object_id);
+            if let Some(o) = truth
+                .objects
+                .iter()
+                .find(|o| o.id == id && o.state == "on_belt")
+            {
+                let pos = t.position();
+                let e = (pos.x - o.position_m[0]).hypot(pos.y - o.position_m[1]);
+                errors.push(e);
+            }
+        }
+    });
+    let worst = errors.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "{} tracks 3 s out of view: worst error {:.3} mm",
+        errors.len(),
+        worst * 1e3
+    );
+    assert!(errors.len() >= 50, "{} samples", errors.len());
+    assert!(worst <= 0.003, "{worst} m");
+}
+
+#[test]
+fn belt_speed_follows_changes_and_stops_and_reversals_are_seen() {
+    for profile in ["stop", "reverse"] {
+        let p = SimParams {
+            seed: 6,
+            arrival_rate_per_min: 150.0,
+            speed_profile: profile.into(),
+            speed_event_at_s: 15.0,
+            speed_event_every_s: 20.0,
+            speed_event_for_s: 4.0,
+            ..SimParams::default()
+        };
+        let cfg = p.config().unwrap();
+        let mut belt = cncpick::sim::belt::Belt::new(
+            cfg.seed,
+            cfg.speed_nominal_mps,
+            cfg.profile,
+            cfg.ramp_s,
+            Vec::new(),
+        );
+        belt.ensure(61.0);
+        let mut worst_settled = 0.0f64;
+        let mut stop_seen = Vec::new();
+        let mut reverse_seen = false;
+        let mut settled_samples = 0;
+        run_with(&p, 60.0, 0.0003, |truth, _, changes, _| {
+            let Some(s) = changes.speed else { return };
+            let t = truth.t_s;
+            let v = truth.belt_speed_mps;
+            // Settled: the true speed has been within 0.1 % of now for 2 s.
+            let steady = (0..=20).all(|i| {
+                let u = t - i as f64 * 0.1;
+                u >= 0.0 && (belt.speed_mps(u) - v).abs() <= 0.001 * v.abs().max(1e-9)
+            });
+            if steady && v.abs() > 0.01 {
+                worst_settled = worst_settled.max((s.speed_mps - v).abs() / v.abs());
+                settled_samples += 1;
+            }
+            if s.stopped {
+                stop_seen.push(t);
+            }
+            reverse_seen |= s.reversed;
+        });
+        println!(
+            "{profile}: worst settled speed error {:.3} % over {settled_samples} frames",
+            worst_settled * 100.0
+        );
+        assert!(settled_samples > 300, "{profile}");
+        assert!(worst_settled <= 0.005, "{profile}: {worst_settled}");
+        match profile {
+            "stop" => {
+                assert!(
+                    !stop_seen.iter().any(|t| *t < 15.0),
+                    "a stop seen before the belt stopped"
+                );
+                // The belt is at rest from the end of the ramp (0.5 s after 15 s).
+                let first = stop_seen
+                    .iter()
+                    .cloned()
+                    .find(|t| *t >= 15.0)
+                    .expect("no stop seen");
+                println!(
+                    "stop: detected {:.2} s after the belt came to rest",
+                    first - 15.5
+                );
+                assert!(first - 15.5 <= 0.5, "{first}");
+            }
+            _ => assert!(reverse_seen, "no reversal seen"),
+        }
+    }
+}
