@@ -44,12 +44,7 @@ fn throughput(dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     let dp = DetectorParams::for_sim(&cfg);
     let dc = dp.config().map_err(anyhow::Error::msg)?;
     let mut core = SimCore::new(cfg.clone());
-    let mut r = Renderer::new(
-        cfg.camera.clone(),
-        cfg.classes.clone(),
-        (cfg.belt_length_m, cfg.belt_width_m),
-        cfg.seed,
-    )?;
+    let mut r = Renderer::for_config(&cfg)?;
     // Frames a third of a second apart, from 10 s on (a belt in full flow).
     let mut frames = Vec::with_capacity(FRAMES);
     let mut raw = Vec::new();

@@ -62,13 +62,7 @@ fn render_rate() -> serde_json::Value {
     };
     let cfg = p.config().expect("default params");
     let mut core = SimCore::new(cfg.clone());
-    let mut r = Renderer::new(
-        cfg.camera.clone(),
-        cfg.classes.clone(),
-        (cfg.belt_length_m, cfg.belt_width_m),
-        cfg.seed,
-    )
-    .expect("renderer");
+    let mut r = Renderer::for_config(&cfg).expect("renderer");
     let mut img = Mat::default();
     let mut fps = Vec::new();
     let mut step_fps = Vec::new();

@@ -80,19 +80,8 @@ enum Command {
         /// The image (PNG, JPEG, ...).
         #[arg(long)]
         image: std::path::PathBuf,
-        /// Inner corners along a row.
-        #[arg(long)]
-        cols: u32,
-        /// Inner corners along a column.
-        #[arg(long)]
-        rows: u32,
-        /// Side of one square, m.
-        #[arg(long)]
-        square_m: f64,
-        #[arg(long)]
-        origin_x_m: f64,
-        #[arg(long)]
-        origin_y_m: f64,
+        #[command(flatten)]
+        board: BoardArgs,
         /// The params file to write.
         #[arg(long)]
         out: std::path::PathBuf,
@@ -104,16 +93,8 @@ enum Command {
     SimPattern {
         #[arg(long)]
         out: std::path::PathBuf,
-        #[arg(long, default_value_t = 12)]
-        cols: u32,
-        #[arg(long, default_value_t = 7)]
-        rows: u32,
-        #[arg(long, default_value_t = 0.06)]
-        square_m: f64,
-        #[arg(long, default_value_t = 0.4)]
-        origin_x_m: f64,
-        #[arg(long, default_value_t = 0.05)]
-        origin_y_m: f64,
+        #[command(flatten)]
+        board: BoardArgs,
     },
     /// Interop probe for tests: publish every message type from a fixture,
     /// serve GetObject and PickObject, print what arrives as JSON lines.
@@ -124,6 +105,38 @@ enum Command {
         #[arg(long, default_value = "interop")]
         prefix: String,
     },
+}
+
+/// A chessboard lying on the belt (no defaults: a wrong board must not pass quietly).
+#[derive(clap::Args)]
+struct BoardArgs {
+    /// Inner corners along a row.
+    #[arg(long)]
+    cols: u32,
+    /// Inner corners along a column.
+    #[arg(long)]
+    rows: u32,
+    /// Side of one square, m.
+    #[arg(long)]
+    square_m: f64,
+    /// Belt position of the inner corner nearest the image's top-left, m.
+    #[arg(long)]
+    origin_x_m: f64,
+    /// (and across the belt).
+    #[arg(long)]
+    origin_y_m: f64,
+}
+
+impl BoardArgs {
+    fn board(&self) -> cncpick::detector::calibrate::Chessboard {
+        cncpick::detector::calibrate::Chessboard {
+            inner_cols: self.cols,
+            inner_rows: self.rows,
+            square_m: self.square_m,
+            origin_x_m: self.origin_x_m,
+            origin_y_m: self.origin_y_m,
+        }
+    }
 }
 
 fn main() {
@@ -178,42 +191,11 @@ fn main() {
         }
         Command::Calibrate {
             image,
-            cols,
-            rows,
-            square_m,
-            origin_x_m,
-            origin_y_m,
+            board,
             out,
             node,
-        } => calibrate(
-            &image,
-            &cncpick::detector::calibrate::Chessboard {
-                inner_cols: cols,
-                inner_rows: rows,
-                square_m,
-                origin_x_m,
-                origin_y_m,
-            },
-            &out,
-            &node,
-        ),
-        Command::SimPattern {
-            out,
-            cols,
-            rows,
-            square_m,
-            origin_x_m,
-            origin_y_m,
-        } => sim_pattern(
-            &out,
-            &cncpick::detector::calibrate::Chessboard {
-                inner_cols: cols,
-                inner_rows: rows,
-                square_m,
-                origin_x_m,
-                origin_y_m,
-            },
-        ),
+        } => calibrate(&image, &board.board(), &out, &node),
+        Command::SimPattern { out, board } => sim_pattern(&out, &board.board()),
         Command::Interop { fixture, prefix } => run(|ctx| async move {
             let text = std::fs::read_to_string(&fixture)
                 .map_err(|e| anyhow::anyhow!("reading fixture {}: {e}", fixture.display()))?;

@@ -259,19 +259,12 @@ async fn relay_sim(
     }
 }
 
-fn result(r: anyhow::Result<()>) -> CallbackResult {
-    match r {
-        Ok(()) => CallbackResult::Success,
-        Err(e) => CallbackResult::Error(format!("{e:#}")),
-    }
-}
-
 impl Callbacks for CameraNode {
     fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { result(self.configure()) })
+        Box::pin(async move { CallbackResult::from_result(self.configure()) })
     }
     fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { result(self.activate()) })
+        Box::pin(async move { CallbackResult::from_result(self.activate()) })
     }
     fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {

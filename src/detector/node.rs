@@ -111,7 +111,8 @@ struct Worked {
     detector: Detector,
     built_from: DetectorParams,
     queue: Arc<Queue>,
-    params: Params<DetectorParams>,
+    /// Parameter updates: checked per frame without cloning the params.
+    updates: tokio::sync::watch::Receiver<DetectorParams>,
     out: LifecyclePublisher<m::DetectionArray>,
     debug: FramePublisher,
     faults: Faults,
@@ -137,15 +138,17 @@ impl Worked {
         if self.faulted {
             return;
         }
-        let p = self.params.get();
-        if p != self.built_from {
-            // A parameter update (the colour table is rebuilt only if colours changed).
-            let updated = p
-                .config()
-                .and_then(|c| self.detector.reconfigure(c).map_err(|e| e.to_string()));
-            match updated {
-                Ok(()) => self.built_from = p.clone(),
-                Err(e) => tracing::error!("detector: keeping the old settings: {e}"),
+        if self.updates.has_changed().unwrap_or(false) {
+            let p = self.updates.borrow_and_update().clone();
+            if p != self.built_from {
+                // The colour table is rebuilt only if colours changed.
+                let updated = p
+                    .config()
+                    .and_then(|c| self.detector.reconfigure(c).map_err(|e| e.to_string()));
+                match updated {
+                    Ok(()) => self.built_from = p,
+                    Err(e) => tracing::error!("detector: keeping the old settings: {e}"),
+                }
             }
         }
         match self.detector.detect(&frame.image) {
@@ -156,7 +159,7 @@ impl Worked {
                 if let Err(e) = self.out.publish(&msg) {
                     tracing::warn!("detector: publishing: {e}");
                 }
-                if p.debug_image {
+                if self.built_from.debug_image {
                     match debug_frame(&frame, &found, self.detector.config().roi_px) {
                         Ok(f) => {
                             let _ = self.debug.publish(Arc::new(f));
@@ -240,7 +243,12 @@ impl DetectorNode {
             detector,
             built_from,
             queue: self.queue.clone(),
-            params: self.params.clone(),
+            updates: {
+                // Checked once at the first frame: an update since configure applies.
+                let mut u = self.params.subscribe();
+                u.mark_changed();
+                u
+            },
             out,
             debug,
             faults: self.faults.clone(),
@@ -288,28 +296,18 @@ impl DetectorNode {
     }
 }
 
-fn result(r: anyhow::Result<()>) -> CallbackResult {
-    match r {
-        Ok(()) => CallbackResult::Success,
-        Err(e) => CallbackResult::Error(format!("{e:#}")),
-    }
-}
-
 impl Callbacks for DetectorNode {
     fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { result(self.configure()) })
+        Box::pin(async move { CallbackResult::from_result(self.configure()) })
     }
     fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { result(self.activate()) })
+        Box::pin(async move { CallbackResult::from_result(self.activate()) })
     }
     fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {
             self.stop();
             // The detector thread had the detector; configure makes a new one.
-            match self.configure() {
-                Ok(()) => CallbackResult::Success,
-                Err(e) => CallbackResult::Error(format!("{e:#}")),
-            }
+            CallbackResult::from_result(self.configure())
         })
     }
     fn on_cleanup(&mut self) -> BoxFuture<'_, CallbackResult> {

@@ -281,12 +281,7 @@ impl SimNode {
         } else {
             Some(TruthLog::create(Path::new(&p.truth_log_path))?)
         };
-        let renderer = Renderer::new(
-            cfg.camera.clone(),
-            cfg.classes.clone(),
-            (cfg.belt_length_m, cfg.belt_width_m),
-            cfg.seed,
-        )?;
+        let renderer = Renderer::for_config(&cfg)?;
         let clock = SimClock::new(p.time_scale);
         let epoch_s = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -320,13 +315,6 @@ impl SimNode {
     }
 }
 
-fn result(r: anyhow::Result<()>) -> CallbackResult {
-    match r {
-        Ok(()) => CallbackResult::Success,
-        Err(e) => CallbackResult::Error(format!("{e:#}")),
-    }
-}
-
 impl Callbacks for SimNode {
     fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {
@@ -334,7 +322,7 @@ impl Callbacks for SimNode {
             if r.is_err() {
                 self.stop();
             }
-            result(r)
+            CallbackResult::from_result(r)
         })
     }
     fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {

@@ -91,12 +91,7 @@ pub fn record_with(
     let video = dir.join("video.avi");
     let truth = dir.join("truth.jsonl");
     let camera = dir.join("camera.json");
-    let mut renderer = Renderer::new(
-        cfg.camera.clone(),
-        cfg.classes.clone(),
-        (cfg.belt_length_m, cfg.belt_width_m),
-        cfg.seed,
-    )?;
+    let mut renderer = Renderer::for_config(&cfg)?;
     std::fs::write(
         &camera,
         serde_json::to_string_pretty(&camera_json(&renderer))?,

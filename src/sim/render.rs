@@ -96,6 +96,16 @@ fn fixed(u: f64, v: f64) -> Point {
 }
 
 impl Renderer {
+    /// The camera of simulated cell `cfg`.
+    pub fn for_config(cfg: &super::params::SimConfig) -> opencv::Result<Self> {
+        Renderer::new(
+            cfg.camera.clone(),
+            cfg.classes.clone(),
+            (cfg.belt_length_m, cfg.belt_width_m),
+            cfg.seed,
+        )
+    }
+
     pub fn new(
         spec: CameraSpec,
         classes: Vec<ObjectClass>,

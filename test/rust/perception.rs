@@ -3,6 +3,7 @@
 //! camera's sources (a rendered video replayed through OpenCV gives the
 //! same detections as the renderer's own frames) and their errors.
 
+mod common;
 use cncpick::detector::calibrate::{calibrate, params_yaml, render_chessboard, Chessboard};
 use cncpick::detector::core::Detector;
 use cncpick::detector::homography::Homography;
@@ -12,26 +13,13 @@ use cncpick::kit::params::{load, RosArgs};
 use cncpick::sim::cell::SimCore;
 use cncpick::sim::params::SimParams;
 use cncpick::sim::render::Renderer;
+use common::renderer;
 use nalgebra::Matrix3;
 use opencv::core::Mat;
 use std::path::PathBuf;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cncpick-perception-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn renderer(core: &SimCore) -> Renderer {
-    let c = &core.cfg;
-    Renderer::new(
-        c.camera.clone(),
-        c.classes.clone(),
-        (c.belt_length_m, c.belt_width_m),
-        c.seed,
-    )
-    .unwrap()
+    common::temp_dir("perception", tag)
 }
 
 /// Scores the detector on every `every`-th of `frames` frames of seed `seed`.
@@ -120,7 +108,7 @@ fn the_shipped_defaults_match_the_simulated_cell() {
     assert_eq!(d, f);
     // And the default calibration is the renderer's geometry.
     let h = d.homography().unwrap();
-    let r = Renderer::new(sim.camera.clone(), sim.classes.clone(), (4.0, 0.6), 1).unwrap();
+    let r = Renderer::for_config(&sim).unwrap();
     for (u, v) in [(0.0, 0.0), (640.0, 360.0), (1279.0, 719.0)] {
         let (a, b) = h.apply(u, v);
         let (c, e) = r.geometry.belt_of(u, v);

@@ -2,33 +2,21 @@
 //! parameter checks, vacuum physics, faults, the video recording, and the
 //! emulator's PTY link and line noise.
 
+mod common;
 use cncpick::kit::params::{load, RosArgs};
 use cncpick::sim::cell::{FaultAction, SimCore};
 use cncpick::sim::params::SimParams;
-use cncpick::sim::render::{Drawn, Renderer};
+use cncpick::sim::render::Drawn;
 use cncpick::sim::rng::fnv1a;
 use cncpick::sim::truth::{read_log, EventKind, FrameTruth};
 use cncpick::sim::vacuum::NozzleSample;
+use common::renderer;
 use opencv::core::Mat;
 use opencv::prelude::*;
 use std::path::PathBuf;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cncpick-sim-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn renderer(core: &SimCore) -> Renderer {
-    let c = &core.cfg;
-    Renderer::new(
-        c.camera.clone(),
-        c.classes.clone(),
-        (c.belt_length_m, c.belt_width_m),
-        c.seed,
-    )
-    .unwrap()
+    common::temp_dir("sim", tag)
 }
 
 /// Truth lines and frame hashes of frames `range` of a run.

@@ -139,6 +139,14 @@ pub enum CallbackResult {
 }
 
 impl CallbackResult {
+    /// Success, or the error (with its causes) raised as a transition error.
+    pub fn from_result(r: anyhow::Result<()>) -> Self {
+        match r {
+            Ok(()) => CallbackResult::Success,
+            Err(e) => CallbackResult::Error(format!("{e:#}")),
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             CallbackResult::Success => "transition_success",

@@ -391,44 +391,19 @@ async fn on_fault<C: Callbacks>(
         tokio::time::sleep(delay).await;
         cbs = callbacks.lock().await;
         let state = machine.lock().unwrap_or_else(|e| e.into_inner()).state();
-        let ok = match state {
-            State::Unconfigured => {
-                change_state(
-                    node,
-                    machine,
-                    gate,
-                    &mut *cbs,
-                    events,
-                    &request(CONFIGURE),
-                    None,
-                )
-                .await
-                    && change_state(
-                        node,
-                        machine,
-                        gate,
-                        &mut *cbs,
-                        events,
-                        &request(ACTIVATE),
-                        None,
-                    )
-                    .await
-            }
-            State::Inactive => {
-                change_state(
-                    node,
-                    machine,
-                    gate,
-                    &mut *cbs,
-                    events,
-                    &request(ACTIVATE),
-                    None,
-                )
-                .await
-            }
+        let steps: &[u8] = match state {
+            State::Unconfigured => &[CONFIGURE, ACTIVATE],
+            State::Inactive => &[ACTIVATE],
             // Someone else moved it (activated, shut down): recovery is theirs.
             _ => return,
         };
+        let mut ok = true;
+        for &id in steps {
+            ok = change_state(node, machine, gate, &mut *cbs, events, &request(id), None).await;
+            if !ok {
+                break;
+            }
+        }
         if ok {
             tracing::info!(node, attempt, "recovered from the fault: active again");
             return;
