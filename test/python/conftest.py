@@ -173,3 +173,26 @@ def spin_until(executor, done, timeout_s):
     while not done() and time.monotonic() < deadline:
         executor.spin_once(timeout_sec=0.05)
     return done()
+
+
+def call_service(executor, client, request, timeout_s=10.0, resend_after_s=None):
+    """Calls a service and returns its response, or fails the test naming it.
+
+    service_is_ready() only says our request reaches the server. Under load,
+    Fast DDS can send the first response before the server has matched our
+    response reader, and that response is lost. For an idempotent request pass
+    resend_after_s: the request is sent again whenever that long passes without
+    an answer, all within timeout_s.
+    """
+    name = client.srv_name
+    assert spin_until(executor, client.service_is_ready, 30), f"{name} never appeared"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        future = client.call_async(request)
+        attempt_s = deadline - time.monotonic()
+        if resend_after_s is not None:
+            attempt_s = min(attempt_s, resend_after_s)
+        if spin_until(executor, future.done, max(attempt_s, 0.0)):
+            return future.result()
+        client.remove_pending_request(future)
+        assert time.monotonic() < deadline, f"{name} did not answer within {timeout_s} s"

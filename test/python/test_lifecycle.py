@@ -9,7 +9,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from std_msgs.msg import String
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
-from conftest import bin_path, spin_until
+from conftest import bin_path, call_service, spin_until
 
 NS = "/cell"
 
@@ -33,10 +33,9 @@ class Client:
         )
 
     def call(self, client, request):
-        assert spin_until(self.executor, client.service_is_ready, 30), f"{client.srv_name} never appeared"
-        future = client.call_async(request)
-        assert spin_until(self.executor, future.done, 10), f"{client.srv_name} did not answer"
-        return future.result()
+        # Only change_state is not idempotent; the queries may be sent again.
+        resend_after_s = None if client is self.change else 2.0
+        return call_service(self.executor, client, request, resend_after_s=resend_after_s)
 
     def change_state(self, label):
         # Events are not latched: hear the node's publisher before causing any.

@@ -7,7 +7,7 @@ import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
 
-from conftest import bin_path, spin_until
+from conftest import bin_path, call_service
 
 FQN = "/cell/kit_example"
 
@@ -38,10 +38,8 @@ class ParamClient:
         self.list_c = node.create_client(ListParameters, f"{FQN}/list_parameters")
 
     def call(self, client, req):
-        assert spin_until(self.executor, client.service_is_ready, 30), client.srv_name
-        fut = client.call_async(req)
-        assert spin_until(self.executor, fut.done, 10), client.srv_name
-        return fut.result()
+        # Getting, listing and setting to a value are all idempotent.
+        return call_service(self.executor, client, req, resend_after_s=2.0)
 
     def get(self, name):
         v = self.call(self.get_c, GetParameters.Request(names=[name])).values[0]
