@@ -35,6 +35,7 @@ pub struct SimParams {
     pub lane_bias: Vec<f64>,
     pub burst_probability: f64,
     pub burst_size_max: i64,
+    pub pair_probability: f64,
     pub min_gap_m: f64,
 
     pub class_names: Vec<String>,
@@ -114,6 +115,7 @@ impl Default for SimParams {
             arrival_rate_per_min: 60.0,
             lane_bias: vec![1.0; 4],
             burst_probability: 0.05,
+            pair_probability: 0.0,
             burst_size_max: 3,
             min_gap_m: 0.02,
             class_names: s(&["red_box", "green_disc", "blue_bar"]),
@@ -255,6 +257,12 @@ const SPECS: &[Spec] = &[
     Spec::new("burst_size_max", "Largest burst")
         .range(2.0, 50.0)
         .read_only(),
+    Spec::new(
+        "pair_probability",
+        "Chance an object comes with a twin side by side in its lane (if two fit across it)",
+    )
+    .range(0.0, 1.0)
+    .read_only(),
     Spec::new("min_gap_m", "Smallest gap between objects in a lane, m")
         .range(0.0, 1.0)
         .read_only(),
@@ -477,6 +485,7 @@ pub struct SimConfig {
     pub lane_bias: Vec<f64>,
     pub burst_probability: f64,
     pub burst_size_max: usize,
+    pub pair_probability: f64,
     pub min_gap_m: f64,
     pub classes: Vec<ObjectClass>,
     pub camera: CameraSpec,
@@ -824,6 +833,7 @@ impl SimParams {
             arrival_rate_per_min: self.arrival_rate_per_min,
             lane_bias: self.lane_bias.clone(),
             burst_probability: self.burst_probability,
+            pair_probability: self.pair_probability,
             burst_size_max: self.burst_size_max as usize,
             min_gap_m: self.min_gap_m,
             classes,

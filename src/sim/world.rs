@@ -113,24 +113,38 @@ impl World {
                 Shape::Disc => 0.0,
             };
             let reach = footprint_m(c.length_m, c.width_m);
-            let slack = ((lane_w - reach.min(lane_w)) / 2.0).max(0.0);
-            let y_m = (lane as f64 + 0.5) * lane_w + self.rng.random_range(-slack..=slack);
+            // A twin beside it, if two fit across the lane (drawn only when
+            // asked for, so runs without twins keep their random draws).
+            let twin = self.cfg.pair_probability > 0.0
+                && 2.0 * reach + self.cfg.min_gap_m <= lane_w
+                && self.rng.random_bool(self.cfg.pair_probability);
+            let (y_m, twin_y_m) = if twin {
+                let slack = lane_w - 2.0 * reach - self.cfg.min_gap_m;
+                let y = lane as f64 * lane_w + reach / 2.0 + self.rng.random_range(0.0..=slack);
+                (y, Some(y + reach + self.cfg.min_gap_m))
+            } else {
+                let slack = ((lane_w - reach.min(lane_w)) / 2.0).max(0.0);
+                let y = (lane as f64 + 0.5) * lane_w + self.rng.random_range(-slack..=slack);
+                (y, None)
+            };
             // Keep the gap to the object before it in the lane.
             let mut anchor_m = at_m;
             if let Some((prev, prev_reach)) = self.lane_tail[lane] {
                 anchor_m = anchor_m.max(prev + (prev_reach + reach) / 2.0 + self.cfg.min_gap_m);
             }
             self.lane_tail[lane] = Some((anchor_m, reach));
-            self.pending.push(Object {
-                id: self.next_id,
-                class,
-                lane,
-                y_m,
-                yaw_rad,
-                arrived_s: 0.0,
-                place: Place::OnBelt { anchor_m },
-            });
-            self.next_id += 1;
+            for y_m in std::iter::once(y_m).chain(twin_y_m) {
+                self.pending.push(Object {
+                    id: self.next_id,
+                    class,
+                    lane,
+                    y_m,
+                    yaw_rad,
+                    arrived_s: 0.0,
+                    place: Place::OnBelt { anchor_m },
+                });
+                self.next_id += 1;
+            }
         }
     }
 

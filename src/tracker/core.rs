@@ -48,6 +48,9 @@ pub struct TrackerConfig {
     pub stop_mps: f64,
     /// A new track closer than this to a live one is the same object seen again, m.
     pub duplicate_distance_m: f64,
+    /// An encoder reading takes precedence over the vision estimate for
+    /// this long after its stamp, s; then vision takes over again.
+    pub encoder_timeout_s: f64,
 }
 
 impl Default for TrackerConfig {
@@ -69,6 +72,7 @@ impl Default for TrackerConfig {
             speed_window_s: 0.2,
             stop_mps: 0.005,
             duplicate_distance_m: 0.02,
+            encoder_timeout_s: 0.5,
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct Observation {
     pub y_m: f64,
     pub class_id: String,
     pub confidence: f64,
+    /// Footprint along and across the belt, m, and yaw, rad.
+    pub size_m: [f64; 2],
+    pub yaw_rad: f64,
     /// The detection's ids: a track keeps those of its first detection.
     pub object_id: [u8; 16],
     pub vision_id: String,
@@ -108,6 +115,9 @@ pub struct Track {
     /// Matched in the latest frame.
     pub visible: bool,
     pub confidence: f64,
+    /// Footprint along and across the belt, m, and yaw, rad (latest seen).
+    pub size_m: [f64; 2],
+    pub yaw_rad: f64,
     /// Recent measured (t, x), for speed samples.
     recent: std::collections::VecDeque<(f64, f64)>,
 }
@@ -133,6 +143,25 @@ pub struct Changes {
     pub speed: Option<SpeedEstimate>,
 }
 
+/// Where the belt speed in use came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeedSource {
+    /// Not measured yet: `initial_speed_mps`.
+    Assumed,
+    Vision,
+    Encoder,
+}
+
+/// The belt speed the tracker is using now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BeltSpeed {
+    pub speed_mps: f64,
+    pub stddev_mps: f64,
+    pub source: SpeedSource,
+    pub stopped: bool,
+    pub reversed: bool,
+}
+
 pub struct Tracker {
     cfg: TrackerConfig,
     tracks: Vec<Track>,
@@ -140,6 +169,9 @@ pub struct Tracker {
     belt_speed_mps: f64,
     /// Variance of the belt speed estimate, (m/s)².
     belt_speed_var: f64,
+    source: SpeedSource,
+    /// The latest encoder reading: (stamp, speed, stddev).
+    encoder: Option<(f64, f64, f64)>,
     last_s: Option<f64>,
 }
 
@@ -151,8 +183,57 @@ impl Tracker {
             belt_speed_var: (0.1 * cfg.initial_speed_mps).powi(2),
             cfg,
             tracks: Vec::new(),
+            source: SpeedSource::Assumed,
+            encoder: None,
             last_s: None,
         }
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.cfg
+    }
+
+    /// A belt encoder reading stamped `t_s`. While fresh (see
+    /// `encoder_timeout_s`) it is the belt speed, whatever vision says.
+    pub fn encoder(&mut self, t_s: f64, speed_mps: f64, stddev_mps: f64) {
+        if !(speed_mps.is_finite() && stddev_mps.is_finite()) {
+            return;
+        }
+        if self.encoder.is_some_and(|(u, _, _)| u > t_s) {
+            return;
+        }
+        self.encoder = Some((t_s, speed_mps, stddev_mps.abs()));
+        self.use_encoder(t_s);
+    }
+
+    /// Switches to the encoder's speed if its reading is fresh at `t_s`.
+    fn use_encoder(&mut self, t_s: f64) -> bool {
+        match self.encoder {
+            Some((u, v, sd)) if (t_s - u).abs() <= self.cfg.encoder_timeout_s => {
+                self.belt_speed_mps = v;
+                self.belt_speed_var = sd.powi(2).max(1e-10);
+                self.source = SpeedSource::Encoder;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The belt speed in use.
+    pub fn belt_speed(&self) -> BeltSpeed {
+        let stop = self.cfg.stop_mps;
+        BeltSpeed {
+            speed_mps: self.belt_speed_mps,
+            stddev_mps: self.belt_speed_var.sqrt(),
+            source: self.source,
+            stopped: self.belt_speed_mps.abs() < stop,
+            reversed: self.belt_speed_mps <= -stop,
+        }
+    }
+
+    /// The time the tracks are predicted to (the latest frame's stamp).
+    pub fn now_s(&self) -> Option<f64> {
+        self.last_s
     }
 
     pub fn tracks(&self) -> &[Track] {
@@ -260,6 +341,8 @@ impl Tracker {
             t.visible = true;
             t.last_seen_s = t_s;
             t.confidence = o.confidence;
+            t.size_m = o.size_m;
+            t.yaw_rad = o.yaw_rad;
             if t.state == TrackState::Tentative && t.hits >= self.cfg.confirm_hits {
                 t.state = TrackState::Confirmed;
                 changes.confirmed.push(t.object_id);
@@ -269,9 +352,12 @@ impl Tracker {
             }
         }
         changes.speed = self.speed.estimate(t_s);
-        if let Some(s) = changes.speed {
-            self.belt_speed_mps = s.speed_mps;
-            self.belt_speed_var = s.stddev_mps.powi(2).max(1e-10);
+        if !self.use_encoder(t_s) {
+            if let Some(s) = changes.speed {
+                self.belt_speed_mps = s.speed_mps;
+                self.belt_speed_var = s.stddev_mps.powi(2).max(1e-10);
+                self.source = SpeedSource::Vision;
+            }
         }
         // Unmatched tracks: a miss if they should have been seen.
         for (i, t) in self.tracks.iter_mut().enumerate() {
@@ -323,6 +409,8 @@ impl Tracker {
                 misses: 0,
                 visible: true,
                 confidence: o.confidence,
+                size_m: o.size_m,
+                yaw_rad: o.yaw_rad,
                 recent: [(t_s, o.x_m)].into_iter().collect(),
             });
         }

@@ -4,4 +4,7 @@
 pub mod assign;
 pub mod core;
 pub mod kalman;
+pub mod markers;
+pub mod node;
+pub mod params;
 pub mod speed;

@@ -36,6 +36,8 @@ fn observe(
                 y_m: o.position_m[1] + n.sample(rng),
                 class_id: o.class.clone(),
                 confidence: 0.9,
+                size_m: [o.length_m, o.width_m],
+                yaw_rad: o.yaw_rad,
                 object_id: id,
                 vision_id: format!("vision_{}_{}_{}", truth.frame, o.lane, o.id),
             }
@@ -52,6 +54,8 @@ type Frame = (FrameTruth, Changes, Vec<(u64, [u8; 16])>);
 
 struct Run {
     objects: usize,
+    /// Pairs of objects seen together in one lane, overlapping along the belt.
+    side_by_side: usize,
     switches: usize,
     registered: HashMap<u64, usize>,
     seen: HashMap<u64, usize>,
@@ -95,12 +99,24 @@ fn run(p: &SimParams, seconds: f64, noise_m: f64, keep_frames: bool) -> (Run, Tr
     let mut last_track: HashMap<u64, [u8; 16]> = HashMap::new();
     let mut out = Run {
         objects: 0,
+        side_by_side: 0,
         switches: 0,
         registered: HashMap::new(),
         seen: HashMap::new(),
         frames: Vec::new(),
     };
+    let mut pairs_seen = std::collections::HashSet::new();
     let tracker = run_with(p, seconds, noise_m, |truth, _, changes, obs| {
+        for (a, oa) in obs.iter().enumerate() {
+            for ob in &obs[a + 1..] {
+                let lane = |o: &Observation| (o.y_m / 0.15).floor() as i64;
+                let overlap = (oa.x_m - ob.x_m).abs() < (oa.size_m[0] + ob.size_m[0]) / 2.0;
+                if lane(oa) == lane(ob) && overlap {
+                    let (i, j) = (truth_id(&oa.object_id), truth_id(&ob.object_id));
+                    pairs_seen.insert((i.min(j), i.max(j)));
+                }
+            }
+        }
         for id in &changes.confirmed {
             *out.registered.entry(truth_id(id)).or_insert(0) += 1;
         }
@@ -120,6 +136,7 @@ fn run(p: &SimParams, seconds: f64, noise_m: f64, keep_frames: bool) -> (Run, Tr
         }
     });
     out.objects = out.seen.len();
+    out.side_by_side = pairs_seen.len();
     (out, tracker)
 }
 
@@ -134,12 +151,17 @@ fn no_identity_switches_and_every_object_registered_once_over_several_seeds() {
             burst_probability: 0.3,
             burst_size_max: 3,
             min_gap_m: 0.005,
+            pair_probability: 0.3,
             ..SimParams::default()
         };
         let (r, _) = run(&p, 120.0, 0.0003, false);
         println!(
-            "seed {seed}: {} objects, {} ID switches",
-            r.objects, r.switches
+            "seed {seed}: {} objects, {} ID switches, {} side-by-side pairs in view",
+            r.objects, r.switches, r.side_by_side
+        );
+        assert!(
+            r.side_by_side >= 5,
+            "seed {seed}: the run must include objects side by side"
         );
         assert_eq!(r.switches, 0, "seed {seed}");
         for (o, n) in &r.seen {
@@ -283,4 +305,106 @@ fn belt_speed_follows_changes_and_stops_and_reversals_are_seen() {
             _ => assert!(reverse_seen, "no reversal seen"),
         }
     }
+}
+
+/// A still belt with objects at fixed places: `n` frames at 30 fps from `t0_s`.
+fn still_frames(
+    tracker: &mut Tracker,
+    t0_s: f64,
+    n: usize,
+    objects: &[(f64, f64)],
+) -> Vec<Changes> {
+    (0..n)
+        .map(|k| {
+            let t = t0_s + k as f64 / 30.0;
+            let obs: Vec<Observation> = objects
+                .iter()
+                .enumerate()
+                .map(|(i, &(x, y))| Observation {
+                    x_m: x,
+                    y_m: y,
+                    class_id: "red_box".into(),
+                    confidence: 0.9,
+                    size_m: [0.06, 0.06],
+                    yaw_rad: 0.0,
+                    object_id: [i as u8 + 1; 16],
+                    vision_id: format!("vision_{i}"),
+                })
+                .collect();
+            tracker.step(t, &obs)
+        })
+        .collect()
+}
+
+#[test]
+fn an_object_expected_in_view_but_unseen_is_lost_after_the_watch_and_not_before() {
+    let mut tracker = Tracker::new(TrackerConfig {
+        lost_after_s: 2.0,
+        initial_speed_mps: 0.0,
+        ..TrackerConfig::default()
+    });
+    // Two objects on a still belt; the second is taken away after 1 s.
+    let both = [(0.5, 0.075), (0.9, 0.225)];
+    let seen = still_frames(&mut tracker, 100.0, 30, &both);
+    assert_eq!(seen.iter().map(|c| c.confirmed.len()).sum::<usize>(), 2);
+    let after = still_frames(&mut tracker, 101.0, 90, &both[..1]);
+    let lost: Vec<(usize, [u8; 16])> = after
+        .iter()
+        .enumerate()
+        .flat_map(|(k, c)| c.lost.iter().map(move |id| (k, *id)))
+        .collect();
+    // Last seen at 100 + 29/30 s; lost at the first frame 2 s after that.
+    assert_eq!(lost, vec![(59, [2u8; 16])]);
+    assert_eq!(
+        tracker.tracks().len(),
+        2,
+        "a lost track is kept (and reported)"
+    );
+    assert!(after.iter().all(|c| c.removed.is_empty()));
+}
+
+#[test]
+fn an_encoder_reading_takes_precedence_while_fresh_then_vision_again() {
+    use cncpick::tracker::core::SpeedSource;
+    let p = SimParams {
+        seed: 7,
+        arrival_rate_per_min: 150.0,
+        speed_drift_fraction: 0.0,
+        ..SimParams::default()
+    };
+    let cfg = p.config().unwrap();
+    let view = view_of(&p);
+    let mut tracker = Tracker::new(TrackerConfig {
+        view_x_m: view,
+        belt_length_m: cfg.belt_length_m,
+        ..TrackerConfig::default()
+    });
+    let mut rng = stream(7, "test-detections");
+    let mut core = SimCore::new(cfg);
+    let mut seen = Vec::new();
+    for k in 0..(12.0 * 30.0) as u64 {
+        let (truth, _) = core.frame(k);
+        let obs = observe(&truth, view, 0.0003, &mut rng);
+        if k == 300 {
+            // At 10 s an encoder says 0.25 m/s: it is used at once.
+            tracker.encoder(truth.t_s, 0.25, 0.0001);
+            // A reading older than the one in hand is ignored.
+            tracker.encoder(truth.t_s - 1.0, 0.1, 0.0001);
+        }
+        tracker.step(truth.t_s, &obs);
+        seen.push((truth.t_s, tracker.belt_speed()));
+    }
+    let at = |t: f64| seen.iter().find(|(u, _)| *u >= t).unwrap().1;
+    let before = at(9.9);
+    assert_eq!(before.source, SpeedSource::Vision);
+    assert!((before.speed_mps - 0.2).abs() < 0.002, "{before:?}");
+    for t in [10.0, 10.2, 10.45] {
+        let s = at(t);
+        assert_eq!(s.source, SpeedSource::Encoder, "at {t} s");
+        assert_eq!(s.speed_mps, 0.25, "at {t} s");
+    }
+    // Stale 0.5 s after its stamp: vision's estimate again.
+    let after = at(10.6);
+    assert_eq!(after.source, SpeedSource::Vision);
+    assert!((after.speed_mps - 0.2).abs() < 0.002, "{after:?}");
 }

@@ -64,6 +64,15 @@ pub struct LifecyclePublisher<T: r2r::WrappedTypesupport> {
     gate: ActiveGate,
 }
 
+impl<T: r2r::WrappedTypesupport> Clone for LifecyclePublisher<T> {
+    fn clone(&self) -> Self {
+        LifecyclePublisher {
+            inner: self.inner.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
 impl<T: r2r::WrappedTypesupport + 'static> LifecyclePublisher<T> {
     pub fn new(inner: r2r::Publisher<T>, gate: ActiveGate) -> Self {
         LifecyclePublisher { inner, gate }

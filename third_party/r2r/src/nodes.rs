@@ -653,9 +653,12 @@ impl Node {
     where
         T: WrappedTypesupport,
     {
+        // cncpick patch: the stream buffers as many messages as the QoS
+        // history keeps, so r2r drops no more than the DDS reader would.
+        let buffer = qos_profile.depth.max(10);
         let subscription_handle =
             create_subscription_helper(self.node_handle.as_mut(), topic, T::get_ts(), qos_profile)?;
-        let (sender, receiver) = mpsc::channel::<T>(10);
+        let (sender, receiver) = mpsc::channel::<T>(buffer);
 
         let ws = TypedSubscriber {
             rcl_handle: subscription_handle,
@@ -674,9 +677,12 @@ impl Node {
     where
         T: WrappedTypesupport,
     {
+        // cncpick patch: the stream buffers as many messages as the QoS
+        // history keeps, so r2r drops no more than the DDS reader would.
+        let buffer = qos_profile.depth.max(10);
         let subscription_handle =
             create_subscription_helper(self.node_handle.as_mut(), topic, T::get_ts(), qos_profile)?;
-        let (sender, receiver) = mpsc::channel::<WrappedNativeMsg<T>>(10);
+        let (sender, receiver) = mpsc::channel::<WrappedNativeMsg<T>>(buffer);
 
         let ws = NativeSubscriber {
             rcl_handle: subscription_handle,
@@ -694,9 +700,12 @@ impl Node {
         &mut self, topic: &str, topic_type: &str, qos_profile: QosProfile,
     ) -> Result<impl Stream<Item = Result<serde_json::Value>> + Unpin> {
         let msg = WrappedNativeMsgUntyped::new_from(topic_type)?;
+        // cncpick patch: the stream buffers as many messages as the QoS
+        // history keeps, so r2r drops no more than the DDS reader would.
+        let buffer = qos_profile.depth.max(10);
         let subscription_handle =
             create_subscription_helper(self.node_handle.as_mut(), topic, msg.ts, qos_profile)?;
-        let (sender, receiver) = mpsc::channel::<Result<serde_json::Value>>(10);
+        let (sender, receiver) = mpsc::channel::<Result<serde_json::Value>>(buffer);
 
         let ws = UntypedSubscriber {
             rcl_handle: subscription_handle,
@@ -739,9 +748,12 @@ impl Node {
             return Err(Error::from_rcl_error(ret));
         }
 
+        // cncpick patch: the stream buffers as many messages as the QoS
+        // history keeps, so r2r drops no more than the DDS reader would.
+        let buffer = qos_profile.depth.max(10);
         let subscription_handle =
             create_subscription_helper(self.node_handle.as_mut(), topic, msg.ts, qos_profile)?;
-        let (sender, receiver) = mpsc::channel::<Vec<u8>>(10);
+        let (sender, receiver) = mpsc::channel::<Vec<u8>>(buffer);
 
         let ws = RawSubscriber {
             rcl_handle: subscription_handle,

@@ -1,0 +1,5 @@
+//! The `tracker` node, for `ros2 launch`.
+
+fn main() {
+    cncpick::tracker::node::main()
+}
