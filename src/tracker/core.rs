@@ -65,7 +65,7 @@ impl Default for TrackerConfig {
             measurement_stddev_m: 0.0005,
             accel_stddev_mps2: 0.5,
             confirm_hits: 3,
-            tentative_misses: 2,
+            tentative_misses: 3,
             lost_after_s: 10.0,
             initial_speed_mps: 0.2,
             speed_baseline_s: 0.4,
@@ -295,10 +295,24 @@ impl Tracker {
         self.predict_to(t_s);
         let r = self.r();
         let gate = self.cfg.gate_chi2;
-        // Gated pairs; class must agree.
+        // Gated pairs; class must agree. Observations sorted by x, so each
+        // track looks only at those within gate_distance_m along the belt.
+        let mut by_x: Vec<(f64, usize)> = observations
+            .iter()
+            .enumerate()
+            .map(|(j, o)| (o.x_m, j))
+            .collect();
+        by_x.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let reach = self.cfg.gate_distance_m;
         let mut pairs = Vec::new();
         for (i, t) in self.tracks.iter().enumerate() {
-            for (j, o) in observations.iter().enumerate() {
+            let x = t.kalman.position().x;
+            let from = by_x.partition_point(|(ox, _)| *ox < x - reach);
+            for &(ox, j) in &by_x[from..] {
+                if ox > x + reach {
+                    break;
+                }
+                let o = &observations[j];
                 if o.class_id != t.class_id {
                     continue;
                 }
@@ -312,6 +326,7 @@ impl Tracker {
                 }
             }
         }
+        pairs.sort_by_key(|&(i, j, _)| (i, j));
         let matches = assign(self.tracks.len(), observations.len(), &pairs, gate);
         let mut matched_track = vec![false; self.tracks.len()];
         let mut matched_obs = vec![false; observations.len()];

@@ -99,6 +99,7 @@ def test_colcon_builds_both_packages_and_the_ament_index_finds_them():
     share = install["cncpick"] / "share" / "cncpick"
     assert (share / "launch" / "demo.launch.py").is_file()
     assert (share / "params" / "README.md").is_file()
+    assert (share / "rviz" / "cell.rviz").is_file()
 
     # The ament index, asked through ament_index_python as ros2 run would.
     query = (

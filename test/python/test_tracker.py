@@ -7,12 +7,13 @@ as the node takes them."""
 import uuid
 
 import pytest
+import yaml
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import Marker, MarkerArray
 from cncpick_msgs.msg import Alert, BeltSpeed, Detection, DetectionArray, TrackArray
 from cncpick_msgs.srv import RegisterObject
 
-from conftest import bin_path, spin_until
+from conftest import REPO, bin_path, spin_until
 from test_lifecycle import Client
 
 RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
@@ -180,6 +181,13 @@ def test_objects_are_tracked_registered_once_and_shown_with_the_belt_speed(track
     assert len(by_ns["objects"]) == len(by_ns["ids"]) == len(by_ns["velocity"]) == len(truth)
     assert {k.text for k in by_ns["ids"]} == {tr.vision_id for tr in last.tracks}
     assert [k.text for k in by_ns["cnc_windows"] if k.type == Marker.TEXT_VIEW_FACING] == ["cnc_1", "cnc_2"]
+
+    # The shipped rviz config shows exactly these markers, in their frame.
+    rviz = yaml.safe_load((REPO / "rviz" / "cell.rviz").read_text())["Visualization Manager"]
+    assert rviz["Global Options"]["Fixed Frame"] == "belt"
+    [display] = [d for d in rviz["Displays"] if d["Class"] == "rviz_default_plugins/MarkerArray"]
+    assert display["Topic"]["Value"] == "/cell/markers" and display["Enabled"]
+    assert set(display["Namespaces"]) >= set(by_ns) and all(display["Namespaces"].values())
 
 
 def test_an_encoder_takes_precedence_while_fresh(tracker):

@@ -7,47 +7,8 @@ use cncpick::sim::params::SimParams;
 use cncpick::sim::rng::stream;
 use cncpick::sim::truth::FrameTruth;
 use cncpick::tracker::core::{Changes, Observation, Tracker, TrackerConfig};
-use rand_distr::{Distribution, Normal};
+use cncpick::tracker::truth::{observe, truth_id};
 use std::collections::HashMap;
-
-/// Detections of the objects wholly in the camera's view, with Gaussian
-/// position noise `noise_m`; each carries its truth id in its UUID.
-fn observe(
-    truth: &FrameTruth,
-    view: (f64, f64),
-    noise_m: f64,
-    rng: &mut rand_chacha::ChaCha8Rng,
-) -> Vec<Observation> {
-    let n = Normal::new(0.0, noise_m).unwrap();
-    truth
-        .objects
-        .iter()
-        .filter(|o| o.state == "on_belt")
-        .filter(|o| {
-            let r = o.length_m.hypot(o.width_m) / 2.0;
-            o.position_m[0] - r >= view.0 && o.position_m[0] + r <= view.1
-        })
-        .map(|o| {
-            let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&o.id.to_le_bytes());
-            id[8..].copy_from_slice(&truth.frame.to_le_bytes());
-            Observation {
-                x_m: o.position_m[0] + n.sample(rng),
-                y_m: o.position_m[1] + n.sample(rng),
-                class_id: o.class.clone(),
-                confidence: 0.9,
-                size_m: [o.length_m, o.width_m],
-                yaw_rad: o.yaw_rad,
-                object_id: id,
-                vision_id: format!("vision_{}_{}_{}", truth.frame, o.lane, o.id),
-            }
-        })
-        .collect()
-}
-
-fn truth_id(object_id: &[u8; 16]) -> u64 {
-    u64::from_le_bytes(object_id[..8].try_into().unwrap())
-}
 
 /// One frame's truth, the tracker's changes, and (truth id, track id) pairs.
 type Frame = (FrameTruth, Changes, Vec<(u64, [u8; 16])>);
