@@ -139,10 +139,10 @@ fn synthetic_frames(lanes: usize, per_lane: usize, n: usize) -> Vec<Frame> {
 
 /// Runs cncpick's tracker over `frames`; returns the per-frame update
 /// times (s) and, per frame, the tracks it shows in view: [key, x, y].
-fn run_ours(
-    cfg: TrackerConfig,
-    frames: &[Frame],
-) -> (Vec<f64>, Vec<Vec<(usize, f64, f64)>>, Vec<usize>) {
+/// Per frame: the tracks shown, as (key, x, y).
+type Shown = Vec<Vec<(usize, f64, f64)>>;
+
+fn run_ours(cfg: TrackerConfig, frames: &[Frame]) -> (Vec<f64>, Shown, Vec<usize>) {
     let mut tracker = Tracker::new(cfg);
     let mut keys: HashMap<[u8; 16], usize> = HashMap::new();
     let mut times = Vec::with_capacity(frames.len());
@@ -167,7 +167,7 @@ fn run_ours(
     (times, shown, live)
 }
 
-fn write_shown(path: &Path, shown: &[Vec<(usize, f64, f64)>]) -> anyhow::Result<()> {
+fn write_shown(path: &Path, shown: &Shown) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     for s in shown {
         let v: Vec<_> = s.iter().map(|(k, x, y)| json!([k, x, y])).collect();

@@ -45,6 +45,8 @@ pub struct TrackerConfig {
     /// Speed samples: each track's measured move over about this long, s.
     pub speed_baseline_s: f64,
     pub speed_window_s: f64,
+    /// While the speed is steady, the estimate uses this long a window, s.
+    pub speed_steady_window_s: f64,
     pub stop_mps: f64,
     /// A new track closer than this to a live one is the same object seen again, m.
     pub duplicate_distance_m: f64,
@@ -70,6 +72,7 @@ impl Default for TrackerConfig {
             initial_speed_mps: 0.2,
             speed_baseline_s: 0.4,
             speed_window_s: 0.2,
+            speed_steady_window_s: 1.0,
             stop_mps: 0.005,
             duplicate_distance_m: 0.02,
             encoder_timeout_s: 0.5,
@@ -178,7 +181,7 @@ pub struct Tracker {
 impl Tracker {
     pub fn new(cfg: TrackerConfig) -> Self {
         Tracker {
-            speed: SpeedEstimator::new(cfg.speed_window_s, cfg.stop_mps),
+            speed: SpeedEstimator::new(cfg.speed_window_s, cfg.speed_steady_window_s, cfg.stop_mps),
             belt_speed_mps: cfg.initial_speed_mps,
             belt_speed_var: (0.1 * cfg.initial_speed_mps).powi(2),
             cfg,

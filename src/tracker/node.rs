@@ -161,20 +161,25 @@ pub fn speed_msg(tracker: &Tracker) -> m::BeltSpeed {
 
 /// The RegisterObject request for a confirmed track.
 pub fn register_request(t: &Track, lane: u32, request_id: &str) -> RegisterObject::Request {
-    let mut r = RegisterObject::Request::default();
-    r.request_id = request_id.into();
-    r.object_id.uuid = t.object_id.to_vec();
-    r.vision_id = t.vision_id.clone();
     let p = t.position();
-    r.position.x = p.x;
-    r.position.y = p.y;
-    r.velocity_x_mps = t.kalman.velocity().x;
-    r.lane = lane as u8;
-    r.class_id = t.class_id.clone();
-    r.confidence = t.confidence as f32;
-    r.detected_at = stamp(t.first_seen_s);
-    r.actor = "tracker".into();
-    r
+    RegisterObject::Request {
+        request_id: request_id.into(),
+        object_id: r2r::unique_identifier_msgs::msg::UUID {
+            uuid: t.object_id.to_vec(),
+        },
+        vision_id: t.vision_id.clone(),
+        position: r2r::geometry_msgs::msg::Point {
+            x: p.x,
+            y: p.y,
+            z: 0.0,
+        },
+        velocity_x_mps: t.kalman.velocity().x,
+        lane: lane as u8,
+        class_id: t.class_id.clone(),
+        confidence: t.confidence as f32,
+        detected_at: stamp(t.first_seen_s),
+        actor: "tracker".into(),
+    }
 }
 
 /// The tracker and what the markers need, shared by the shell's tasks.

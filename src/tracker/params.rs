@@ -31,6 +31,7 @@ pub struct TrackerParams {
     pub initial_speed_mps: f64,
     pub speed_baseline_s: f64,
     pub speed_window_s: f64,
+    pub speed_steady_window_s: f64,
     pub stop_mps: f64,
     pub duplicate_distance_m: f64,
     pub register_service: String,
@@ -67,6 +68,7 @@ impl Default for TrackerParams {
             initial_speed_mps: c.initial_speed_mps,
             speed_baseline_s: c.speed_baseline_s,
             speed_window_s: c.speed_window_s,
+            speed_steady_window_s: c.speed_steady_window_s,
             stop_mps: c.stop_mps,
             duplicate_distance_m: c.duplicate_distance_m,
             register_service: "state_manager/register_object".into(),
@@ -166,6 +168,11 @@ const SPECS: &[Spec] = &[
         "The speed estimate uses the samples of this long, s",
     )
     .range(0.01, 10.0),
+    Spec::new(
+        "speed_steady_window_s",
+        "While the speed is steady, the estimate uses samples of this long, s",
+    )
+    .range(0.01, 60.0),
     Spec::new("stop_mps", "Below this the belt counts as stopped, m/s").range(0.0, 1.0),
     Spec::new(
         "duplicate_distance_m",
@@ -256,6 +263,7 @@ impl TrackerParams {
             initial_speed_mps: self.initial_speed_mps,
             speed_baseline_s: self.speed_baseline_s,
             speed_window_s: self.speed_window_s,
+            speed_steady_window_s: self.speed_steady_window_s,
             stop_mps: self.stop_mps,
             duplicate_distance_m: self.duplicate_distance_m,
             encoder_timeout_s: self.encoder_timeout_s,

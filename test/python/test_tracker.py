@@ -10,7 +10,7 @@ import pytest
 import yaml
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from visualization_msgs.msg import Marker, MarkerArray
-from cncpick_msgs.msg import Alert, BeltSpeed, Detection, DetectionArray, TrackArray
+from cncpick_msgs.msg import Alert, Assignment, BeltSpeed, Detection, DetectionArray, ObjectEvent, ObjectState, TrackArray
 from cncpick_msgs.srv import RegisterObject
 
 from conftest import REPO, bin_path, spin_until
@@ -71,10 +71,9 @@ class Cell:
         msg.header.stamp = stamp_of(t_s)
         msg.header.frame_id = "belt"
         msg.frame_seq = self.seq
-        self.seq += 1
         for i, (x, y, cls) in enumerate(objects):
             d = Detection()
-            d.object_id.uuid = list(uuid.uuid4().bytes)
+            d.object_id.uuid = list(uuid.uuid5(uuid.NAMESPACE_OID, f"{self.seq}/{i}").bytes)
             d.vision_id = f"vision_{round(t_s * 1000)}_{int(y / 0.15)}_{i}"
             d.position.x, d.position.y = x, y
             d.size_x_m = d.size_y_m = 0.05
@@ -82,6 +81,7 @@ class Cell:
             d.class_id = cls
             d.confidence = 0.9
             msg.detections.append(d)
+        self.seq += 1
         self.detections.publish(msg)
 
     def run(self, frames, objects_at, ahead=20):
@@ -92,6 +92,19 @@ class Cell:
             assert spin_until(self.executor, lambda: len(self.tracks) >= k - ahead, 10), f"no tracks for frame {k - ahead}"
             self.frame(t, objects_at(t))
         return self.wait_tracks_at(frames[-1])
+
+    def sync(self, t_s=T0_S - 10.0):
+        """Sends an empty frame stamped t_s until its TrackArray comes back:
+        then the node's subscription is matched (a repeat is harmless: with
+        no tracks yet, an empty frame at the same stamp changes nothing)."""
+
+        def answered():
+            self.frame(t_s, [])
+            self.seq -= 1
+            return self.wait_tracks_at(t_s, 0.5)
+
+        assert spin_until(self.executor, answered, 20), "the tracker never answered a frame"
+        self.tracks.clear()
 
     def wait_tracks_at(self, t_s, timeout_s=10):
         return spin_until(
@@ -275,3 +288,64 @@ def test_bad_params_are_refused_naming_the_file_and_key(tmp_path, spawn, yaml_va
     assert p.wait(30) == 1
     err = "".join(p.stderr)
     assert str(f) in err and key in err and problem in err, err
+
+
+def test_markers_colour_objects_by_their_state_and_show_pick_points(tracker, rclpy_node):
+    node, executor = rclpy_node
+    cell, life, proc = tracker()
+    events = node.create_publisher(
+        ObjectEvent, "/cell/objects/events",
+        QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
+    assignments = node.create_publisher(Assignment, "/cell/assignments", RELIABLE)
+    arrivals = [(T0_S, 0.075, "red_box"), (T0_S, 0.375, "red_box")]
+    frames = [T0_S + k / FPS for k in range(30)]
+    assert cell.run(frames, lambda t: belt(t, arrivals))
+    assert spin_until(executor, lambda: len(cell.registrations) == 2, 10)
+    picked = next(r for r in cell.registrations if r.position.y < 0.2)
+    e = ObjectEvent(seq=1, object_id=picked.object_id, actor="scheduler")
+    e.to_state.id = ObjectState.ASSIGNED
+    events.publish(e)
+    a = Assignment(object_id=picked.object_id, cnc_id="1")
+    a.predicted_pick_position.x, a.predicted_pick_position.y = 2.3, 0.075
+    assert spin_until(executor, lambda: assignments.get_subscription_count() > 0, 30)
+    assignments.publish(a)
+
+    def shown():
+        for m in reversed(cell.markers):
+            boxes = {(k.ns, k.id): k for k in m.markers}
+            pick = [k for k in m.markers if k.ns == "pick_points"]
+            mine = [k for k in m.markers if k.ns == "objects" and abs(k.pose.position.y - 0.075) < 0.01]
+            if pick and mine and mine[0].color.b > 0.9:
+                return m
+        return None
+
+    assert spin_until(executor, shown, 10), "the assignment never showed"
+    m = shown()
+    mine = next(k for k in m.markers if k.ns == "objects" and abs(k.pose.position.y - 0.075) < 0.01)
+    other = next(k for k in m.markers if k.ns == "objects" and abs(k.pose.position.y - 0.375) < 0.01)
+    # ASSIGNED is blue; an object the state manager has not moved on stays yellow.
+    assert (round(mine.color.r, 1), round(mine.color.g, 1), round(mine.color.b, 1)) == (0.2, 0.4, 1.0)
+    assert (round(other.color.r, 1), round(other.color.g, 1), round(other.color.b, 1)) == (1.0, 1.0, 0.2)
+    [pick] = [k for k in m.markers if k.ns == "pick_points"]
+    assert (pick.type, pick.id, pick.pose.position.x) == (Marker.SPHERE, mine.id, 2.3)
+
+
+def test_the_same_detections_give_the_same_tracks_after_a_cleanup(tracker):
+    cell, life, proc = tracker()
+    arrivals = [(T0_S + 0.25 * k, 0.075 + 0.15 * (k % 4), "red_box") for k in range(8)]
+    frames = [T0_S + k / FPS for k in range(90)]
+    runs = []
+    for _ in range(2):
+        cell.sync()
+        cell.seq = 0
+        assert cell.run(frames, lambda t: belt(t, arrivals))
+        runs.append([(a.header.stamp.sec, a.header.stamp.nanosec, a.belt_speed_mps, [
+            (bytes(t.object_id.uuid), t.vision_id, t.position.x, t.position.y, t.velocity.x, tuple(t.covariance_xy), t.status, t.hits)
+            for t in a.tracks
+        ]) for a in cell.tracks if seconds(a.header.stamp) >= T0_S - 1e-6])
+        # Back to Unconfigured and up again: the tracker starts afresh.
+        for label in ("deactivate", "cleanup", "configure", "activate"):
+            assert life.change_state(label), label
+    assert len(runs[0]) == len(frames)
+    assert runs[0] == runs[1]
