@@ -19,12 +19,7 @@ pub const EVENTS_TOPIC: &str = "objects/events";
 pub const HEARTBEAT_TOPIC: &str = "heartbeat";
 
 /// ObjectEvent QoS from architecture.md: reliable, transient_local.
-pub fn events_qos() -> QosProfile {
-    QosProfile::default()
-        .reliable()
-        .transient_local()
-        .keep_last(1000)
-}
+pub use crate::kit::qos::events as events_qos;
 
 fn detections_qos() -> QosProfile {
     QosProfile::default().reliable().keep_last(100)

@@ -9,6 +9,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod node;
 pub mod params;
+pub mod qos;
 pub mod retry;
 pub mod spin;
 pub mod testing;

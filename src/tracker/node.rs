@@ -292,8 +292,7 @@ impl TrackerNode {
         let reliable = QosProfile::default().reliable().keep_last(100);
         let mut detections =
             n.subscribe::<m::DetectionArray>(&p.detections_topic, reliable.clone())?;
-        let mut events =
-            n.subscribe::<m::ObjectEvent>(EVENTS_TOPIC, crate::demo::node::events_qos())?;
+        let mut events = n.subscribe::<m::ObjectEvent>(EVENTS_TOPIC, crate::kit::qos::events())?;
         let mut assignments = n.subscribe::<m::Assignment>(ASSIGNMENTS_TOPIC, reliable.clone())?;
         let encoder = if p.encoder_topic.is_empty() {
             None
