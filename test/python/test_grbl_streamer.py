@@ -53,6 +53,10 @@ def test_grbl_streamer_resets_reads_settings_and_streams_a_200_line_job(emulator
         # On boot grbl-streamer asks for $$ itself; collect what it reads.
         seen = []
         wait_for(events, "on_read", 10, where=lambda d: d[0].startswith("$132="), seen=seen)
+        # And for the `ok` that ends $$ (every ok reports the buffer fill):
+        # were the job already streaming, grbl-streamer would count that ok
+        # against the job's first line and overfill the 128-byte buffer.
+        wait_for(events, "on_rx_buffer_percent", 10)
         read = [d[0] for ev, d in seen if ev == "on_read"]
         settings = dict(line[1:].split("=") for line in read if re.match(r"\$\d+=", line))
         assert len(settings) == 34, read
