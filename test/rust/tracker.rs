@@ -369,3 +369,46 @@ fn an_encoder_reading_takes_precedence_while_fresh_then_vision_again() {
     assert_eq!(after.source, SpeedSource::Vision);
     assert!((after.speed_mps - 0.2).abs() < 0.002, "{after:?}");
 }
+
+#[test]
+fn a_track_rides_out_of_view_and_is_deleted_at_the_belt_end_once() {
+    let mut tracker = Tracker::new(TrackerConfig::default());
+    let belt_end = tracker.config().belt_length_m;
+    let mut removed = Vec::new();
+    let mut lost = 0;
+    // Seen for 1 s from x = 0.3 at 0.2 m/s, then never again.
+    for k in 0..(25.0 * 30.0) as usize {
+        let t = k as f64 / 30.0;
+        let obs = if t < 1.0 {
+            vec![Observation {
+                x_m: 0.3 + 0.2 * t,
+                y_m: 0.075,
+                class_id: "red_box".into(),
+                confidence: 0.9,
+                size_m: [0.06, 0.06],
+                yaw_rad: 0.0,
+                object_id: [9; 16],
+                vision_id: "vision_9".into(),
+            }]
+        } else {
+            Vec::new()
+        };
+        let c = tracker.step(t, &obs);
+        lost += c.lost.len();
+        if !c.removed.is_empty() {
+            removed.push((t, c.removed.clone()));
+        }
+    }
+    // It reaches the belt's end at t = (4.0 - 0.3) / 0.2 = 18.5 s.
+    let t_end = (belt_end - 0.3) / 0.2;
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0].1, vec![[9u8; 16]]);
+    assert!(
+        (removed[0].0 - t_end).abs() <= 1.0 / 30.0 + 1e-9,
+        "deleted at {} s, not {t_end} s",
+        removed[0].0
+    );
+    // Out of the camera's view it was never expected to be seen: not lost.
+    assert_eq!(lost, 0);
+    assert!(tracker.tracks().is_empty());
+}
