@@ -11,6 +11,7 @@ pub mod interop;
 pub mod kinematics;
 pub mod kit;
 pub mod sim;
+pub mod state;
 pub mod tracker;
 
 /// The generated cncpick_msgs bindings (messages, services, the PickObject action).

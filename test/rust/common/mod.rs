@@ -1,4 +1,5 @@
-//! Helpers the simulator and perception tests share.
+//! Helpers the integration tests share (each test binary uses some).
+#![allow(dead_code)]
 
 use cncpick::sim::cell::SimCore;
 use cncpick::sim::render::Renderer;

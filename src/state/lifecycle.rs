@@ -1,0 +1,121 @@
+//! The object lifecycle of architecture.md, and nothing else:
+//!
+//! ```text
+//! DETECTED ──assign──▶ ASSIGNED ──start──▶ PICKING ──▶ PICKED | DROPPED | MISSED
+//!    │  ▲                 │
+//!    │  └───revoke/timeout┘
+//!    ├──────────────▶ BYPASSED
+//!    └──────────────▶ MISSED
+//! ```
+
+/// An object's state; the numbers are cncpick_msgs/ObjectState's.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum ObjState {
+    Detected = 1,
+    Assigned = 2,
+    Picking = 3,
+    Picked = 4,
+    Dropped = 5,
+    Missed = 6,
+    Bypassed = 7,
+}
+
+pub const ALL: [ObjState; 7] = [
+    ObjState::Detected,
+    ObjState::Assigned,
+    ObjState::Picking,
+    ObjState::Picked,
+    ObjState::Dropped,
+    ObjState::Missed,
+    ObjState::Bypassed,
+];
+
+impl ObjState {
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_id(id: u8) -> Option<ObjState> {
+        ALL.iter().copied().find(|s| s.id() == id)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ObjState::Detected => "DETECTED",
+            ObjState::Assigned => "ASSIGNED",
+            ObjState::Picking => "PICKING",
+            ObjState::Picked => "PICKED",
+            ObjState::Dropped => "DROPPED",
+            ObjState::Missed => "MISSED",
+            ObjState::Bypassed => "BYPASSED",
+        }
+    }
+
+    /// No transition leaves a terminal state.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ObjState::Picked | ObjState::Dropped | ObjState::Missed | ObjState::Bypassed
+        )
+    }
+
+    /// Whether the object is held by a CNC in this state (so transitions
+    /// out of it must name that CNC and its current epoch).
+    pub fn held_by_cnc(self) -> bool {
+        matches!(self, ObjState::Assigned | ObjState::Picking)
+    }
+}
+
+impl std::fmt::Display for ObjState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Whether `from → to` is one of the lifecycle's transitions.
+pub fn legal(from: ObjState, to: ObjState) -> bool {
+    use ObjState::*;
+    matches!(
+        (from, to),
+        (Detected, Assigned)
+            | (Detected, Bypassed)
+            | (Detected, Missed)
+            | (Assigned, Picking)
+            | (Assigned, Detected)
+            | (Picking, Picked)
+            | (Picking, Dropped)
+            | (Picking, Missed)
+    )
+}
+
+/// Whether the transition needs a CNC (and its epoch): taking an object
+/// (assign), and everything that happens to it while a CNC holds it.
+pub fn needs_cnc(from: ObjState, to: ObjState) -> bool {
+    to == ObjState::Assigned || from.held_by_cnc()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_the_documented_transitions_are_legal() {
+        let mut n = 0;
+        for a in ALL {
+            for b in ALL {
+                if legal(a, b) {
+                    n += 1;
+                    assert!(!a.is_terminal(), "{a} -> {b}");
+                }
+            }
+        }
+        assert_eq!(n, 8);
+        for s in ALL {
+            assert_eq!(ObjState::from_id(s.id()), Some(s));
+        }
+        assert_eq!(ObjState::from_id(0), None);
+        assert_eq!(ObjState::from_id(8), None);
+    }
+}

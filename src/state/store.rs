@@ -1,0 +1,809 @@
+//! The state manager's store: SQLite (WAL, `synchronous=FULL`), so a
+//! transition is durable when `transition` returns, and several processes
+//! or threads may share one file. Every call that changes anything is one
+//! IMMEDIATE transaction: the compare-and-set, the epoch check, the audit
+//! row with the next gap-free sequence number, and the idempotency record
+//! commit together or not at all. Time is passed in (nanoseconds); nothing
+//! here reads a clock.
+
+use super::lifecycle::{legal, needs_cnc, ObjState};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Schema migrations, in order: migration k takes `user_version` k to k + 1.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE objects (
+    id BLOB PRIMARY KEY CHECK (length(id) = 16),
+    vision_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    cnc_id TEXT NOT NULL DEFAULT '',
+    epoch INTEGER NOT NULL DEFAULT 0,
+    lane INTEGER NOT NULL,
+    class_id TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    x_m REAL NOT NULL,
+    y_m REAL NOT NULL,
+    velocity_x_mps REAL NOT NULL,
+    detected_at_ns INTEGER NOT NULL,
+    updated_at_ns INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX objects_by_state ON objects (state);
+CREATE INDEX objects_by_detected_at ON objects (detected_at_ns);
+CREATE TABLE transitions (
+    seq INTEGER PRIMARY KEY,
+    object_id BLOB NOT NULL,
+    from_state INTEGER NOT NULL,
+    to_state INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    cnc_id TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    belt_position_m REAL NOT NULL,
+    at_ns INTEGER NOT NULL
+);
+CREATE INDEX transitions_by_object ON transitions (object_id, seq);
+CREATE TABLE cnc_epochs (
+    cnc_id TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE requests (
+    request_id TEXT PRIMARY KEY,
+    answer TEXT NOT NULL
+) WITHOUT ROWID;
+"#];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: not a cncpick state database, or damaged ({detail}); it was left untouched")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path}: schema version {found} is newer than this cncpick knows ({known}); it was left untouched")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("{path}: the disk is full; nothing was changed ({detail})")]
+    DiskFull { path: PathBuf, detail: String },
+    #[error("{path}: {context}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// A newly confirmed object, as the tracker registers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub request_id: String,
+    pub object_id: [u8; 16],
+    pub actor: String,
+    pub object: Seen,
+}
+
+/// What the tracker saw of an object when it registered it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seen {
+    pub vision_id: String,
+    pub lane: u8,
+    pub class_id: String,
+    pub confidence: f64,
+    pub x_m: f64,
+    pub y_m: f64,
+    pub velocity_x_mps: f64,
+    pub detected_at_ns: i64,
+}
+
+/// One object's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub object_id: [u8; 16],
+    pub state: ObjState,
+    pub cnc_id: String,
+    pub epoch: u64,
+    pub seen: Seen,
+    pub updated_at_ns: i64,
+    pub last_seq: u64,
+}
+
+/// One accepted transition: a row of the audit trail and one ObjectEvent.
+/// A registration is the transition from no state (`from: None`) to DETECTED.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub object_id: [u8; 16],
+    pub from: Option<ObjState>,
+    pub to: ObjState,
+    pub actor: String,
+    pub cnc_id: String,
+    pub epoch: u64,
+    pub reason: String,
+    pub belt_position_m: f64,
+    pub at_ns: i64,
+}
+
+/// A request to move one object from `expected` to `new`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransitionRequest {
+    pub request_id: String,
+    pub object_id: [u8; 16],
+    pub expected: ObjState,
+    pub new: ObjState,
+    pub actor: String,
+    pub cnc_id: String,
+    pub epoch: u64,
+    pub reason: String,
+    pub belt_position_m: f64,
+}
+
+/// Why a transition was refused. Every refusal of a known object carries
+/// its current state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Refusal {
+    UnknownObject,
+    /// Compare-and-set failed: the object is not in the expected state.
+    NotInExpectedState {
+        current: ObjState,
+    },
+    Illegal {
+        current: ObjState,
+    },
+    /// Taking or handling an object needs a CNC id.
+    NoCnc {
+        current: ObjState,
+    },
+    /// The object is held by another CNC.
+    HeldByOther {
+        current: ObjState,
+        holder: String,
+    },
+    /// The CNC has never been activated (it has no epoch yet).
+    UnknownCnc {
+        current: ObjState,
+    },
+    StaleEpoch {
+        current: ObjState,
+        given: u64,
+        epoch: u64,
+    },
+}
+
+impl Refusal {
+    pub fn current(&self) -> Option<ObjState> {
+        match self {
+            Refusal::UnknownObject => None,
+            Refusal::NotInExpectedState { current }
+            | Refusal::Illegal { current }
+            | Refusal::NoCnc { current }
+            | Refusal::HeldByOther { current, .. }
+            | Refusal::UnknownCnc { current }
+            | Refusal::StaleEpoch { current, .. } => Some(*current),
+        }
+    }
+
+    /// The reason, for a reply's `error` and the logs.
+    pub fn describe(&self, req: &TransitionRequest) -> String {
+        let (from, to) = (req.expected, req.new);
+        match self {
+            Refusal::UnknownObject => "no such object".into(),
+            Refusal::NotInExpectedState { current } => {
+                format!("expected {from}, but the object is {current}")
+            }
+            Refusal::Illegal { current } => {
+                format!(
+                    "{from} -> {to} is not a transition of the object lifecycle (it is {current})"
+                )
+            }
+            Refusal::NoCnc { .. } => format!("{from} -> {to} must name the CNC (cnc_id)"),
+            Refusal::HeldByOther { holder, .. } => {
+                format!("the object is held by CNC {holder}, not {:?}", req.cnc_id)
+            }
+            Refusal::UnknownCnc { .. } => format!(
+                "CNC {:?} has no epoch: it has never been activated",
+                req.cnc_id
+            ),
+            Refusal::StaleEpoch { given, epoch, .. } => format!(
+                "stale epoch {given} for CNC {:?} (its epoch is {epoch})",
+                req.cnc_id
+            ),
+        }
+    }
+}
+
+/// A transition's answer; a repeated request id gets the first one again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    Accepted(Event),
+    Refused(Refusal),
+}
+
+/// A registration's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    /// False if the object was already registered.
+    pub created: bool,
+    pub record: Record,
+    /// The DETECTED event, if this call created the object.
+    pub event: Option<Event>,
+}
+
+/// Filters for `list`; they combine with AND.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub states: Vec<ObjState>,
+    pub lane: Option<u8>,
+    pub detected_after_ns: Option<i64>,
+    pub detected_before_ns: Option<i64>,
+    pub limit: usize,
+}
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn is_full(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull
+    )
+}
+
+/// Maps a SQLite error to a StoreError for `path`: a full disk is its own
+/// kind (the caller refuses new work and raises an alert).
+fn sql_error(path: &Path, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| {
+        if is_full(&source) {
+            StoreError::DiskFull {
+                path: path.clone(),
+                detail: source.to_string(),
+            }
+        } else {
+            StoreError::Sqlite {
+                path: path.clone(),
+                context,
+                source,
+            }
+        }
+    }
+}
+
+fn state_of(id: i64) -> rusqlite::Result<ObjState> {
+    u8::try_from(id)
+        .ok()
+        .and_then(ObjState::from_id)
+        .ok_or_else(|| rusqlite::Error::IntegralValueOutOfRange(0, id))
+}
+
+fn uuid_of(v: Vec<u8>) -> rusqlite::Result<[u8; 16]> {
+    let n = v.len();
+    v.try_into()
+        .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, n as i64))
+}
+
+const RECORD_COLUMNS: &str = "id, vision_id, state, cnc_id, epoch, lane, class_id, confidence, \
+     x_m, y_m, velocity_x_mps, detected_at_ns, updated_at_ns, last_seq";
+
+fn record_of(row: &rusqlite::Row) -> rusqlite::Result<Record> {
+    Ok(Record {
+        object_id: uuid_of(row.get(0)?)?,
+        state: state_of(row.get(2)?)?,
+        cnc_id: row.get(3)?,
+        epoch: row.get::<_, i64>(4)? as u64,
+        seen: Seen {
+            vision_id: row.get(1)?,
+            lane: row.get(5)?,
+            class_id: row.get(6)?,
+            confidence: row.get(7)?,
+            x_m: row.get(8)?,
+            y_m: row.get(9)?,
+            velocity_x_mps: row.get(10)?,
+            detected_at_ns: row.get(11)?,
+        },
+        updated_at_ns: row.get(12)?,
+        last_seq: row.get::<_, i64>(13)? as u64,
+    })
+}
+
+const EVENT_COLUMNS: &str =
+    "seq, object_id, from_state, to_state, actor, cnc_id, epoch, reason, belt_position_m, at_ns";
+
+fn event_of(row: &rusqlite::Row) -> rusqlite::Result<Event> {
+    let from: i64 = row.get(2)?;
+    Ok(Event {
+        seq: row.get::<_, i64>(0)? as u64,
+        object_id: uuid_of(row.get(1)?)?,
+        from: if from == 0 {
+            None
+        } else {
+            Some(state_of(from)?)
+        },
+        to: state_of(row.get(3)?)?,
+        actor: row.get(4)?,
+        cnc_id: row.get(5)?,
+        epoch: row.get::<_, i64>(6)? as u64,
+        reason: row.get(7)?,
+        belt_position_m: row.get(8)?,
+        at_ns: row.get(9)?,
+    })
+}
+
+fn insert_event(tx: &rusqlite::Transaction, e: &Event) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO transitions (seq, object_id, from_state, to_state, actor, cnc_id, epoch, \
+         reason, belt_position_m, at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            e.seq as i64,
+            e.object_id.as_slice(),
+            e.from.map_or(0, |s| s.id() as i64),
+            e.to.id() as i64,
+            e.actor,
+            e.cnc_id,
+            e.epoch as i64,
+            e.reason,
+            e.belt_position_m,
+            e.at_ns
+        ],
+    )?;
+    Ok(())
+}
+
+fn next_seq(tx: &rusqlite::Transaction) -> rusqlite::Result<u64> {
+    tx.query_row(
+        "SELECT coalesce(max(seq), 0) + 1 FROM transitions",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|s| s as u64)
+}
+
+fn remembered<T: for<'de> Deserialize<'de>>(
+    tx: &rusqlite::Transaction,
+    request_id: &str,
+) -> rusqlite::Result<Option<T>> {
+    if request_id.is_empty() {
+        return Ok(None);
+    }
+    let answer: Option<String> = tx
+        .query_row(
+            "SELECT answer FROM requests WHERE request_id = ?1",
+            [request_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(answer.and_then(|a| serde_json::from_str(&a).ok()))
+}
+
+fn remember<T: Serialize>(
+    tx: &rusqlite::Transaction,
+    request_id: &str,
+    answer: &T,
+) -> rusqlite::Result<()> {
+    if request_id.is_empty() {
+        return Ok(());
+    }
+    let text = serde_json::to_string(answer).unwrap_or_default();
+    tx.execute(
+        "INSERT OR REPLACE INTO requests (request_id, answer) VALUES (?1, ?2)",
+        params![request_id, text],
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it if there is no file. An
+    /// existing file that is not a sound SQLite database, or whose schema
+    /// is newer than this build's, is refused and left as it is.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let exists = path.exists();
+        if exists {
+            let mut head = [0u8; 16];
+            let n = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+                .map_err(|e| corrupt(format!("cannot read it: {e}")))?;
+            if n > 0 && (n < 16 || &head != SQLITE_MAGIC) {
+                return Err(corrupt("no SQLite header".into()));
+            }
+        }
+        let flags = if exists {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        };
+        let conn = Connection::open_with_flags(path, flags).map_err(sql_error(path, "opening"))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(sql_error(path, "setting the busy timeout"))?;
+        if exists {
+            let check: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(|e| corrupt(e.to_string()))?;
+            if check != "ok" {
+                return Err(corrupt(check));
+            }
+        }
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql_error(path, "switching to WAL"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(corrupt(format!("journal mode {mode}, not WAL")));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(sql_error(path, "setting durability"))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate(version)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Caps the database file at about `bytes` (SQLite's max_page_count);
+    /// past it every change fails as if the disk were full. Returns the cap
+    /// in effect, in bytes (never below the pages already in use).
+    pub fn limit_size(&self, bytes: u64) -> Result<u64, StoreError> {
+        let e = self.err("limiting the size");
+        let page: i64 = self
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(&e)?;
+        let pages = (bytes / page.max(1) as u64).max(1) as i64;
+        let set: i64 = self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })
+            .map_err(&e)?;
+        Ok(set as u64 * page as u64)
+    }
+
+    fn err(&self, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+        sql_error(&self.path, context)
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<(), StoreError> {
+        for (k, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            let e = sql_error(&self.path, "migrating the schema");
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&e)?;
+            tx.execute_batch(sql).map_err(&e)?;
+            tx.pragma_update(None, "user_version", (k + 1) as i64)
+                .map_err(&e)?;
+            tx.commit().map_err(&e)?;
+        }
+        Ok(())
+    }
+
+    /// Registers an object in DETECTED; idempotent on its id (and request id).
+    pub fn register(&mut self, r: &Registration, now_ns: i64) -> Result<Registered, StoreError> {
+        let e = sql_error(&self.path, "registering an object");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let existing = tx
+            .query_row(
+                &format!("SELECT {RECORD_COLUMNS} FROM objects WHERE id = ?1"),
+                [r.object_id.as_slice()],
+                record_of,
+            )
+            .optional()
+            .map_err(&e)?;
+        if let Some(record) = existing {
+            return Ok(Registered {
+                created: false,
+                record,
+                event: None,
+            });
+        }
+        let seq = next_seq(&tx).map_err(&e)?;
+        let event = Event {
+            seq,
+            object_id: r.object_id,
+            from: None,
+            to: ObjState::Detected,
+            actor: r.actor.clone(),
+            cnc_id: String::new(),
+            epoch: 0,
+            reason: "registered".into(),
+            belt_position_m: r.object.x_m,
+            at_ns: now_ns,
+        };
+        let record = Record {
+            object_id: r.object_id,
+            state: ObjState::Detected,
+            cnc_id: String::new(),
+            epoch: 0,
+            seen: r.object.clone(),
+            updated_at_ns: now_ns,
+            last_seq: seq,
+        };
+        let o = &record.seen;
+        tx.execute(
+            &format!(
+                "INSERT INTO objects ({RECORD_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ),
+            params![
+                record.object_id.as_slice(),
+                o.vision_id,
+                record.state.id() as i64,
+                record.cnc_id,
+                0i64,
+                o.lane,
+                o.class_id,
+                o.confidence,
+                o.x_m,
+                o.y_m,
+                o.velocity_x_mps,
+                o.detected_at_ns,
+                record.updated_at_ns,
+                seq as i64
+            ],
+        )
+        .map_err(&e)?;
+        insert_event(&tx, &event).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(Registered {
+            created: true,
+            record,
+            event: Some(event),
+        })
+    }
+
+    /// Compare-and-set one object's state. The answer is durable (and
+    /// remembered under the request id) before this returns.
+    pub fn transition(&mut self, t: &TransitionRequest, now_ns: i64) -> Result<Answer, StoreError> {
+        let e = sql_error(&self.path, "a transition");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        if let Some(first) = remembered::<Answer>(&tx, &t.request_id).map_err(&e)? {
+            return Ok(first);
+        }
+        let answer = Self::decide(&tx, t, now_ns).map_err(&e)?;
+        if let Answer::Accepted(ev) = &answer {
+            insert_event(&tx, ev).map_err(&e)?;
+            let cnc_id = match t.new {
+                ObjState::Detected => String::new(),
+                _ => t.cnc_id.clone(),
+            };
+            tx.execute(
+                "UPDATE objects SET state = ?2, cnc_id = ?3, epoch = ?4, updated_at_ns = ?5, \
+                 last_seq = ?6 WHERE id = ?1",
+                params![
+                    t.object_id.as_slice(),
+                    t.new.id() as i64,
+                    cnc_id,
+                    t.epoch as i64,
+                    now_ns,
+                    ev.seq as i64
+                ],
+            )
+            .map_err(&e)?;
+        }
+        remember(&tx, &t.request_id, &answer).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(answer)
+    }
+
+    fn decide(
+        tx: &rusqlite::Transaction,
+        t: &TransitionRequest,
+        now_ns: i64,
+    ) -> rusqlite::Result<Answer> {
+        let row: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT state, cnc_id FROM objects WHERE id = ?1",
+                [t.object_id.as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((state, holder)) = row else {
+            return Ok(Answer::Refused(Refusal::UnknownObject));
+        };
+        let current = state_of(state)?;
+        if current != t.expected {
+            return Ok(Answer::Refused(Refusal::NotInExpectedState { current }));
+        }
+        if !legal(t.expected, t.new) {
+            return Ok(Answer::Refused(Refusal::Illegal { current }));
+        }
+        if needs_cnc(t.expected, t.new) {
+            if t.cnc_id.is_empty() {
+                return Ok(Answer::Refused(Refusal::NoCnc { current }));
+            }
+            if current.held_by_cnc() && holder != t.cnc_id {
+                return Ok(Answer::Refused(Refusal::HeldByOther { current, holder }));
+            }
+            let epoch: Option<i64> = tx
+                .query_row(
+                    "SELECT epoch FROM cnc_epochs WHERE cnc_id = ?1",
+                    [&t.cnc_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(epoch) = epoch else {
+                return Ok(Answer::Refused(Refusal::UnknownCnc { current }));
+            };
+            if t.epoch != epoch as u64 {
+                return Ok(Answer::Refused(Refusal::StaleEpoch {
+                    current,
+                    given: t.epoch,
+                    epoch: epoch as u64,
+                }));
+            }
+        }
+        Ok(Answer::Accepted(Event {
+            seq: next_seq(tx)?,
+            object_id: t.object_id,
+            from: Some(t.expected),
+            to: t.new,
+            actor: t.actor.clone(),
+            cnc_id: t.cnc_id.clone(),
+            epoch: t.epoch,
+            reason: t.reason.clone(),
+            belt_position_m: t.belt_position_m,
+            at_ns: now_ns,
+        }))
+    }
+
+    /// Raises a CNC's epoch (on each activation) and returns the new one.
+    pub fn bump_epoch(&mut self, cnc_id: &str) -> Result<u64, StoreError> {
+        let e = sql_error(&self.path, "raising an epoch");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let epoch = tx
+            .query_row(
+                "INSERT INTO cnc_epochs (cnc_id, epoch) VALUES (?1, 1) \
+                 ON CONFLICT (cnc_id) DO UPDATE SET epoch = epoch + 1 RETURNING epoch",
+                [cnc_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(epoch as u64)
+    }
+
+    /// A CNC's current epoch (0: never activated).
+    pub fn epoch(&self, cnc_id: &str) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT epoch FROM cnc_epochs WHERE cnc_id = ?1",
+                [cnc_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|e| e.unwrap_or(0) as u64)
+            .map_err(self.err("reading an epoch"))
+    }
+
+    pub fn get(&self, object_id: &[u8; 16]) -> Result<Option<Record>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {RECORD_COLUMNS} FROM objects WHERE id = ?1"),
+                [object_id.as_slice()],
+                record_of,
+            )
+            .optional()
+            .map_err(self.err("reading an object"))
+    }
+
+    /// Objects matching `f`, oldest detection first; true if `limit` cut the list.
+    pub fn list(&self, f: &Filter) -> Result<(Vec<Record>, bool), StoreError> {
+        let states: Vec<String> = f.states.iter().map(|s| s.id().to_string()).collect();
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM objects WHERE 1");
+        if !states.is_empty() {
+            sql += &format!(" AND state IN ({})", states.join(","));
+        }
+        let mut args: Vec<i64> = Vec::new();
+        if let Some(l) = f.lane {
+            args.push(l as i64);
+            sql += &format!(" AND lane = ?{}", args.len());
+        }
+        if let Some(a) = f.detected_after_ns {
+            args.push(a);
+            sql += &format!(" AND detected_at_ns > ?{}", args.len());
+        }
+        if let Some(b) = f.detected_before_ns {
+            args.push(b);
+            sql += &format!(" AND detected_at_ns < ?{}", args.len());
+        }
+        let limit = if f.limit == 0 { 1000 } else { f.limit };
+        sql += &format!(" ORDER BY detected_at_ns, id LIMIT {}", limit + 1);
+        let read = || -> rusqlite::Result<Vec<Record>> {
+            let mut stmt = self.conn.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), record_of)?;
+            rows.collect()
+        };
+        let mut out = read().map_err(self.err("listing objects"))?;
+        let truncated = out.len() > limit;
+        out.truncate(limit);
+        Ok((out, truncated))
+    }
+
+    /// An object's transitions, oldest first (empty: no such object).
+    pub fn history(&self, object_id: &[u8; 16]) -> Result<Vec<Event>, StoreError> {
+        let read = || -> rusqlite::Result<Vec<Event>> {
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM transitions WHERE object_id = ?1 ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map([object_id.as_slice()], event_of)?;
+            rows.collect()
+        };
+        read().map_err(self.err("reading a history"))
+    }
+
+    /// The events after `after_seq`, oldest first, at most `limit`.
+    pub fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let read = || -> rusqlite::Result<Vec<Event>> {
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM transitions WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![after_seq as i64, limit as i64], event_of)?;
+            rows.collect()
+        };
+        read().map_err(self.err("reading events"))
+    }
+
+    /// The object's state as its transitions say it was at `at_ns` (or
+    /// now), rebuilt from the audit trail alone; `None` before it existed.
+    pub fn replay(
+        &self,
+        object_id: &[u8; 16],
+        at_ns: Option<i64>,
+    ) -> Result<Option<ObjState>, StoreError> {
+        let mut state = None;
+        for e in self.history(object_id)? {
+            if at_ns.is_some_and(|t| e.at_ns > t) {
+                break;
+            }
+            state = Some(e.to);
+        }
+        Ok(state)
+    }
+
+    /// The seq of the latest event (0: none yet).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM transitions", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|s| s as u64)
+            .map_err(self.err("reading the last seq"))
+    }
+}

@@ -1,0 +1,531 @@
+//! The state manager's store on real SQLite files: compare-and-set, the
+//! legal transitions only, epoch fencing, idempotent request ids, the audit
+//! trail, and a property test with concurrent actors on one database.
+
+mod common;
+
+use cncpick::state::lifecycle::{legal, ObjState, ALL};
+use cncpick::state::store::{
+    Answer, Filter, Refusal, Registration, Seen, Store, StoreError, TransitionRequest,
+};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+
+fn id(k: u32) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&k.to_le_bytes());
+    b[15] = 0x5a;
+    b
+}
+
+fn registration(k: u32, lane: u8, at_ns: i64) -> Registration {
+    Registration {
+        request_id: format!("reg-{k}"),
+        object_id: id(k),
+        actor: "tracker".into(),
+        object: Seen {
+            vision_id: format!("vision_{at_ns}_{lane}_{k}"),
+            lane,
+            class_id: "red_box".into(),
+            confidence: 0.9,
+            x_m: 0.5,
+            y_m: 0.075 + 0.15 * lane as f64,
+            velocity_x_mps: 0.2,
+            detected_at_ns: at_ns,
+        },
+    }
+}
+
+fn request(
+    rid: &str,
+    k: u32,
+    from: ObjState,
+    to: ObjState,
+    cnc: &str,
+    epoch: u64,
+) -> TransitionRequest {
+    TransitionRequest {
+        request_id: rid.into(),
+        object_id: id(k),
+        expected: from,
+        new: to,
+        actor: "test".into(),
+        cnc_id: cnc.into(),
+        epoch,
+        reason: String::new(),
+        belt_position_m: 2.0,
+    }
+}
+
+fn open(tag: &str) -> (std::path::PathBuf, Store) {
+    let dir = common::temp_dir("state", tag);
+    let path = dir.join("state.sqlite");
+    let store = Store::open(&path).unwrap();
+    (path, store)
+}
+
+#[test]
+fn compare_and_set_refuses_with_the_current_state_and_only_legal_transitions_pass() {
+    use ObjState::*;
+    let (_, mut s) = open("cas");
+    let r = s.register(&registration(1, 0, 10), 10).unwrap();
+    assert!(r.created);
+    assert_eq!(
+        r.event.as_ref().map(|e| (e.seq, e.from, e.to)),
+        Some((1, None, Detected))
+    );
+    // Registering again changes nothing.
+    let again = s.register(&registration(1, 0, 10), 11).unwrap();
+    assert!(!again.created && again.event.is_none());
+    assert_eq!(again.record, r.record);
+    let e1 = s.bump_epoch("1").unwrap();
+    assert_eq!(e1, 1);
+
+    // Wrong expected state: refused with the current one.
+    let a = s
+        .transition(&request("a", 1, Assigned, Picking, "1", e1), 20)
+        .unwrap();
+    assert_eq!(
+        a,
+        Answer::Refused(Refusal::NotInExpectedState { current: Detected })
+    );
+    // Illegal: DETECTED -> PICKED.
+    let b = s
+        .transition(&request("b", 1, Detected, Picked, "1", e1), 20)
+        .unwrap();
+    assert_eq!(b, Answer::Refused(Refusal::Illegal { current: Detected }));
+    // Assigning needs a CNC, a known one, with its epoch.
+    let c = s
+        .transition(&request("c", 1, Detected, Assigned, "", 0), 20)
+        .unwrap();
+    assert_eq!(c, Answer::Refused(Refusal::NoCnc { current: Detected }));
+    let d = s
+        .transition(&request("d", 1, Detected, Assigned, "9", 1), 20)
+        .unwrap();
+    assert_eq!(
+        d,
+        Answer::Refused(Refusal::UnknownCnc { current: Detected })
+    );
+    // Unknown object.
+    let u = s
+        .transition(&request("u", 77, Detected, Assigned, "1", e1), 20)
+        .unwrap();
+    assert_eq!(u, Answer::Refused(Refusal::UnknownObject));
+    assert_eq!(Refusal::UnknownObject.current(), None);
+
+    // The lifecycle, step by step; each accepted step is the next seq.
+    let steps = [(Detected, Assigned), (Assigned, Picking), (Picking, Picked)];
+    for (n, (from, to)) in steps.into_iter().enumerate() {
+        match s
+            .transition(
+                &request(&format!("ok{n}"), 1, from, to, "1", e1),
+                30 + n as i64,
+            )
+            .unwrap()
+        {
+            Answer::Accepted(e) => {
+                assert_eq!((e.seq, e.from, e.to), (2 + n as u64, Some(from), to))
+            }
+            other => panic!("{from} -> {to}: {other:?}"),
+        }
+    }
+    // Another CNC cannot touch it, and nothing leaves a terminal state.
+    let t = s
+        .transition(&request("t", 1, Picked, Detected, "1", e1), 40)
+        .unwrap();
+    assert_eq!(t, Answer::Refused(Refusal::Illegal { current: Picked }));
+    let rec = s.get(&id(1)).unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.cnc_id.as_str(), rec.epoch, rec.last_seq),
+        (Picked, "1", 1, 4)
+    );
+    assert_eq!(s.last_seq().unwrap(), 4);
+    // The audit trail replays to the same state, and to earlier ones by time.
+    assert_eq!(s.replay(&id(1), None).unwrap(), Some(Picked));
+    assert_eq!(s.replay(&id(1), Some(30)).unwrap(), Some(Assigned));
+    assert_eq!(s.replay(&id(1), Some(5)).unwrap(), None);
+    let h: Vec<_> = s.history(&id(1)).unwrap().iter().map(|e| e.to).collect();
+    assert_eq!(h, vec![Detected, Assigned, Picking, Picked]);
+}
+
+#[test]
+fn a_held_object_is_fenced_from_other_cncs_and_from_stale_epochs_after_a_reactivation() {
+    use ObjState::*;
+    let (_, mut s) = open("epochs");
+    s.register(&registration(1, 0, 10), 10).unwrap();
+    s.register(&registration(2, 1, 10), 10).unwrap();
+    let e1 = s.bump_epoch("1").unwrap();
+    s.bump_epoch("2").unwrap();
+    assert!(matches!(
+        s.transition(&request("a1", 1, Detected, Assigned, "1", e1), 20)
+            .unwrap(),
+        Answer::Accepted(_)
+    ));
+    assert!(matches!(
+        s.transition(&request("a2", 2, Detected, Assigned, "1", e1), 20)
+            .unwrap(),
+        Answer::Accepted(_)
+    ));
+    // CNC 2 cannot start CNC 1's pick.
+    let other = s
+        .transition(&request("x", 1, Assigned, Picking, "2", 1), 21)
+        .unwrap();
+    assert_eq!(
+        other,
+        Answer::Refused(Refusal::HeldByOther {
+            current: Assigned,
+            holder: "1".into()
+        })
+    );
+    // CNC 1 restarts: its epoch rises, and what it started before is fenced off.
+    let e2 = s.bump_epoch("1").unwrap();
+    assert_eq!(
+        (e2, s.epoch("1").unwrap(), s.epoch("never").unwrap()),
+        (2, 2, 0)
+    );
+    let stale = s
+        .transition(&request("s", 1, Assigned, Picking, "1", e1), 22)
+        .unwrap();
+    assert_eq!(
+        stale,
+        Answer::Refused(Refusal::StaleEpoch {
+            current: Assigned,
+            given: 1,
+            epoch: 2
+        })
+    );
+    assert!(Refusal::StaleEpoch {
+        current: Assigned,
+        given: 1,
+        epoch: 2
+    }
+    .describe(&request("s", 1, Assigned, Picking, "1", e1))
+    .contains("stale epoch 1"));
+    // The new epoch may revoke it, and then anyone may assign it again.
+    assert!(matches!(
+        s.transition(&request("r", 1, Assigned, Detected, "1", e2), 23)
+            .unwrap(),
+        Answer::Accepted(_)
+    ));
+    let rec = s.get(&id(1)).unwrap().unwrap();
+    assert_eq!((rec.state, rec.cnc_id.as_str()), (Detected, ""));
+    assert!(matches!(
+        s.transition(&request("a3", 1, Detected, Assigned, "2", 1), 24)
+            .unwrap(),
+        Answer::Accepted(_)
+    ));
+}
+
+#[test]
+fn a_repeated_request_id_gets_the_first_answer_even_after_a_restart() {
+    use ObjState::*;
+    let (path, mut s) = open("idempotent");
+    s.register(&registration(1, 0, 10), 10).unwrap();
+    let e = s.bump_epoch("1").unwrap();
+    let first = s
+        .transition(&request("once", 1, Detected, Assigned, "1", e), 20)
+        .unwrap();
+    assert!(matches!(first, Answer::Accepted(_)));
+    // The same request again: the same answer, no second event.
+    assert_eq!(
+        s.transition(&request("once", 1, Detected, Assigned, "1", e), 21)
+            .unwrap(),
+        first
+    );
+    assert_eq!(s.last_seq().unwrap(), 2);
+    // A refusal is remembered too.
+    let refused = s
+        .transition(&request("no", 1, Detected, Bypassed, "", 0), 22)
+        .unwrap();
+    assert_eq!(
+        refused,
+        Answer::Refused(Refusal::NotInExpectedState { current: Assigned })
+    );
+    drop(s);
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.transition(&request("once", 1, Detected, Assigned, "1", e), 30)
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        s.transition(&request("no", 1, Detected, Bypassed, "", 0), 30)
+            .unwrap(),
+        refused
+    );
+    assert_eq!(s.last_seq().unwrap(), 2);
+}
+
+#[test]
+fn objects_are_listed_by_state_lane_and_time() {
+    use ObjState::*;
+    let (_, mut s) = open("list");
+    for k in 0..20u32 {
+        s.register(&registration(k, (k % 4) as u8, 100 + k as i64), 100)
+            .unwrap();
+    }
+    let e = s.bump_epoch("1").unwrap();
+    for k in [0u32, 4, 8] {
+        s.transition(
+            &request(&format!("a{k}"), k, Detected, Assigned, "1", e),
+            200,
+        )
+        .unwrap();
+    }
+    let ids = |f: Filter| -> Vec<[u8; 16]> {
+        s.list(&f).unwrap().0.iter().map(|r| r.object_id).collect()
+    };
+    assert_eq!(
+        ids(Filter {
+            states: vec![Assigned],
+            ..Filter::default()
+        }),
+        vec![id(0), id(4), id(8)]
+    );
+    assert_eq!(
+        ids(Filter {
+            states: vec![Detected],
+            lane: Some(0),
+            ..Filter::default()
+        }),
+        vec![id(12), id(16)]
+    );
+    assert_eq!(
+        ids(Filter {
+            detected_after_ns: Some(110),
+            detected_before_ns: Some(114),
+            ..Filter::default()
+        }),
+        vec![id(11), id(12), id(13)]
+    );
+    let (first, truncated) = s
+        .list(&Filter {
+            limit: 5,
+            ..Filter::default()
+        })
+        .unwrap();
+    assert_eq!((first.len(), truncated), (5, true));
+    let (all, truncated) = s.list(&Filter::default()).unwrap();
+    assert_eq!((all.len(), truncated), (20, false));
+}
+
+#[test]
+fn a_corrupt_or_foreign_file_is_refused_and_left_untouched() {
+    let dir = common::temp_dir("state", "corrupt");
+    // Not SQLite at all.
+    let text = dir.join("notes.sqlite");
+    std::fs::write(&text, b"these are someone's notes, not a database\n").unwrap();
+    let err = Store::open(&text).err().expect("a text file was accepted");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("notes.sqlite") && err.to_string().contains("left untouched"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&text).unwrap(),
+        b"these are someone's notes, not a database\n"
+    );
+    // A real database with damaged pages.
+    let path = dir.join("state.sqlite");
+    {
+        let mut s = Store::open(&path).unwrap();
+        for k in 0..500u32 {
+            s.register(&registration(k, 0, k as i64), 1).unwrap();
+        }
+        // Leave no WAL behind, so the damage is in the main file.
+        drop(s);
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 7 * 4096, "{} bytes", bytes.len());
+    for b in &mut bytes[4096 * 2..4096 * 6] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Store::open(&path)
+        .err()
+        .expect("a damaged database was accepted");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the damaged file was changed"
+    );
+}
+
+#[test]
+fn a_full_disk_refuses_new_work_and_keeps_everything_accepted() {
+    use ObjState::*;
+    let (path, mut s) = open("full");
+    let e = s.bump_epoch("1").unwrap();
+    let cap = s.limit_size(64 * 1024).unwrap();
+    assert!(cap <= 64 * 1024, "{cap}");
+    let mut accepted = 0u32;
+    let full = loop {
+        match s.register(&registration(accepted, 0, accepted as i64), 1) {
+            Ok(_) => accepted += 1,
+            Err(err) => break err,
+        }
+        assert!(accepted < 100_000, "the size limit never bit");
+    };
+    assert!(matches!(full, StoreError::DiskFull { .. }), "{full}");
+    assert!(
+        full.to_string().contains("disk is full")
+            && full.to_string().contains("nothing was changed")
+    );
+    assert!(accepted > 50, "{accepted}");
+    // A transition needs room for its audit row: refused the same way.
+    let t = s.transition(&request("t", 0, Detected, Assigned, "1", e), 2);
+    assert!(matches!(t, Err(StoreError::DiskFull { .. })), "{t:?}");
+    // Everything accepted is there, unchanged, and nothing half-written.
+    assert_eq!(s.last_seq().unwrap(), accepted as u64);
+    assert!(s.get(&id(accepted)).unwrap().is_none());
+    assert_eq!(s.get(&id(0)).unwrap().unwrap().state, Detected);
+    drop(s);
+    // Room again (a new process has no cap): work goes on from where it stopped.
+    let mut s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.list(&Filter {
+            limit: 100_000,
+            ..Filter::default()
+        })
+        .unwrap()
+        .0
+        .len(),
+        accepted as usize
+    );
+    assert!(matches!(
+        s.transition(&request("t", 0, Detected, Assigned, "1", e), 3).unwrap(),
+        Answer::Accepted(ev) if ev.seq == accepted as u64 + 1
+    ));
+}
+
+/// One actor's random stream against the shared database: transitions
+/// from any state to any state, any CNC (or none, or an unknown one), the
+/// current epoch or a stale one, repeated request ids, and CNC restarts.
+fn actor(
+    path: std::path::PathBuf,
+    seed: u64,
+    steps: usize,
+    objects: u32,
+) -> Vec<(TransitionRequest, Answer)> {
+    let mut s = Store::open(&path).unwrap();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let cncs = ["1", "2", "3", "", "unknown"];
+    let mut out: Vec<(TransitionRequest, Answer)> = Vec::new();
+    for n in 0..steps {
+        if rng.random_bool(0.03) {
+            s.bump_epoch(cncs[rng.random_range(0..3)]).unwrap();
+            continue;
+        }
+        let req = if !out.is_empty() && rng.random_bool(0.1) {
+            out[rng.random_range(0..out.len())].0.clone()
+        } else {
+            let k = rng.random_range(0..objects);
+            let cnc = cncs[rng.random_range(0..cncs.len())];
+            let current = s.epoch(cnc).unwrap();
+            let epoch = if rng.random_bool(0.8) {
+                current
+            } else {
+                current.saturating_sub(1)
+            };
+            // Mostly plausible moves (from the state it was last seen in), some wild ones.
+            let seen = s
+                .get(&id(k))
+                .unwrap()
+                .map(|r| r.state)
+                .unwrap_or(ObjState::Detected);
+            let from = if rng.random_bool(0.7) {
+                seen
+            } else {
+                ALL[rng.random_range(0..ALL.len())]
+            };
+            let next: Vec<ObjState> = ALL.iter().copied().filter(|&t| legal(from, t)).collect();
+            let to = if !next.is_empty() && rng.random_bool(0.8) {
+                next[rng.random_range(0..next.len())]
+            } else {
+                ALL[rng.random_range(0..ALL.len())]
+            };
+            request(&format!("{seed}-{n}"), k, from, to, cnc, epoch)
+        };
+        let answer = s.transition(&req, n as i64).unwrap();
+        out.push((req, answer));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn concurrent_actors_never_double_assign_or_break_the_lifecycle_and_the_trail_replays(
+        seed in any::<u64>(),
+        actors in 2usize..5,
+        objects in 3u32..8,
+    ) {
+        let (path, mut s) = open(&format!("property-{seed:x}"));
+        for k in 0..objects {
+            s.register(&registration(k, (k % 4) as u8, k as i64), 0).unwrap();
+        }
+        for cnc in ["1", "2", "3"] {
+            s.bump_epoch(cnc).unwrap();
+        }
+        let threads: Vec<_> = (0..actors)
+            .map(|a| {
+                let path = path.clone();
+                std::thread::spawn(move || actor(path, seed.wrapping_add(a as u64), 150, objects))
+            })
+            .collect();
+        let answers: Vec<(TransitionRequest, Answer)> =
+            threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+
+        // Every request id got one answer, however often it was sent.
+        let mut by_id: HashMap<&str, &Answer> = HashMap::new();
+        for (req, ans) in &answers {
+            let first = by_id.entry(req.request_id.as_str()).or_insert(ans);
+            prop_assert_eq!(*first, ans);
+        }
+        // Gap-free sequence numbers; every accepted answer is in the trail as answered.
+        let trail = s.events_after(0, 1_000_000).unwrap();
+        let seqs: Vec<u64> = trail.iter().map(|e| e.seq).collect();
+        prop_assert_eq!(seqs, (1..=trail.len() as u64).collect::<Vec<_>>());
+        let by_seq: HashMap<u64, _> = trail.iter().map(|e| (e.seq, e)).collect();
+        for ans in by_id.values() {
+            if let Answer::Accepted(e) = ans {
+                prop_assert_eq!(by_seq.get(&e.seq).copied(), Some(e));
+            }
+        }
+        // Per object: a chain of legal transitions, never assigned twice
+        // without a revoke, and the stored state is the replay of its trail.
+        for k in 0..objects {
+            let h = s.history(&id(k)).unwrap();
+            let mut state: Option<ObjState> = None;
+            let mut holder: Option<String> = None;
+            for e in &h {
+                prop_assert_eq!(e.from, state, "object {}: broken chain at seq {}", k, e.seq);
+                if let Some(from) = e.from {
+                    prop_assert!(legal(from, e.to), "object {}: {} -> {}", k, from, e.to);
+                }
+                if e.to == ObjState::Assigned {
+                    prop_assert!(holder.is_none(), "object {} assigned twice", k);
+                    holder = Some(e.cnc_id.clone());
+                } else if e.to == ObjState::Detected {
+                    holder = None;
+                } else if e.from.is_some_and(|f| f.held_by_cnc()) {
+                    prop_assert_eq!(Some(&e.cnc_id), holder.as_ref(), "object {} touched by another CNC", k);
+                }
+                state = Some(e.to);
+            }
+            let rec = s.get(&id(k)).unwrap().unwrap();
+            prop_assert_eq!(Some(rec.state), state);
+            prop_assert_eq!(s.replay(&id(k), None).unwrap(), state);
+        }
+        // The streams did exercise both outcomes, and every object moved.
+        let accepted = by_id.values().filter(|a| matches!(a, Answer::Accepted(_))).count();
+        prop_assert!(accepted >= 1 && accepted < by_id.len(), "{} of {}", accepted, by_id.len());
+        prop_assert!(
+            (0..objects).all(|k| s.history(&id(k)).unwrap().len() >= 2),
+            "an object never moved"
+        );
+    }
+}
