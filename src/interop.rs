@@ -148,6 +148,7 @@ fn serve_typed(
         };
     }
     dispatch!(
+        BeginEpoch,
         GetObject,
         ListObjects,
         ObjectHistory,

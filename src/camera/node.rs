@@ -9,13 +9,12 @@ use super::params::CameraParams;
 use super::source::{check_frame, Capture, SourceError};
 use crate::kit::frames::{self, Frame, FramePublisher, Received};
 use crate::kit::health::Counters;
-use crate::kit::lifecycle::{ActiveGate, CallbackResult, Callbacks, Faults};
+use crate::kit::lifecycle::{ActiveGate, Faults, Steps};
 use crate::kit::node::{self, NodeContext};
 use crate::kit::params::Params;
 use crate::kit::spin::SharedNode;
 use crate::kit::time::{from_duration, to_duration, wall_now};
 use crate::kit::worker::Worker;
-use futures::future::BoxFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,63 +52,6 @@ impl CameraNode {
         }
     }
 
-    fn configure(&mut self) -> anyhow::Result<()> {
-        let p = self.params.get();
-        let spec = p.source_spec().map_err(anyhow::Error::msg)?;
-        if spec != SourceSpec::Sim {
-            let cap = Capture::open(&spec, p.wanted(), p.loop_file)?;
-            tracing::info!(source = %spec, fps = cap.fps, "camera source open");
-            self.capture = Some(Arc::new(Mutex::new(cap)));
-        }
-        let publisher = {
-            let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
-            FramePublisher::new(&mut n, &self.namespace, &p.image_topic, self.gate.clone())?
-        };
-        self.publisher = Some(Arc::new(Mutex::new(publisher)));
-        Ok(())
-    }
-
-    fn activate(&mut self) -> anyhow::Result<()> {
-        let p = self.params.get();
-        let publisher = self
-            .publisher
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("not configured"))?;
-        match &self.capture {
-            Some(cap) => {
-                let mut pump = CapturePump {
-                    cap: cap.clone(),
-                    publisher,
-                    faults: self.faults.clone(),
-                    counters: self.counters.clone(),
-                    frame_id: p.frame_id.clone(),
-                    exposure_s: p.exposure_s,
-                    drops: None,
-                    started: None,
-                    k: 0,
-                    faulted: false,
-                    ended: false,
-                };
-                self.worker = Some(Worker::spawn("camera", move || pump.step())?);
-            }
-            None => {
-                let stream = {
-                    let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
-                    frames::subscribe(&mut n, &self.namespace, &p.sim_topic)?
-                };
-                tracing::info!(path = ?stream.path, topic = %p.sim_topic, "camera: sim frames");
-                self.task = Some(tokio::spawn(relay_sim(
-                    stream,
-                    publisher,
-                    self.params.clone(),
-                    self.faults.clone(),
-                    self.counters.clone(),
-                )));
-            }
-        }
-        Ok(())
-    }
-
     fn stop(&mut self) {
         if let Some(mut w) = self.worker.take() {
             w.stop();
@@ -119,7 +61,7 @@ impl CameraNode {
         }
     }
 
-    fn release(&mut self) {
+    fn release_now(&mut self) {
         self.stop();
         self.capture = None;
         self.publisher = None;
@@ -259,36 +201,68 @@ async fn relay_sim(
     }
 }
 
-impl Callbacks for CameraNode {
-    fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(self.configure()) })
+impl Steps for CameraNode {
+    fn configure(&mut self) -> anyhow::Result<()> {
+        let p = self.params.get();
+        let spec = p.source_spec().map_err(anyhow::Error::msg)?;
+        if spec != SourceSpec::Sim {
+            let cap = Capture::open(&spec, p.wanted(), p.loop_file)?;
+            tracing::info!(source = %spec, fps = cap.fps, "camera source open");
+            self.capture = Some(Arc::new(Mutex::new(cap)));
+        }
+        let publisher = {
+            let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+            FramePublisher::new(&mut n, &self.namespace, &p.image_topic, self.gate.clone())?
+        };
+        self.publisher = Some(Arc::new(Mutex::new(publisher)));
+        Ok(())
     }
-    fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(self.activate()) })
+    fn activate(&mut self) -> anyhow::Result<()> {
+        let p = self.params.get();
+        let publisher = self
+            .publisher
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("not configured"))?;
+        match &self.capture {
+            Some(cap) => {
+                let mut pump = CapturePump {
+                    cap: cap.clone(),
+                    publisher,
+                    faults: self.faults.clone(),
+                    counters: self.counters.clone(),
+                    frame_id: p.frame_id.clone(),
+                    exposure_s: p.exposure_s,
+                    drops: None,
+                    started: None,
+                    k: 0,
+                    faulted: false,
+                    ended: false,
+                };
+                self.worker = Some(Worker::spawn("camera", move || pump.step())?);
+            }
+            None => {
+                let stream = {
+                    let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+                    frames::subscribe(&mut n, &self.namespace, &p.sim_topic)?
+                };
+                tracing::info!(path = ?stream.path, topic = %p.sim_topic, "camera: sim frames");
+                self.task = Some(tokio::spawn(relay_sim(
+                    stream,
+                    publisher,
+                    self.params.clone(),
+                    self.faults.clone(),
+                    self.counters.clone(),
+                )));
+            }
+        }
+        Ok(())
     }
-    fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.stop();
-            CallbackResult::Success
-        })
+    fn deactivate(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        Ok(())
     }
-    fn on_cleanup(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.release();
-            CallbackResult::Success
-        })
-    }
-    fn on_shutdown(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.release();
-            CallbackResult::Success
-        })
-    }
-    fn on_error(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.release();
-            CallbackResult::Success
-        })
+    fn release(&mut self) {
+        self.release_now();
     }
 }
 

@@ -11,14 +11,13 @@ use super::core::{object_uuid, vision_ids, Detected, Detector};
 use super::params::DetectorParams;
 use crate::kit::frames::{self, Frame, FramePublisher, Received, SharedFrame};
 use crate::kit::health::Counters;
-use crate::kit::lifecycle::{ActiveGate, CallbackResult, Callbacks, Faults, LifecyclePublisher};
+use crate::kit::lifecycle::{ActiveGate, Faults, LifecyclePublisher, Steps};
 use crate::kit::node::{self, NodeContext};
 use crate::kit::params::Params;
 use crate::kit::spin::SharedNode;
 use crate::kit::time::to_duration;
 use crate::kit::worker::Worker;
 use crate::msgs::msg as m;
-use futures::future::BoxFuture;
 use opencv::core::{Point, Rect, Scalar};
 use opencv::imgproc;
 use opencv::prelude::*;
@@ -211,6 +210,17 @@ impl DetectorNode {
         }
     }
 
+    fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}
+
+impl Steps for DetectorNode {
     fn configure(&mut self) -> anyhow::Result<()> {
         let p = self.params.get();
         let detector = Detector::new(p.config().map_err(anyhow::Error::msg)?)?;
@@ -226,7 +236,6 @@ impl DetectorNode {
         self.prepared = Some((detector, p, out, debug));
         Ok(())
     }
-
     fn activate(&mut self) -> anyhow::Result<()> {
         let (detector, built_from, out, debug) = self
             .prepared
@@ -285,51 +294,14 @@ impl DetectorNode {
         }));
         Ok(())
     }
-
-    fn stop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+    fn deactivate(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        // The detector thread had the detector; configure makes a new one.
+        self.configure()
     }
-}
-
-impl Callbacks for DetectorNode {
-    fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(self.configure()) })
-    }
-    fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(self.activate()) })
-    }
-    fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.stop();
-            // The detector thread had the detector; configure makes a new one.
-            CallbackResult::from_result(self.configure())
-        })
-    }
-    fn on_cleanup(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.stop();
-            self.prepared = None;
-            CallbackResult::Success
-        })
-    }
-    fn on_shutdown(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.stop();
-            self.prepared = None;
-            CallbackResult::Success
-        })
-    }
-    fn on_error(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.stop();
-            self.prepared = None;
-            CallbackResult::Success
-        })
+    fn release(&mut self) {
+        self.stop();
+        self.prepared = None;
     }
 }
 

@@ -25,7 +25,7 @@ use super::params::TrackerParams;
 use crate::kit::breaker::BreakerConfig;
 use crate::kit::call::Caller;
 use crate::kit::health::Counters;
-use crate::kit::lifecycle::{ActiveGate, CallbackResult, Callbacks, LifecyclePublisher};
+use crate::kit::lifecycle::{ActiveGate, LifecyclePublisher, Steps};
 use crate::kit::node::{self, NodeContext};
 use crate::kit::params::Params;
 use crate::kit::retry::{Backoff, DeadLetters, RetryPolicy};
@@ -34,7 +34,6 @@ use crate::kit::time::{from_duration, to_duration, wall_now};
 use crate::kit::trace::{object_span, trace_id};
 use crate::msgs::msg as m;
 use crate::msgs::srv::RegisterObject;
-use futures::future::BoxFuture;
 use futures::StreamExt;
 use r2r::builtin_interfaces::msg::Time;
 use r2r::visualization_msgs::msg::MarkerArray;
@@ -238,6 +237,14 @@ impl TrackerNode {
         }
     }
 
+    fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Steps for TrackerNode {
     fn configure(&mut self) -> anyhow::Result<()> {
         let p = self.params.get();
         let tracker = Tracker::new(p.config().map_err(anyhow::Error::msg)?);
@@ -281,7 +288,6 @@ impl TrackerNode {
         self.prepared = Some((shared, pubs));
         Ok(())
     }
-
     fn activate(&mut self) -> anyhow::Result<()> {
         let (shared, pubs) = self
             .prepared
@@ -525,48 +531,14 @@ impl TrackerNode {
         }
         Ok(())
     }
-
-    fn stop(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
-    }
-}
-
-impl Callbacks for TrackerNode {
-    fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(self.configure()) })
-    }
-    fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(self.activate()) })
-    }
-    fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
+    fn deactivate(&mut self) -> anyhow::Result<()> {
         // The tracks are kept: activating again carries on from them.
-        Box::pin(async move {
-            self.stop();
-            CallbackResult::Success
-        })
+        self.stop();
+        Ok(())
     }
-    fn on_cleanup(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.stop();
-            self.prepared = None;
-            CallbackResult::Success
-        })
-    }
-    fn on_shutdown(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.stop();
-            self.prepared = None;
-            CallbackResult::Success
-        })
-    }
-    fn on_error(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move {
-            self.stop();
-            self.prepared = None;
-            CallbackResult::Success
-        })
+    fn release(&mut self) {
+        self.stop();
+        self.prepared = None;
     }
 }
 

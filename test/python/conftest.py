@@ -74,8 +74,8 @@ def rclpy_node(domain_id):
 class Process:
     """A child process whose stdout JSON lines are collected on a thread."""
 
-    def __init__(self, args, domain_id):
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
+    def __init__(self, args, domain_id, env=None):
+        env = dict(os.environ, **(env or {}), ROS_DOMAIN_ID=str(domain_id))
         self.proc = subprocess.Popen(
             [str(a) for a in args],
             stdin=subprocess.PIPE,
@@ -148,8 +148,8 @@ class Process:
 def spawn(domain_id):
     procs = []
 
-    def start(args):
-        p = Process(args, domain_id)
+    def start(args, env=None):
+        p = Process(args, domain_id, env)
         procs.append(p)
         return p
 
@@ -196,3 +196,45 @@ def call_service(executor, client, request, timeout_s=10.0, resend_after_s=None)
             return future.result()
         client.remove_pending_request(future)
         assert time.monotonic() < deadline, f"{name} did not answer within {timeout_s} s"
+
+
+def _shm_names():
+    return {n for n in os.listdir("/dev/shm") if "fastrtps" in n}
+
+
+def _shm_in_use():
+    """Names in /dev/shm that some other live process has open or mapped.
+    (This process's own DDS participants are shut down by then; Fast DDS
+    may still keep a dead peer's segment mapped here, which is no use.)"""
+    used = set()
+    me = str(os.getpid())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                for line in maps:
+                    if "/dev/shm/" in line:
+                        used.add(line.split("/dev/shm/", 1)[1].split()[0])
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("/dev/shm/"):
+                    used.add(target[len("/dev/shm/"):].split()[0])
+        except OSError:
+            continue
+    return used
+
+
+@pytest.fixture
+def sweep_stale_shm():
+    """For a test that kills a DDS process with SIGKILL: Fast DDS cannot
+    remove that process's shared-memory files, so after everything else of
+    the test is torn down, the files it created that no live process holds
+    are removed (what `fastdds shm clean` does)."""
+    before = _shm_names()
+    yield
+    for name in _shm_names() - before - _shm_in_use():
+        try:
+            os.unlink(f"/dev/shm/{name}")
+        except OSError:
+            pass

@@ -2,6 +2,8 @@
 LifecycleNode, driven by the same rclpy client: same answers, same states,
 same available transitions, same transition events."""
 
+import time
+
 import pytest
 from lifecycle_msgs.msg import TransitionEvent
 from lifecycle_msgs.srv import ChangeState, GetAvailableStates, GetAvailableTransitions, GetState
@@ -37,12 +39,28 @@ class Client:
         resend_after_s = None if client is self.change else 2.0
         return call_service(self.executor, client, request, resend_after_s=resend_after_s)
 
-    def change_state(self, label):
+    # Where each transition leads when it succeeds.
+    GOALS = {"configure": 2, "activate": 3, "deactivate": 2, "cleanup": 1, "shutdown": 4}
+
+    def change_state(self, label, timeout_s=10.0):
         # Events are not latched: hear the node's publisher before causing any.
         assert spin_until(self.executor, lambda: self.event_sub.get_publisher_count() > 0, 30), "no transition_event"
         req = ChangeState.Request()
         req.transition.label = label
-        return self.call(self.change, req).success
+        assert spin_until(self.executor, self.change.service_is_ready, 30), f"{self.change.srv_name} never appeared"
+        # A first answer can be lost (see call_service), and change_state is
+        # not idempotent, so it is never sent twice: while no answer comes,
+        # ask the node where it is; at the goal means it succeeded.
+        future = self.change.call_async(req)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if spin_until(self.executor, future.done, 1.0):
+                return future.result().success
+            if label in self.GOALS and self.state()[0] == self.GOALS[label]:
+                self.change.remove_pending_request(future)
+                return True
+        self.change.remove_pending_request(future)
+        raise AssertionError(f"{self.change.srv_name} did not answer {label!r} within {timeout_s} s")
 
     def state(self):
         s = self.call(self.get, GetState.Request()).current_state

@@ -5,4 +5,6 @@ pub mod core;
 pub mod node;
 
 pub use self::core::{CallbackResult, State};
-pub use node::{ActiveGate, Callbacks, Faults, LifecycleHandle, LifecyclePublisher, Recovery};
+pub use node::{
+    ActiveGate, Callbacks, Faults, LifecycleHandle, LifecyclePublisher, Recovery, Steps,
+};

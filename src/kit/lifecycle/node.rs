@@ -37,6 +37,47 @@ pub trait Callbacks: Send + 'static {
     }
 }
 
+/// The usual shape of a node's callbacks, so a node writes only its steps:
+/// configure and activate may fail (the transition then fails with the
+/// error's text); deactivate undoes activate; release undoes configure and
+/// serves cleanup, shutdown and the way out of an error alike.
+pub trait Steps: Send + 'static {
+    fn configure(&mut self) -> anyhow::Result<()>;
+    fn activate(&mut self) -> anyhow::Result<()>;
+    fn deactivate(&mut self) -> anyhow::Result<()>;
+    fn release(&mut self);
+}
+
+impl<T: Steps> Callbacks for T {
+    fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move { CallbackResult::from_result(Steps::configure(self)) })
+    }
+    fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move { CallbackResult::from_result(Steps::activate(self)) })
+    }
+    fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move { CallbackResult::from_result(Steps::deactivate(self)) })
+    }
+    fn on_cleanup(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move {
+            Steps::release(self);
+            CallbackResult::Success
+        })
+    }
+    fn on_shutdown(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move {
+            Steps::release(self);
+            CallbackResult::Success
+        })
+    }
+    fn on_error(&mut self) -> BoxFuture<'_, CallbackResult> {
+        Box::pin(async move {
+            Steps::release(self);
+            CallbackResult::Success
+        })
+    }
+}
+
 /// Open while the node is Active; lifecycle publishers check it.
 #[derive(Clone, Default, Debug)]
 pub struct ActiveGate(Arc<AtomicBool>);

@@ -1,0 +1,5 @@
+//! The `state_manager` node, for `ros2 launch`.
+
+fn main() {
+    cncpick::state::node::main()
+}

@@ -1,0 +1,545 @@
+//! The `state_manager` node: the r2r shell around [`Store`]. One thread owns
+//! the store and does every request in turn; a reply goes out only after
+//! the store has committed (durably) what it answers, and every accepted
+//! transition is published on `objects/events` (reliable, transient_local)
+//! in seq order before its reply.
+//!
+//! Services (under `state_manager/`): register_object, transition_object,
+//! get_object, list_objects, object_history, begin_epoch.
+
+use super::lifecycle::ObjState;
+use super::params::StateParams;
+use super::store::{
+    Answer, Event, Filter, Record, Refusal, Registration, Seen, Store, StoreError,
+    TransitionRequest,
+};
+use crate::kit::health::Counters;
+use crate::kit::lifecycle::{ActiveGate, LifecyclePublisher, Steps};
+use crate::kit::node::{self, NodeContext};
+use crate::kit::params::Params;
+use crate::kit::spin::SharedNode;
+use crate::kit::time::{from_duration, to_duration, wall_now};
+use crate::kit::trace::trace_id;
+use crate::msgs::msg as m;
+use crate::msgs::srv::{
+    BeginEpoch, GetObject, ListObjects, ObjectHistory, RegisterObject, TransitionObject,
+};
+use futures::StreamExt;
+use r2r::builtin_interfaces::msg::Time;
+use r2r::QosProfile;
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const EVENTS_TOPIC: &str = "objects/events";
+pub const ALERTS_TOPIC: &str = "alerts";
+pub const REGISTER_SERVICE: &str = "state_manager/register_object";
+pub const TRANSITION_SERVICE: &str = "state_manager/transition_object";
+pub const GET_SERVICE: &str = "state_manager/get_object";
+pub const LIST_SERVICE: &str = "state_manager/list_objects";
+pub const HISTORY_SERVICE: &str = "state_manager/object_history";
+pub const EPOCH_SERVICE: &str = "state_manager/begin_epoch";
+pub const ACCEPTED: &str = "transitions_accepted";
+pub const REFUSED: &str = "transitions_refused";
+pub const REGISTERED: &str = "objects_registered";
+pub const STORE_ERRORS: &str = "store_errors";
+
+fn ns_of(t: &Time) -> i64 {
+    to_duration(t).as_nanos().min(i64::MAX as u128) as i64
+}
+
+fn time_of(ns: i64) -> Time {
+    from_duration(Duration::from_nanos(ns.max(0) as u64))
+}
+
+fn wall_ns() -> i64 {
+    ns_of(&wall_now())
+}
+
+/// A UUID field, or why it is not one.
+pub fn uuid16(field: &str, v: &[u8]) -> Result<[u8; 16], String> {
+    v.try_into()
+        .map_err(|_| format!("{field} has {} bytes; a UUID has 16", v.len()))
+}
+
+fn state_from(field: &str, s: &m::ObjectState) -> Result<ObjState, String> {
+    ObjState::from_id(s.id).ok_or_else(|| format!("{field} {} is not an object state", s.id))
+}
+
+fn state_msg(s: Option<ObjState>) -> m::ObjectState {
+    m::ObjectState {
+        id: s.map_or(0, ObjState::id),
+    }
+}
+
+fn uuid_msg(id: &[u8; 16]) -> r2r::unique_identifier_msgs::msg::UUID {
+    r2r::unique_identifier_msgs::msg::UUID { uuid: id.to_vec() }
+}
+
+pub fn record_msg(r: &Record) -> m::ObjectRecord {
+    let s = &r.seen;
+    m::ObjectRecord {
+        object_id: uuid_msg(&r.object_id),
+        vision_id: s.vision_id.clone(),
+        state: state_msg(Some(r.state)),
+        cnc_id: r.cnc_id.clone(),
+        epoch: r.epoch,
+        lane: s.lane,
+        class_id: s.class_id.clone(),
+        confidence: s.confidence as f32,
+        position: r2r::geometry_msgs::msg::Point {
+            x: s.x_m,
+            y: s.y_m,
+            z: 0.0,
+        },
+        velocity_x_mps: s.velocity_x_mps,
+        detected_at: time_of(s.detected_at_ns),
+        updated_at: time_of(r.updated_at_ns),
+        last_seq: r.last_seq,
+    }
+}
+
+pub fn event_msg(e: &Event, vision_id: &str) -> m::ObjectEvent {
+    let mut out = m::ObjectEvent {
+        seq: e.seq,
+        object_id: uuid_msg(&e.object_id),
+        vision_id: vision_id.into(),
+        from_state: state_msg(e.from),
+        to_state: state_msg(Some(e.to)),
+        actor: e.actor.clone(),
+        cnc_id: e.cnc_id.clone(),
+        epoch: e.epoch,
+        reason: e.reason.clone(),
+        belt_position_m: e.belt_position_m,
+        ..Default::default()
+    };
+    out.header.stamp = time_of(e.at_ns);
+    out.header.frame_id = "belt".into();
+    out
+}
+
+/// A TransitionObject request as the store takes it, or why it cannot be.
+pub fn transition_request(r: &TransitionObject::Request) -> Result<TransitionRequest, String> {
+    Ok(TransitionRequest {
+        request_id: r.request_id.clone(),
+        object_id: uuid16("object_id", &r.object_id.uuid)?,
+        expected: state_from("expected_state", &r.expected_state)?,
+        new: state_from("new_state", &r.new_state)?,
+        actor: r.actor.clone(),
+        cnc_id: r.cnc_id.clone(),
+        epoch: r.epoch,
+        reason: r.reason.clone(),
+        belt_position_m: r.belt_position_m,
+    })
+}
+
+/// A RegisterObject request as the store takes it, or why it cannot be.
+pub fn registration(r: &RegisterObject::Request) -> Result<Registration, String> {
+    let finite = [r.position.x, r.position.y, r.velocity_x_mps];
+    if finite.iter().any(|v| !v.is_finite()) {
+        return Err("position or velocity_x_mps is not a finite number".into());
+    }
+    Ok(Registration {
+        request_id: r.request_id.clone(),
+        object_id: uuid16("object_id", &r.object_id.uuid)?,
+        actor: r.actor.clone(),
+        object: Seen {
+            vision_id: r.vision_id.clone(),
+            lane: r.lane,
+            class_id: r.class_id.clone(),
+            confidence: r.confidence as f64,
+            x_m: r.position.x,
+            y_m: r.position.y,
+            velocity_x_mps: r.velocity_x_mps,
+            detected_at_ns: ns_of(&r.detected_at),
+        },
+    })
+}
+
+enum Command {
+    Register(
+        RegisterObject::Request,
+        oneshot::Sender<RegisterObject::Response>,
+    ),
+    Transition(
+        TransitionObject::Request,
+        oneshot::Sender<TransitionObject::Response>,
+    ),
+    Get(GetObject::Request, oneshot::Sender<GetObject::Response>),
+    List(ListObjects::Request, oneshot::Sender<ListObjects::Response>),
+    History(
+        ObjectHistory::Request,
+        oneshot::Sender<ObjectHistory::Response>,
+    ),
+    Epoch(BeginEpoch::Request, oneshot::Sender<BeginEpoch::Response>),
+}
+
+/// The thread that owns the store.
+struct Keeper {
+    store: Store,
+    events: LifecyclePublisher<m::ObjectEvent>,
+    alerts: LifecyclePublisher<m::Alert>,
+    counters: Counters,
+    list_limit: usize,
+    /// The last seq published: a repeated request's remembered answer is
+    /// not published again.
+    published_seq: u64,
+}
+
+impl Keeper {
+    fn publish(&mut self, e: &Event) {
+        if e.seq <= self.published_seq {
+            return;
+        }
+        self.published_seq = e.seq;
+        let vision_id = self
+            .store
+            .get(&e.object_id)
+            .ok()
+            .flatten()
+            .map(|r| r.seen.vision_id)
+            .unwrap_or_default();
+        if let Err(err) = self.events.publish(&event_msg(e, &vision_id)) {
+            tracing::error!(seq = e.seq, "state_manager: publishing an event: {err}");
+        }
+    }
+
+    fn store_failed(&self, e: &StoreError, object: Option<&[u8; 16]>) -> String {
+        self.counters.add(STORE_ERRORS, 1);
+        let full = matches!(e, StoreError::DiskFull { .. });
+        let msg = e.to_string();
+        tracing::error!(
+            trace_id = %object.map(|o| trace_id(o)).unwrap_or_default(),
+            "state_manager: {msg}"
+        );
+        let a = m::Alert {
+            severity: m::Alert::CRITICAL as u8,
+            name: if full {
+                "state_disk_full"
+            } else {
+                "state_store_error"
+            }
+            .into(),
+            message: msg.clone(),
+            node: "state_manager".into(),
+            object_id: uuid_msg(object.unwrap_or(&[0; 16])),
+            stamp: wall_now(),
+        };
+        let _ = self.alerts.publish(&a);
+        msg
+    }
+
+    fn handle(&mut self, c: Command) {
+        match c {
+            Command::Register(req, reply) => {
+                let mut out = RegisterObject::Response::default();
+                match registration(&req) {
+                    Err(e) => out.error = e,
+                    Ok(r) => match self.store.register(&r, wall_ns()) {
+                        Ok(done) => {
+                            out.accepted = true;
+                            out.created = done.created;
+                            out.object = record_msg(&done.record);
+                            if let Some(e) = &done.event {
+                                self.counters.add(REGISTERED, 1);
+                                self.publish(e);
+                            }
+                        }
+                        Err(e) => out.error = self.store_failed(&e, Some(&r.object_id)),
+                    },
+                }
+                let _ = reply.send(out);
+            }
+            Command::Transition(req, reply) => {
+                let mut out = TransitionObject::Response::default();
+                match transition_request(&req) {
+                    Err(e) => out.error = e,
+                    Ok(t) => {
+                        let at = match ns_of(&req.stamp) {
+                            0 => wall_ns(),
+                            ns => ns,
+                        };
+                        match self.store.transition(&t, at) {
+                            Ok(Answer::Accepted(e)) => {
+                                self.counters.add(ACCEPTED, 1);
+                                out.accepted = true;
+                                out.current_state = state_msg(Some(e.to));
+                                out.seq = e.seq;
+                                self.publish(&e);
+                            }
+                            Ok(Answer::Refused(r)) => {
+                                self.counters.add(REFUSED, 1);
+                                out.current_state = state_msg(r.current());
+                                out.error = r.describe(&t);
+                                if r == Refusal::UnknownObject {
+                                    out.error =
+                                        format!("{}: {}", trace_id(&t.object_id), out.error);
+                                }
+                            }
+                            Err(e) => out.error = self.store_failed(&e, Some(&t.object_id)),
+                        }
+                    }
+                }
+                let _ = reply.send(out);
+            }
+            Command::Get(req, reply) => {
+                let mut out = GetObject::Response::default();
+                match uuid16("object_id", &req.object_id.uuid) {
+                    Err(e) => out.error = e,
+                    Ok(id) => match self.store.get(&id) {
+                        Ok(Some(r)) => {
+                            out.found = true;
+                            out.object = record_msg(&r);
+                        }
+                        Ok(None) => out.error = format!("{}: no such object", trace_id(&id)),
+                        Err(e) => out.error = self.store_failed(&e, Some(&id)),
+                    },
+                }
+                let _ = reply.send(out);
+            }
+            Command::List(req, reply) => {
+                let mut out = ListObjects::Response::default();
+                let states: Result<Vec<ObjState>, String> = req
+                    .states
+                    .iter()
+                    .map(|&s| {
+                        ObjState::from_id(s).ok_or(format!("states: {s} is not an object state"))
+                    })
+                    .collect();
+                let lane = match req.lane {
+                    -1 => Ok(None),
+                    l if (0..=255).contains(&l) => Ok(Some(l as u8)),
+                    l => Err(format!("lane {l}: use 0..255, or -1 for any")),
+                };
+                match (states, lane) {
+                    (Err(e), _) | (_, Err(e)) => out.error = e,
+                    (Ok(states), Ok(lane)) => {
+                        let f = Filter {
+                            states,
+                            lane,
+                            detected_after_ns: Some(ns_of(&req.detected_after)).filter(|&n| n > 0),
+                            detected_before_ns: Some(ns_of(&req.detected_before))
+                                .filter(|&n| n > 0),
+                            limit: match req.limit {
+                                0 => self.list_limit,
+                                n => n as usize,
+                            },
+                        };
+                        match self.store.list(&f) {
+                            Ok((objects, truncated)) => {
+                                out.objects = objects.iter().map(record_msg).collect();
+                                out.truncated = truncated;
+                            }
+                            Err(e) => out.error = self.store_failed(&e, None),
+                        }
+                    }
+                }
+                let _ = reply.send(out);
+            }
+            Command::History(req, reply) => {
+                let mut out = ObjectHistory::Response::default();
+                match uuid16("object_id", &req.object_id.uuid) {
+                    Err(e) => out.error = e,
+                    Ok(id) => match (self.store.history(&id), self.store.get(&id)) {
+                        (Ok(h), Ok(Some(r))) => {
+                            out.found = true;
+                            out.transitions =
+                                h.iter().map(|e| event_msg(e, &r.seen.vision_id)).collect();
+                        }
+                        (Ok(_), Ok(None)) => {
+                            out.error = format!("{}: no such object", trace_id(&id))
+                        }
+                        (Err(e), _) | (_, Err(e)) => out.error = self.store_failed(&e, Some(&id)),
+                    },
+                }
+                let _ = reply.send(out);
+            }
+            Command::Epoch(req, reply) => {
+                let mut out = BeginEpoch::Response::default();
+                if req.cnc_id.is_empty() {
+                    out.error = "cnc_id is empty".into();
+                } else {
+                    match self.store.bump_epoch(&req.cnc_id) {
+                        Ok(epoch) => {
+                            tracing::info!(cnc = %req.cnc_id, epoch, actor = %req.actor, "new epoch");
+                            out.accepted = true;
+                            out.epoch = epoch;
+                        }
+                        Err(e) => out.error = self.store_failed(&e, None),
+                    }
+                }
+                let _ = reply.send(out);
+            }
+        }
+    }
+}
+
+pub struct StateNode {
+    node: SharedNode,
+    gate: ActiveGate,
+    params: Params<StateParams>,
+    counters: Counters,
+    commands: Option<mpsc::Sender<Command>>,
+    keeper: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+macro_rules! serve {
+    ($self:ident, $n:ident, $tx:ident, $service:ident, $name:expr, $variant:ident) => {{
+        let mut requests =
+            $n.create_service::<$service::Service>($name, QosProfile::services_default())?;
+        let tx = $tx.clone();
+        $self.tasks.push(tokio::spawn(async move {
+            while let Some(req) = requests.next().await {
+                let (reply, answer) = oneshot::channel();
+                if tx
+                    .send(Command::$variant(req.message.clone(), reply))
+                    .is_err()
+                {
+                    return;
+                }
+                if let Ok(resp) = answer.await {
+                    if let Err(e) = req.respond(resp) {
+                        tracing::warn!("state_manager: replying on {}: {e}", $name);
+                    }
+                }
+            }
+        }));
+    }};
+}
+
+impl StateNode {
+    pub fn new(c: &NodeContext<StateParams>) -> Self {
+        StateNode {
+            node: c.node.clone(),
+            gate: c.gate.clone(),
+            params: c.params.clone(),
+            counters: c.counters.clone(),
+            commands: None,
+            keeper: None,
+            tasks: Vec::new(),
+        }
+    }
+
+    fn stop_services(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+
+    fn close(&mut self) {
+        self.stop_services();
+        // Dropping the sender ends the store thread once it has done what it holds.
+        self.commands = None;
+        if let Some(k) = self.keeper.take() {
+            let _ = k.join();
+        }
+    }
+}
+
+impl Steps for StateNode {
+    /// Opens the store and starts its thread (the publishers stay closed
+    /// until the node is active).
+    fn configure(&mut self) -> anyhow::Result<()> {
+        let p = self.params.get();
+        let store = Store::open(std::path::Path::new(&p.database_path))?;
+        if p.size_limit_mb > 0.0 {
+            store.limit_size((p.size_limit_mb * 1e6) as u64)?;
+        }
+        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let events = LifecyclePublisher::new(
+            n.create_publisher(EVENTS_TOPIC, crate::kit::qos::events())?,
+            self.gate.clone(),
+        );
+        let alerts = LifecyclePublisher::new(
+            n.create_publisher(
+                ALERTS_TOPIC,
+                QosProfile::default().reliable().keep_last(100),
+            )?,
+            self.gate.clone(),
+        );
+        drop(n);
+        let (tx, rx) = mpsc::channel::<Command>();
+        let published_seq = store.last_seq()?;
+        let mut keeper = Keeper {
+            published_seq,
+            store,
+            events,
+            alerts,
+            counters: self.counters.clone(),
+            list_limit: p.list_limit as usize,
+        };
+        self.keeper = Some(
+            std::thread::Builder::new()
+                .name("state-store".into())
+                .spawn(move || {
+                    while let Ok(c) = rx.recv() {
+                        keeper.handle(c);
+                    }
+                })?,
+        );
+        self.commands = Some(tx);
+        Ok(())
+    }
+    fn activate(&mut self) -> anyhow::Result<()> {
+        let tx = self
+            .commands
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("not configured"))?;
+        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        serve!(self, n, tx, RegisterObject, REGISTER_SERVICE, Register);
+        serve!(
+            self,
+            n,
+            tx,
+            TransitionObject,
+            TRANSITION_SERVICE,
+            Transition
+        );
+        serve!(self, n, tx, GetObject, GET_SERVICE, Get);
+        serve!(self, n, tx, ListObjects, LIST_SERVICE, List);
+        serve!(self, n, tx, ObjectHistory, HISTORY_SERVICE, History);
+        serve!(self, n, tx, BeginEpoch, EPOCH_SERVICE, Epoch);
+        Ok(())
+    }
+    fn deactivate(&mut self) -> anyhow::Result<()> {
+        self.stop_services();
+        Ok(())
+    }
+    fn release(&mut self) {
+        self.close();
+    }
+}
+
+/// The state manager's `main`.
+pub fn main() {
+    node::main::<StateParams, _, _>("state_manager", "/cell", |c| Ok(StateNode::new(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_requests_are_refused_naming_the_field() {
+        assert_eq!(
+            uuid16("object_id", &[1; 15]).unwrap_err(),
+            "object_id has 15 bytes; a UUID has 16"
+        );
+        let mut t = TransitionObject::Request::default();
+        t.object_id.uuid = vec![7; 16];
+        t.expected_state.id = 1;
+        t.new_state.id = 9;
+        assert_eq!(
+            transition_request(&t).unwrap_err(),
+            "new_state 9 is not an object state"
+        );
+        let mut r = RegisterObject::Request::default();
+        r.object_id.uuid = vec![7; 16];
+        r.position.x = f64::NAN;
+        assert!(registration(&r)
+            .unwrap_err()
+            .contains("not a finite number"));
+    }
+}
