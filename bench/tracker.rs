@@ -15,10 +15,9 @@
 //! (`CNCPICK_BENCH_KEEP=1` keeps the detection and track files).
 
 use cncpick::sim::cell::SimCore;
-use cncpick::sim::params::SimParams;
 use cncpick::sim::rng::stream;
 use cncpick::tracker::core::{Observation, TrackState, Tracker, TrackerConfig};
-use cncpick::tracker::truth::observe;
+use cncpick::tracker::truth::{crowded, observe};
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 use serde_json::json;
@@ -63,15 +62,7 @@ fn write_frames(path: &Path, frames: &[Frame]) -> anyhow::Result<()> {
 }
 
 fn sim_frames(seed: i64, seconds: f64) -> anyhow::Result<Vec<Frame>> {
-    let p = SimParams {
-        seed,
-        arrival_rate_per_min: 150.0,
-        burst_probability: 0.3,
-        burst_size_max: 3,
-        min_gap_m: 0.005,
-        pair_probability: 0.3,
-        ..SimParams::default()
-    };
+    let p = crowded(seed);
     let cfg = p.config().map_err(anyhow::Error::msg)?;
     let mut core = SimCore::new(cfg);
     let mut rng = stream(seed as u64, "bench-detections");

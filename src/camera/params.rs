@@ -3,7 +3,7 @@
 use super::core::SourceSpec;
 use super::source::Wanted;
 use crate::kit::lifecycle::Recovery;
-use crate::kit::node::KitParams;
+use crate::kit::node::{KitParams, HEARTBEAT_SPEC};
 use crate::kit::params::{NodeParams, Spec};
 use crate::kit::retry::{Backoff, RetryPolicy};
 use serde::{Deserialize, Serialize};
@@ -49,11 +49,7 @@ impl Default for CameraParams {
 }
 
 const SPECS: &[Spec] = &[
-    Spec::new(
-        "heartbeat_period_s",
-        "Period of Heartbeat and /diagnostics, s",
-    )
-    .range(0.01, 60.0),
+    HEARTBEAT_SPEC,
     Spec::new(
         "source",
         "Where frames come from: sim, file:<video> or v4l2:<device>",

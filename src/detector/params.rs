@@ -5,7 +5,7 @@
 
 use super::core::{ClassSpec, DetectorConfig, Shape};
 use super::homography::Homography;
-use crate::kit::node::KitParams;
+use crate::kit::node::{KitParams, HEARTBEAT_SPEC};
 use crate::kit::params::{same_lengths, NodeParams, Spec};
 use opencv::core::Rect;
 use serde::{Deserialize, Serialize};
@@ -71,11 +71,7 @@ impl Default for DetectorParams {
 }
 
 const SPECS: &[Spec] = &[
-    Spec::new(
-        "heartbeat_period_s",
-        "Period of Heartbeat and /diagnostics, s",
-    )
-    .range(0.01, 60.0),
+    HEARTBEAT_SPEC,
     Spec::new("image_topic", "The camera's image topic").read_only(),
     Spec::new(
         "calib_points_px",

@@ -1,6 +1,6 @@
 //! Parameters of the example node. Names carry units; every default lives here.
 
-use crate::kit::node::KitParams;
+use crate::kit::node::{KitParams, HEARTBEAT_SPEC};
 use crate::kit::params::{NodeParams, Spec};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -37,11 +37,7 @@ impl Default for ExampleParams {
 }
 
 const SPECS: &[Spec] = &[
-    Spec::new(
-        "heartbeat_period_s",
-        "Period of Heartbeat and /diagnostics, s",
-    )
-    .range(0.01, 60.0),
+    HEARTBEAT_SPEC,
     Spec::new(
         "tick_period_s",
         "Period of the ticks published while active, s",

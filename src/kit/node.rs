@@ -37,6 +37,13 @@ pub fn namespace_of(fqn: &str) -> String {
     }
 }
 
+/// The spec of `heartbeat_period_s`, the parameter every node has.
+pub const HEARTBEAT_SPEC: crate::kit::params::Spec = crate::kit::params::Spec::new(
+    "heartbeat_period_s",
+    "Period of Heartbeat and /diagnostics, s",
+)
+.range(0.01, 60.0);
+
 /// Parameters every node has.
 pub trait KitParams: NodeParams {
     fn heartbeat_period(&self) -> Duration;

@@ -5,7 +5,7 @@
 
 use super::faults::{parse_faults, FaultSpec};
 use crate::kinematics::MachineFrame;
-use crate::kit::node::KitParams;
+use crate::kit::node::{KitParams, HEARTBEAT_SPEC};
 use crate::kit::params::{same_lengths, NodeParams, Spec};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -168,11 +168,7 @@ impl Default for SimParams {
 }
 
 const SPECS: &[Spec] = &[
-    Spec::new(
-        "heartbeat_period_s",
-        "Period of Heartbeat and /diagnostics, s",
-    )
-    .range(0.01, 60.0),
+    HEARTBEAT_SPEC,
     Spec::new("seed", "Seed of every random stream of the world")
         .range(0.0, 9.0e15)
         .read_only(),

@@ -1,6 +1,6 @@
 //! Parameters of the `state_manager` node.
 
-use crate::kit::node::KitParams;
+use crate::kit::node::{KitParams, HEARTBEAT_SPEC};
 use crate::kit::params::{NodeParams, Spec};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -25,11 +25,7 @@ impl Default for StateParams {
 }
 
 const SPECS: &[Spec] = &[
-    Spec::new(
-        "heartbeat_period_s",
-        "Period of Heartbeat and /diagnostics, s",
-    )
-    .range(0.01, 60.0),
+    HEARTBEAT_SPEC,
     Spec::new(
         "database_path",
         "The SQLite database (created if missing; a damaged one is refused, never overwritten)",

@@ -3,7 +3,7 @@
 //! in rviz.
 
 use super::core::TrackerConfig;
-use crate::kit::node::KitParams;
+use crate::kit::node::{KitParams, HEARTBEAT_SPEC};
 use crate::kit::params::{same_lengths, NodeParams, Spec};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -83,11 +83,7 @@ impl Default for TrackerParams {
 }
 
 const SPECS: &[Spec] = &[
-    Spec::new(
-        "heartbeat_period_s",
-        "Period of Heartbeat and /diagnostics, s",
-    )
-    .range(0.01, 60.0),
+    HEARTBEAT_SPEC,
     Spec::new("detections_topic", "The detector's DetectionArray topic").read_only(),
     Spec::new(
         "encoder_topic",

@@ -5,6 +5,7 @@
 //! new UUID per detection).
 
 use super::core::Observation;
+use crate::sim::params::SimParams;
 use crate::sim::truth::FrameTruth;
 use rand_distr::{Distribution, Normal};
 
@@ -48,4 +49,19 @@ pub fn truth_id(object_id: &[u8; 16]) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&object_id[..8]);
     u64::from_le_bytes(b)
+}
+
+/// A crowded belt for identity tests and benchmarks: 150 arrivals/min,
+/// 30 % bursts of up to 3 with 5 mm gaps, and 30 % of objects with a twin
+/// side by side in their lane.
+pub fn crowded(seed: i64) -> SimParams {
+    SimParams {
+        seed,
+        arrival_rate_per_min: 150.0,
+        burst_probability: 0.3,
+        burst_size_max: 3,
+        min_gap_m: 0.005,
+        pair_probability: 0.3,
+        ..SimParams::default()
+    }
 }

@@ -7,7 +7,7 @@ use cncpick::sim::params::SimParams;
 use cncpick::sim::rng::stream;
 use cncpick::sim::truth::FrameTruth;
 use cncpick::tracker::core::{Changes, Observation, Tracker, TrackerConfig};
-use cncpick::tracker::truth::{observe, truth_id};
+use cncpick::tracker::truth::{crowded, observe, truth_id};
 use std::collections::HashMap;
 
 /// One frame's truth, the tracker's changes, and (truth id, track id) pairs.
@@ -106,15 +106,7 @@ fn no_identity_switches_and_every_object_registered_once_over_several_seeds() {
     let mut objects = 0;
     for seed in [1, 2, 3] {
         // Bursts, and two objects side by side in one lane.
-        let p = SimParams {
-            seed,
-            arrival_rate_per_min: 150.0,
-            burst_probability: 0.3,
-            burst_size_max: 3,
-            min_gap_m: 0.005,
-            pair_probability: 0.3,
-            ..SimParams::default()
-        };
+        let p = crowded(seed);
         let (r, _) = run(&p, 120.0, 0.0003, false);
         println!(
             "seed {seed}: {} objects, {} ID switches, {} side-by-side pairs in view",
