@@ -11,3 +11,10 @@ pub fn events() -> QosProfile {
         .transient_local()
         .keep_last(1000)
 }
+
+/// Services many clients call at once (the state manager's): the default
+/// service QoS, keeping 1000 requests instead of 10, so a burst waits its
+/// turn instead of being dropped.
+pub fn busy_service() -> QosProfile {
+    QosProfile::services_default().keep_last(1000)
+}

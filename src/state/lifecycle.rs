@@ -96,6 +96,39 @@ pub fn needs_cnc(from: ObjState, to: ObjState) -> bool {
     to == ObjState::Assigned || from.held_by_cnc()
 }
 
+/// What recovery does to a non-terminal object found after a restart: the
+/// chain of (legal) transitions that brings it to a state nobody holds.
+/// `reachable`: its predicted position is still upstream of the last reach
+/// window. A held object's CNC epoch has been raised, so its holder can no
+/// longer move it: an assignment is revoked (back to DETECTED, and on to
+/// MISSED if it can no longer be reached); a pick in flight has an unknown
+/// outcome and is never retried, so it ends as MISSED.
+pub fn reconcile(
+    state: ObjState,
+    reachable: bool,
+) -> &'static [(ObjState, ObjState, &'static str)] {
+    use ObjState::*;
+    const REVOKE: (ObjState, ObjState, &str) = (
+        Assigned,
+        Detected,
+        "recovery: assignment revoked (CNC epochs raised)",
+    );
+    const PASSED: (ObjState, ObjState, &str) =
+        (Detected, Missed, "recovery: past the last reach window");
+    match (state, reachable) {
+        (Detected, true) => &[],
+        (Detected, false) => &[PASSED],
+        (Assigned, true) => &[REVOKE],
+        (Assigned, false) => &[REVOKE, PASSED],
+        (Picking, _) => &[(
+            Picking,
+            Missed,
+            "recovery: a pick was in flight; its outcome is unknown, so it is not retried",
+        )],
+        _ => &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +150,32 @@ mod tests {
         }
         assert_eq!(ObjState::from_id(0), None);
         assert_eq!(ObjState::from_id(8), None);
+    }
+
+    #[test]
+    fn recovery_leaves_every_object_unheld_by_legal_steps() {
+        for s in ALL {
+            for reachable in [true, false] {
+                let steps = reconcile(s, reachable);
+                let mut at = s;
+                for &(from, to, _) in steps {
+                    assert_eq!(from, at);
+                    assert!(legal(from, to), "{from} -> {to}");
+                    at = to;
+                }
+                assert!(!at.held_by_cnc(), "{s} ends held");
+                // Terminal objects are left alone; an unreachable one ends terminal.
+                if s.is_terminal() {
+                    assert!(steps.is_empty(), "{s} is terminal");
+                }
+                if !reachable {
+                    assert!(at.is_terminal(), "{s} unreachable ends {at}");
+                }
+            }
+        }
+        assert_eq!(
+            reconcile(ObjState::Assigned, true).last().unwrap().1,
+            ObjState::Detected
+        );
     }
 }

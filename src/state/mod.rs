@@ -5,4 +5,5 @@
 pub mod lifecycle;
 pub mod node;
 pub mod params;
+pub mod snapshot;
 pub mod store;

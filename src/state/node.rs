@@ -9,8 +9,9 @@
 
 use super::lifecycle::ObjState;
 use super::params::StateParams;
+use super::snapshot;
 use super::store::{
-    Answer, Event, Filter, Record, Refusal, Registration, Seen, Store, StoreError,
+    Answer, Event, Filter, Record, Recovered, Refusal, Registration, Seen, Store, StoreError,
     TransitionRequest,
 };
 use crate::kit::health::Counters;
@@ -44,6 +45,15 @@ pub const ACCEPTED: &str = "transitions_accepted";
 pub const REFUSED: &str = "transitions_refused";
 pub const REGISTERED: &str = "objects_registered";
 pub const STORE_ERRORS: &str = "store_errors";
+pub const RECOVERED: &str = "objects_recovered";
+pub const PRUNED: &str = "objects_pruned";
+pub const SNAPSHOTS: &str = "snapshots_taken";
+
+/// How often the store thread looks for events to publish and for
+/// housekeeping when no request comes.
+const TICK: Duration = Duration::from_millis(200);
+/// Recovery of a large store takes a while; activation waits this long.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn ns_of(t: &Time) -> i64 {
     to_duration(t).as_nanos().min(i64::MAX as u128) as i64
@@ -135,7 +145,8 @@ pub fn transition_request(r: &TransitionObject::Request) -> Result<TransitionReq
 }
 
 /// A RegisterObject request as the store takes it, or why it cannot be.
-pub fn registration(r: &RegisterObject::Request) -> Result<Registration, String> {
+/// An unset `detected_at` is taken as `now_ns`.
+pub fn registration(r: &RegisterObject::Request, now_ns: i64) -> Result<Registration, String> {
     let finite = [r.position.x, r.position.y, r.velocity_x_mps];
     if finite.iter().any(|v| !v.is_finite()) {
         return Err("position or velocity_x_mps is not a finite number".into());
@@ -152,7 +163,10 @@ pub fn registration(r: &RegisterObject::Request) -> Result<Registration, String>
             x_m: r.position.x,
             y_m: r.position.y,
             velocity_x_mps: r.velocity_x_mps,
-            detected_at_ns: ns_of(&r.detected_at),
+            detected_at_ns: match ns_of(&r.detected_at) {
+                0 => now_ns,
+                ns => ns,
+            },
         },
     })
 }
@@ -173,35 +187,127 @@ enum Command {
         oneshot::Sender<ObjectHistory::Response>,
     ),
     Epoch(BeginEpoch::Request, oneshot::Sender<BeginEpoch::Response>),
+    /// Recovery on activation, before any request is served.
+    Recover(mpsc::SyncSender<Result<Recovered, String>>),
 }
 
 /// The thread that owns the store.
 struct Keeper {
     store: Store,
+    params: Params<StateParams>,
+    gate: ActiveGate,
     events: LifecyclePublisher<m::ObjectEvent>,
     alerts: LifecyclePublisher<m::Alert>,
     counters: Counters,
-    list_limit: usize,
-    /// The last seq published: a repeated request's remembered answer is
-    /// not published again.
+    /// The last seq committed, and the last published: events committed
+    /// while the node is not active (recovery's, or the latest ones again
+    /// after a restart) go out in seq order once it is.
+    committed_seq: u64,
     published_seq: u64,
+    publish_failing: bool,
+    /// Set when the node goes away: the thread stops between requests.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    next_prune_ns: i64,
+    prune_more: bool,
 }
 
 impl Keeper {
+    /// Publishes `e` and everything committed before it not yet published,
+    /// in seq order (a repeated request's remembered answer is not
+    /// published again).
     fn publish(&mut self, e: &Event) {
-        if e.seq <= self.published_seq {
+        self.committed_seq = self.committed_seq.max(e.seq);
+        self.catch_up();
+    }
+
+    fn catch_up(&mut self) {
+        while self.published_seq < self.committed_seq && self.gate.is_open() && !self.stopping() {
+            let batch = match self.store.events_after(self.published_seq, 1000) {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => {
+                    self.published_seq = self.committed_seq;
+                    return;
+                }
+                Err(e) => {
+                    self.store_failed(&e, None);
+                    return;
+                }
+            };
+            for e in &batch {
+                let vision_id = self
+                    .store
+                    .get(&e.object_id)
+                    .ok()
+                    .flatten()
+                    .map(|r| r.seen.vision_id)
+                    .unwrap_or_default();
+                match self.events.publish(&event_msg(e, &vision_id)) {
+                    Ok(true) => {
+                        self.published_seq = e.seq;
+                        self.publish_failing = false;
+                    }
+                    Ok(false) => return,
+                    Err(err) => {
+                        // Tried again on the next request or tick, in order;
+                        // said once until it works again.
+                        if !self.publish_failing {
+                            tracing::error!(
+                                seq = e.seq,
+                                "state_manager: publishing an event: {err}"
+                            );
+                        }
+                        self.publish_failing = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Command>) {
+        while !self.stopping() {
+            let wait = if self.prune_more {
+                Duration::ZERO
+            } else {
+                TICK
+            };
+            match rx.recv_timeout(wait) {
+                Ok(c) => self.handle(c),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            self.catch_up();
+            // Between requests, busy or not (it is due by time, not idleness).
+            self.housekeeping(wall_ns());
+        }
+    }
+
+    /// Retention, one batch at a time, between requests.
+    fn housekeeping(&mut self, now_ns: i64) {
+        let p = self.params.get();
+        if p.retention_days <= 0.0 || (now_ns < self.next_prune_ns && !self.prune_more) {
             return;
         }
-        self.published_seq = e.seq;
-        let vision_id = self
-            .store
-            .get(&e.object_id)
-            .ok()
-            .flatten()
-            .map(|r| r.seen.vision_id)
-            .unwrap_or_default();
-        if let Err(err) = self.events.publish(&event_msg(e, &vision_id)) {
-            tracing::error!(seq = e.seq, "state_manager: publishing an event: {err}");
+        let before_ns = now_ns - (p.retention_days * 86_400e9) as i64;
+        match self.store.prune(before_ns, p.prune_batch as usize) {
+            Ok(done) => {
+                self.prune_more = done.more;
+                if done.objects > 0 || done.requests > 0 {
+                    self.counters.add(PRUNED, done.objects as u64);
+                    tracing::debug!(?done, "state_manager: retention");
+                }
+            }
+            Err(e) => {
+                self.prune_more = false;
+                self.store_failed(&e, None);
+            }
+        }
+        if !self.prune_more {
+            self.next_prune_ns = now_ns + (p.prune_period_s * 1e9) as i64;
         }
     }
 
@@ -234,9 +340,10 @@ impl Keeper {
         match c {
             Command::Register(req, reply) => {
                 let mut out = RegisterObject::Response::default();
-                match registration(&req) {
+                let now_ns = wall_ns();
+                match registration(&req, now_ns) {
                     Err(e) => out.error = e,
-                    Ok(r) => match self.store.register(&r, wall_ns()) {
+                    Ok(r) => match self.store.register(&r, now_ns) {
                         Ok(done) => {
                             out.accepted = true;
                             out.created = done.created;
@@ -322,7 +429,7 @@ impl Keeper {
                             detected_before_ns: Some(ns_of(&req.detected_before))
                                 .filter(|&n| n > 0),
                             limit: match req.limit {
-                                0 => self.list_limit,
+                                0 => self.params.get().list_limit as usize,
                                 n => n as usize,
                             },
                         };
@@ -355,6 +462,45 @@ impl Keeper {
                 }
                 let _ = reply.send(out);
             }
+            Command::Recover(reply) => {
+                let p = self.params.get();
+                let answer = self
+                    .store
+                    .recover(wall_ns(), p.reach_end_x_m, "state_manager")
+                    .map_err(|e| self.store_failed(&e, None));
+                if let Ok(r) = &answer {
+                    // Each one with its trace id, up to a point; all of them
+                    // are in the audit trail and on objects/events.
+                    const LOGGED: usize = 100;
+                    if r.events.len() > LOGGED {
+                        tracing::warn!(
+                            "state_manager: recovery made {} transitions; the first {LOGGED} follow",
+                            r.events.len()
+                        );
+                    }
+                    for e in &r.events {
+                        self.committed_seq = self.committed_seq.max(e.seq);
+                    }
+                    for e in r.events.iter().take(LOGGED) {
+                        tracing::warn!(
+                            trace_id = %trace_id(&e.object_id),
+                            "state_manager: {} -> {}: {}",
+                            e.from.map_or("-", ObjState::label),
+                            e.to,
+                            e.reason
+                        );
+                    }
+                    self.counters.add(RECOVERED, r.open as u64);
+                    tracing::info!(
+                        open = r.open,
+                        kept = r.kept,
+                        transitions = r.events.len(),
+                        epochs = ?r.epochs,
+                        "state_manager: recovered"
+                    );
+                }
+                let _ = reply.send(answer);
+            }
             Command::Epoch(req, reply) => {
                 let mut out = BeginEpoch::Response::default();
                 if req.cnc_id.is_empty() {
@@ -382,13 +528,15 @@ pub struct StateNode {
     counters: Counters,
     commands: Option<mpsc::Sender<Command>>,
     keeper: Option<std::thread::JoinHandle<()>>,
+    snapshots: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 macro_rules! serve {
     ($self:ident, $n:ident, $tx:ident, $service:ident, $name:expr, $variant:ident) => {{
         let mut requests =
-            $n.create_service::<$service::Service>($name, QosProfile::services_default())?;
+            $n.create_service::<$service::Service>($name, crate::kit::qos::busy_service())?;
         let tx = $tx.clone();
         $self.tasks.push(tokio::spawn(async move {
             while let Some(req) = requests.next().await {
@@ -418,6 +566,8 @@ impl StateNode {
             counters: c.counters.clone(),
             commands: None,
             keeper: None,
+            snapshots: None,
+            stop: Default::default(),
             tasks: Vec::new(),
         }
     }
@@ -430,11 +580,25 @@ impl StateNode {
 
     fn close(&mut self) {
         self.stop_services();
-        // Dropping the sender ends the store thread once it has done what it holds.
+        // The store thread stops after the request it is doing; what is
+        // queued gets no answer (callers time out and send it again).
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
         self.commands = None;
         if let Some(k) = self.keeper.take() {
             let _ = k.join();
         }
+        self.stop.store(false, std::sync::atomic::Ordering::Release);
+        if let Some((stop, t)) = self.snapshots.take() {
+            drop(stop);
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StateNode {
+    /// On shutdown (SIGTERM) with no cleanup transition first.
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -461,23 +625,33 @@ impl Steps for StateNode {
         );
         drop(n);
         let (tx, rx) = mpsc::channel::<Command>();
-        let published_seq = store.last_seq()?;
+        let committed_seq = store.last_seq()?;
+        if p.snapshot_period_s > 0.0 {
+            self.snapshots = Some(snapshot_thread(
+                store.path().to_path_buf(),
+                &p,
+                alerts.clone(),
+                self.counters.clone(),
+            )?);
+        }
         let mut keeper = Keeper {
-            published_seq,
+            committed_seq,
+            published_seq: committed_seq.saturating_sub(p.republish_events as u64),
+            publish_failing: false,
+            stop: self.stop.clone(),
             store,
+            params: self.params.clone(),
+            gate: self.gate.clone(),
             events,
             alerts,
             counters: self.counters.clone(),
-            list_limit: p.list_limit as usize,
+            next_prune_ns: 0,
+            prune_more: false,
         };
         self.keeper = Some(
             std::thread::Builder::new()
                 .name("state-store".into())
-                .spawn(move || {
-                    while let Ok(c) = rx.recv() {
-                        keeper.handle(c);
-                    }
-                })?,
+                .spawn(move || keeper.run(rx))?,
         );
         self.commands = Some(tx);
         Ok(())
@@ -487,6 +661,15 @@ impl Steps for StateNode {
             .commands
             .clone()
             .ok_or_else(|| anyhow::anyhow!("not configured"))?;
+        // Recovery commits before the first request is taken.
+        let (reply, answer) = mpsc::sync_channel(1);
+        tx.send(Command::Recover(reply))
+            .map_err(|_| anyhow::anyhow!("the store thread has stopped"))?;
+        match answer.recv_timeout(RECOVERY_TIMEOUT) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!("recovery failed: {e}"),
+            Err(_) => anyhow::bail!("recovery gave no answer within {RECOVERY_TIMEOUT:?}"),
+        }
         let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
         serve!(self, n, tx, RegisterObject, REGISTER_SERVICE, Register);
         serve!(
@@ -510,6 +693,43 @@ impl Steps for StateNode {
     fn release(&mut self) {
         self.close();
     }
+}
+
+/// Takes a snapshot every `snapshot_period_s` until `stop` is dropped.
+fn snapshot_thread(
+    db: std::path::PathBuf,
+    p: &StateParams,
+    alerts: LifecyclePublisher<m::Alert>,
+    counters: Counters,
+) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let (dir, keep) = (p.snapshot_folder(), p.snapshot_keep as usize);
+    let period = Duration::from_secs_f64(p.snapshot_period_s);
+    let t = std::thread::Builder::new()
+        .name("state-snapshots".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                match snapshot::take(&db, &dir, keep) {
+                    Ok(Some(s)) => {
+                        counters.add(SNAPSHOTS, 1);
+                        tracing::info!(path = %s.path.display(), last_seq = s.last_seq, bytes = s.bytes, "state_manager: snapshot");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!("state_manager: snapshot: {e}");
+                        let _ = alerts.publish(&m::Alert {
+                            severity: m::Alert::WARNING as u8,
+                            name: "state_snapshot_failed".into(),
+                            message: e.to_string(),
+                            node: "state_manager".into(),
+                            stamp: wall_now(),
+                            ..Default::default()
+                        });
+                    }
+                }
+            }
+        })?;
+    Ok((stop, t))
 }
 
 /// The state manager's `main`.
@@ -538,7 +758,7 @@ mod tests {
         let mut r = RegisterObject::Request::default();
         r.object_id.uuid = vec![7; 16];
         r.position.x = f64::NAN;
-        assert!(registration(&r)
+        assert!(registration(&r, 1)
             .unwrap_err()
             .contains("not a finite number"));
     }

@@ -6,14 +6,15 @@
 //! commit together or not at all. Time is passed in (nanoseconds); nothing
 //! here reads a clock.
 
-use super::lifecycle::{legal, needs_cnc, ObjState};
+use super::lifecycle::{legal, needs_cnc, reconcile, ObjState, ALL};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Schema migrations, in order: migration k takes `user_version` k to k + 1.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE objects (
     id BLOB PRIMARY KEY CHECK (length(id) = 16),
     vision_id TEXT NOT NULL,
@@ -53,7 +54,21 @@ CREATE TABLE requests (
     request_id TEXT PRIMARY KEY,
     answer TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE requests ADD COLUMN at_ns INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX requests_by_time ON requests (at_ns);
+CREATE INDEX objects_by_updated_at ON objects (updated_at_ns);
+"#,
+];
+
+/// `meta` key: the highest seq retention has deleted, so a seq is never
+/// handed out twice even when every row of the audit trail was pruned.
+const PRUNED_THROUGH_SEQ: &str = "pruned_through_seq";
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -70,6 +85,13 @@ pub enum StoreError {
     },
     #[error("{path}: the disk is full; nothing was changed ({detail})")]
     DiskFull { path: PathBuf, detail: String },
+    #[error("{path}: {context}: {source}")]
+    Io {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {context}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -234,6 +256,32 @@ pub struct Registered {
     pub event: Option<Event>,
 }
 
+/// CNC ids and their epochs.
+pub type Epochs = Vec<(String, u64)>;
+
+/// What recovery did on activation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recovered {
+    /// Every CNC's new epoch, by id.
+    pub epochs: Epochs,
+    /// The transitions recovery made, in seq order.
+    pub events: Vec<Event>,
+    /// Non-terminal objects found.
+    pub open: usize,
+    /// Of them, those left DETECTED (still reachable).
+    pub kept: usize,
+}
+
+/// What one retention batch removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pruned {
+    pub objects: usize,
+    pub transitions: usize,
+    pub requests: usize,
+    /// More are due: run another batch.
+    pub more: bool,
+}
+
 /// Filters for `list`; they combine with AND.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
@@ -358,13 +406,19 @@ fn insert_event(tx: &rusqlite::Transaction, e: &Event) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn next_seq(tx: &rusqlite::Transaction) -> rusqlite::Result<u64> {
-    tx.query_row(
-        "SELECT coalesce(max(seq), 0) + 1 FROM transitions",
-        [],
+/// The highest seq ever handed out (0: none), pruned or not.
+fn high_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT max(coalesce((SELECT max(seq) FROM transitions), 0), \
+                coalesce((SELECT value FROM meta WHERE key = ?1), 0))",
+        [PRUNED_THROUGH_SEQ],
         |r| r.get::<_, i64>(0),
     )
     .map(|s| s as u64)
+}
+
+fn next_seq(tx: &rusqlite::Transaction) -> rusqlite::Result<u64> {
+    high_seq(tx).map(|s| s + 1)
 }
 
 fn remembered<T: for<'de> Deserialize<'de>>(
@@ -388,14 +442,15 @@ fn remember<T: Serialize>(
     tx: &rusqlite::Transaction,
     request_id: &str,
     answer: &T,
+    now_ns: i64,
 ) -> rusqlite::Result<()> {
     if request_id.is_empty() {
         return Ok(());
     }
     let text = serde_json::to_string(answer).unwrap_or_default();
     tx.execute(
-        "INSERT OR REPLACE INTO requests (request_id, answer) VALUES (?1, ?2)",
-        params![request_id, text],
+        "INSERT OR REPLACE INTO requests (request_id, answer, at_ns) VALUES (?1, ?2, ?3)",
+        params![request_id, text, now_ns],
     )?;
     Ok(())
 }
@@ -484,6 +539,17 @@ impl Store {
             })
             .map_err(&e)?;
         Ok(set as u64 * page as u64)
+    }
+
+    /// Whether each commit is synced to disk before it returns (the
+    /// default, and what the node always uses). Off, an OS crash or power
+    /// loss may lose the latest commits (it never corrupts the file): only
+    /// for building large databases for tests and benchmarks quickly.
+    pub fn set_sync_each_commit(&self, on: bool) -> Result<(), StoreError> {
+        let level = if on { "FULL" } else { "OFF" };
+        self.conn
+            .execute_batch(&format!("PRAGMA synchronous = {level}"))
+            .map_err(self.err("setting durability"))
     }
 
     fn err(&self, context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -614,7 +680,7 @@ impl Store {
             )
             .map_err(&e)?;
         }
-        remember(&tx, &t.request_id, &answer).map_err(&e)?;
+        remember(&tx, &t.request_id, &answer, now_ns).map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(answer)
     }
@@ -697,6 +763,152 @@ impl Store {
             .map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(epoch as u64)
+    }
+
+    /// Recovery, on activation: raises every CNC's epoch (so picks in
+    /// flight before the restart are fenced off), then brings each
+    /// non-terminal object to a state no CNC holds ([`reconcile`]). An
+    /// object is still reachable if its position predicted for `now_ns`
+    /// (from where and when it was seen, at its registered velocity) is
+    /// upstream of `reach_end_x_m`, the downstream end of the last reach
+    /// window. One transaction: it all happens or none of it does.
+    pub fn recover(
+        &mut self,
+        now_ns: i64,
+        reach_end_x_m: f64,
+        actor: &str,
+    ) -> Result<Recovered, StoreError> {
+        let e = sql_error(&self.path, "recovering");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let mut out = Recovered::default();
+        let read = |tx: &rusqlite::Transaction| -> rusqlite::Result<(Epochs, Vec<Record>)> {
+            let mut stmt =
+                tx.prepare("UPDATE cnc_epochs SET epoch = epoch + 1 RETURNING cnc_id, epoch")?;
+            let epochs = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let open: Vec<ObjState> = ALL.into_iter().filter(|s| !s.is_terminal()).collect();
+            let ids: Vec<String> = open.iter().map(|s| s.id().to_string()).collect();
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM objects WHERE state IN ({}) ORDER BY last_seq",
+                ids.join(",")
+            ))?;
+            let records = stmt
+                .query_map([], record_of)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((epochs, records))
+        };
+        let (mut epochs, open) = read(&tx).map_err(&e)?;
+        epochs.sort();
+        out.epochs = epochs;
+        out.open = open.len();
+        let mut seq = next_seq(&tx).map_err(&e)?;
+        for r in &open {
+            let s = &r.seen;
+            let dt_s = (now_ns.saturating_sub(s.detected_at_ns)).max(0) as f64 * 1e-9;
+            let x_m = s.x_m + s.velocity_x_mps * dt_s;
+            let steps = reconcile(r.state, x_m < reach_end_x_m);
+            if steps.is_empty() {
+                out.kept += 1;
+                continue;
+            }
+            let mut holder = r.cnc_id.clone();
+            for &(from, to, reason) in steps {
+                let ev = Event {
+                    seq,
+                    object_id: r.object_id,
+                    from: Some(from),
+                    to,
+                    actor: actor.into(),
+                    cnc_id: holder.clone(),
+                    epoch: r.epoch,
+                    reason: reason.into(),
+                    belt_position_m: x_m,
+                    at_ns: now_ns,
+                };
+                insert_event(&tx, &ev).map_err(&e)?;
+                out.events.push(ev);
+                seq += 1;
+                if to == ObjState::Detected {
+                    holder.clear();
+                }
+            }
+            let last = out.events.last().map_or(r.state, |ev| ev.to);
+            if last == ObjState::Detected {
+                out.kept += 1;
+            }
+            tx.execute(
+                "UPDATE objects SET state = ?2, cnc_id = ?3, updated_at_ns = ?4, last_seq = ?5 \
+                 WHERE id = ?1",
+                params![
+                    r.object_id.as_slice(),
+                    last.id() as i64,
+                    holder,
+                    now_ns,
+                    (seq - 1) as i64
+                ],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)?;
+        Ok(out)
+    }
+
+    /// Retention: removes at most `batch` terminal objects last changed
+    /// before `before_ns`, with their transitions, and at most `batch`
+    /// remembered request answers older than that. One short transaction,
+    /// so requests wait for a batch at most; call again while `more`.
+    pub fn prune(&mut self, before_ns: i64, batch: usize) -> Result<Pruned, StoreError> {
+        let e = sql_error(&self.path, "pruning old objects");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let terminal: Vec<String> = ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| s.id().to_string())
+            .collect();
+        let run = |tx: &rusqlite::Transaction| -> rusqlite::Result<Pruned> {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT id, last_seq FROM objects WHERE updated_at_ns < ?1 AND state IN ({}) \
+                 ORDER BY updated_at_ns LIMIT ?2",
+                terminal.join(",")
+            ))?;
+            let old = stmt
+                .query_map(params![before_ns, batch as i64], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Pruned::default();
+            let mut through = 0i64;
+            for (id, last_seq) in &old {
+                out.transitions +=
+                    tx.execute("DELETE FROM transitions WHERE object_id = ?1", [id])?;
+                out.objects += tx.execute("DELETE FROM objects WHERE id = ?1", [id])?;
+                through = through.max(*last_seq);
+            }
+            if through > 0 {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                    params![PRUNED_THROUGH_SEQ, through],
+                )?;
+            }
+            out.requests = tx.execute(
+                "DELETE FROM requests WHERE request_id IN \
+                 (SELECT request_id FROM requests WHERE at_ns < ?1 LIMIT ?2)",
+                params![before_ns, batch as i64],
+            )?;
+            out.more = old.len() == batch || out.requests == batch;
+            Ok(out)
+        };
+        let out = run(&tx).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(out)
     }
 
     /// A CNC's current epoch (0: never activated).
@@ -797,13 +1009,58 @@ impl Store {
         Ok(state)
     }
 
-    /// The seq of the latest event (0: none yet).
+    /// The seq of the latest event (0: none yet), even if retention has
+    /// removed it.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM transitions", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|s| s as u64)
-            .map_err(self.err("reading the last seq"))
+        high_seq(&self.conn).map_err(self.err("reading the last seq"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by the first schema is migrated in place, and
+    /// what it held is still there.
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_its_rows() {
+        let dir = std::env::temp_dir().join(format!("cncpick-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO transitions VALUES (7, x'00112233445566778899aabbccddeeff', 0, 1, \
+                 'tracker', '', 0, 'registered', 0.5, 10)",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO requests (request_id, answer) VALUES ('r', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let version: i64 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(s.last_seq().unwrap(), 7);
+        let at: i64 = s
+            .conn
+            .query_row(
+                "SELECT at_ns FROM requests WHERE request_id = 'r'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(at, 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -374,13 +374,32 @@ fn a_full_disk_refuses_new_work_and_keeps_everything_accepted() {
             && full.to_string().contains("nothing was changed")
     );
     assert!(accepted > 50, "{accepted}");
-    // A transition needs room for its audit row: refused the same way.
-    let t = s.transition(&request("t", 0, Detected, Assigned, "1", e), 2);
+    // A transition needs room for its audit row: once the free space left
+    // in the last pages is used, refused the same way.
+    let mut assigned = 0u32;
+    let t = loop {
+        match s.transition(
+            &request(
+                &format!("t{assigned}"),
+                assigned,
+                Detected,
+                Assigned,
+                "1",
+                e,
+            ),
+            2,
+        ) {
+            Ok(Answer::Accepted(_)) => assigned += 1,
+            other => break other,
+        }
+        assert!(assigned < accepted, "transitions never hit the cap");
+    };
     assert!(matches!(t, Err(StoreError::DiskFull { .. })), "{t:?}");
     // Everything accepted is there, unchanged, and nothing half-written.
-    assert_eq!(s.last_seq().unwrap(), accepted as u64);
+    assert_eq!(s.last_seq().unwrap(), (accepted + assigned) as u64);
     assert!(s.get(&id(accepted)).unwrap().is_none());
-    assert_eq!(s.get(&id(0)).unwrap().unwrap().state, Detected);
+    assert_eq!(s.get(&id(assigned)).unwrap().unwrap().state, Detected);
+    assert_eq!(s.replay(&id(assigned), None).unwrap(), Some(Detected));
     drop(s);
     // Room again (a new process has no cap): work goes on from where it stopped.
     let mut s = Store::open(&path).unwrap();
@@ -394,9 +413,10 @@ fn a_full_disk_refuses_new_work_and_keeps_everything_accepted() {
         .len(),
         accepted as usize
     );
+    let rid = format!("t{assigned}");
     assert!(matches!(
-        s.transition(&request("t", 0, Detected, Assigned, "1", e), 3).unwrap(),
-        Answer::Accepted(ev) if ev.seq == accepted as u64 + 1
+        s.transition(&request(&rid, assigned, Detected, Assigned, "1", e), 3).unwrap(),
+        Answer::Accepted(ev) if ev.seq == (accepted + assigned) as u64 + 1
     ));
 }
 
@@ -527,5 +547,239 @@ proptest! {
             (0..objects).all(|k| s.history(&id(k)).unwrap().len() >= 2),
             "an object never moved"
         );
+    }
+}
+
+const S: i64 = 1_000_000_000;
+
+fn accept(s: &mut Store, t: TransitionRequest, at_ns: i64) {
+    match s.transition(&t, at_ns).unwrap() {
+        Answer::Accepted(_) => {}
+        other => panic!("{}: {other:?}", t.request_id),
+    }
+}
+
+/// Recovery after a crash: epochs rise, held objects are released by legal
+/// transitions, objects whose time has passed are MISSED, reachable ones
+/// are DETECTED again, and a CNC's in-flight request with its old epoch is
+/// refused.
+#[test]
+fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
+    use ObjState::*;
+    let (path, mut s) = open("recovery");
+    let (e1, e2) = (s.bump_epoch("1").unwrap(), s.bump_epoch("2").unwrap());
+    let now = 100 * S;
+    // Seen at x 0.5 m moving 0.2 m/s: 10 s ago it is at 2.5 m now (upstream
+    // of the reach end, 3.4 m); 20 s ago, at 4.5 m (past it).
+    let (near, far) = (now - 10 * S, now - 20 * S);
+    for (k, at) in [
+        (1, near),
+        (2, far),
+        (3, near),
+        (4, far),
+        (5, near),
+        (6, far),
+    ] {
+        s.register(&registration(k, 0, at), at).unwrap();
+    }
+    accept(&mut s, request("a3", 3, Detected, Assigned, "1", e1), near);
+    accept(&mut s, request("a4", 4, Detected, Assigned, "1", e1), far);
+    accept(&mut s, request("a5", 5, Detected, Assigned, "2", e2), near);
+    accept(&mut s, request("p5", 5, Assigned, Picking, "2", e2), near);
+    accept(&mut s, request("a6", 6, Detected, Assigned, "2", e2), far);
+    accept(&mut s, request("p6", 6, Assigned, Picking, "2", e2), far);
+    accept(&mut s, request("d6", 6, Picking, Picked, "2", e2), far);
+    let before = s.last_seq().unwrap();
+    drop(s); // the crash
+
+    let mut s = Store::open(&path).unwrap();
+    let r = s.recover(now, 3.4, "state_manager").unwrap();
+    assert_eq!(r.epochs, vec![("1".into(), 2), ("2".into(), 2)]);
+    assert_eq!((r.open, r.kept), (5, 2));
+    let moves: Vec<(u32, ObjState, ObjState)> = r
+        .events
+        .iter()
+        .map(|e| {
+            (
+                u32::from_le_bytes(e.object_id[..4].try_into().unwrap()),
+                e.from.unwrap(),
+                e.to,
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (2, Detected, Missed),
+            (3, Assigned, Detected),
+            (4, Assigned, Detected),
+            (4, Detected, Missed),
+            (5, Picking, Missed),
+        ]
+    );
+    // Gap-free after the events before the crash, each one legal.
+    for (n, e) in r.events.iter().enumerate() {
+        assert_eq!(e.seq, before + 1 + n as u64);
+        assert!(legal(e.from.unwrap(), e.to));
+        assert_eq!(e.actor, "state_manager");
+    }
+    let want = [
+        (1, Detected),
+        (2, Missed),
+        (3, Detected),
+        (4, Missed),
+        (5, Missed),
+        (6, Picked),
+    ];
+    for (k, state) in want {
+        let rec = s.get(&id(k)).unwrap().unwrap();
+        assert_eq!(rec.state, state, "object {k}");
+        assert_eq!(s.replay(&id(k), None).unwrap(), Some(state), "object {k}");
+        if state == Detected {
+            assert_eq!(rec.cnc_id, "", "object {k} is held by nobody");
+        }
+    }
+    // CNC 2 finishing its pick of 5 with the old epoch: refused.
+    let late = s
+        .transition(&request("late", 5, Picking, Picked, "2", e2), now)
+        .unwrap();
+    assert_eq!(
+        late,
+        Answer::Refused(Refusal::NotInExpectedState { current: Missed })
+    );
+    // CNC 1 taking object 1 with its old epoch: refused, naming the new one.
+    let stale = s
+        .transition(&request("stale", 1, Detected, Assigned, "1", e1), now)
+        .unwrap();
+    assert_eq!(
+        stale,
+        Answer::Refused(Refusal::StaleEpoch {
+            current: Detected,
+            given: 1,
+            epoch: 2
+        })
+    );
+    accept(&mut s, request("fresh", 1, Detected, Assigned, "1", 2), now);
+    // Recovering again at once moves only what is held (object 1 again).
+    let again = s.recover(now, 3.4, "state_manager").unwrap();
+    assert_eq!(again.events.len(), 1);
+    assert_eq!(again.epochs, vec![("1".into(), 3), ("2".into(), 3)]);
+}
+
+/// Retention removes old terminal objects, their history and old request
+/// answers, in batches; open and recent objects stay; and a seq is never
+/// handed out twice, even once every row of the audit trail is gone.
+#[test]
+fn retention_prunes_old_terminal_objects_in_batches_and_never_reuses_a_seq() {
+    use ObjState::*;
+    let (_, mut s) = open("retention");
+    for k in 1..=12 {
+        s.register(&registration(k, 0, S), S).unwrap();
+    }
+    for k in 1..=8 {
+        let at = if k <= 6 { 2 * S } else { 100 * S };
+        accept(
+            &mut s,
+            request(&format!("b{k}"), k, Detected, Bypassed, "", 0),
+            at,
+        );
+    }
+    let mut batches = Vec::new();
+    loop {
+        let p = s.prune(50 * S, 4).unwrap();
+        batches.push(p);
+        if !p.more {
+            break;
+        }
+    }
+    assert_eq!(batches.iter().map(|p| p.objects).sum::<usize>(), 6);
+    assert_eq!(batches.iter().map(|p| p.transitions).sum::<usize>(), 12);
+    assert_eq!(batches.iter().map(|p| p.requests).sum::<usize>(), 6);
+    assert!(batches.iter().all(|p| p.objects <= 4 && p.requests <= 4));
+    for k in 1..=12 {
+        let rec = s.get(&id(k)).unwrap();
+        assert_eq!(rec.is_some(), k > 6, "object {k}");
+        assert_eq!(s.history(&id(k)).unwrap().is_empty(), k <= 6, "object {k}");
+    }
+    // Everything old and terminal: the audit trail empties, the seq goes on.
+    let last = s.last_seq().unwrap();
+    assert_eq!(last, 20);
+    for k in 9..=12 {
+        accept(
+            &mut s,
+            request(&format!("m{k}"), k, Detected, Missed, "", 0),
+            100 * S,
+        );
+    }
+    while s.prune(1000 * S, 3).unwrap().more {}
+    assert!(s.events_after(0, 100).unwrap().is_empty());
+    assert_eq!(s.last_seq().unwrap(), 24);
+    let r = s.register(&registration(13, 1, 200 * S), 200 * S).unwrap();
+    assert_eq!(r.event.unwrap().seq, 25);
+}
+
+/// Snapshots taken while another connection keeps writing are each a
+/// consistent database: they open, their audit trail is gap-free up to
+/// their last seq, and every object's state equals its replay.
+#[test]
+fn snapshots_taken_under_writes_are_consistent_and_only_the_newest_are_kept() {
+    use cncpick::state::snapshot;
+    use ObjState::*;
+    let (path, mut s) = open("snapshots");
+    let dir = path.with_extension("snapshots");
+    let e1 = s.bump_epoch("1").unwrap();
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut w = Store::open(&path).unwrap();
+            for k in 1..=300u32 {
+                let at = k as i64 * S;
+                w.register(&registration(k, (k % 4) as u8, at), at).unwrap();
+                accept(
+                    &mut w,
+                    request(&format!("a{k}"), k, Detected, Assigned, "1", e1),
+                    at,
+                );
+                accept(
+                    &mut w,
+                    request(&format!("p{k}"), k, Assigned, Picking, "1", e1),
+                    at,
+                );
+            }
+            w.last_seq().unwrap()
+        })
+    };
+    let mut taken = Vec::new();
+    while !writer.is_finished() || taken.is_empty() {
+        if let Some(snap) = snapshot::take(&path, &dir, 3).unwrap() {
+            taken.push(snap);
+        }
+    }
+    let last = writer.join().unwrap();
+    taken.extend(snapshot::take(&path, &dir, 3).unwrap());
+    assert_eq!(taken.last().unwrap().last_seq, last);
+    // Nothing changed since: no new snapshot.
+    assert_eq!(snapshot::take(&path, &dir, 3).unwrap(), None);
+    let kept = snapshot::list(&dir);
+    assert!(kept.len() <= 3 && !kept.is_empty());
+    assert_eq!(kept.last().unwrap(), &taken.last().unwrap().path);
+    for p in &kept {
+        let snap = Store::open(p).unwrap();
+        let n = snap.last_seq().unwrap();
+        let events = snap.events_after(0, 10_000).unwrap();
+        assert_eq!(events.len() as u64, n, "{}", p.display());
+        assert!(events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64 + 1));
+        let (objects, _) = snap
+            .list(&Filter {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .unwrap();
+        for o in &objects {
+            assert_eq!(snap.replay(&o.object_id, None).unwrap(), Some(o.state));
+        }
     }
 }

@@ -774,13 +774,16 @@ impl Node {
     where
         T: WrappedServiceTypeSupport,
     {
+        // cncpick patch: the stream buffers as many requests as the QoS
+        // history keeps, so a burst of requests is not dropped here.
+        let buffer = qos_profile.depth.max(10);
         let service_handle = create_service_helper(
             self.node_handle.as_mut(),
             service_name,
             T::get_ts(),
             qos_profile,
         )?;
-        let (sender, receiver) = mpsc::channel::<ServiceRequest<T>>(10);
+        let (sender, receiver) = mpsc::channel::<ServiceRequest<T>>(buffer);
 
         let ws = TypedService::<T> {
             rcl_handle: service_handle,
