@@ -3,6 +3,7 @@
 //! machine frame (millimetres, GRBL).
 
 use nalgebra::Vector3;
+use serde::{Deserialize, Serialize};
 
 /// Where a CNC's machine zero sits in the belt frame. Machine axes are
 /// parallel to the belt's (X along travel, Y across, Z up), and GRBL's
@@ -31,6 +32,241 @@ impl MachineFrame {
     }
 }
 
+/// A gantry's per-axis limits, as GRBL's `$110`–`$112` (mm/min) and
+/// `$120`–`$122` (mm/s²).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_rate_mm_per_min: [f64; 3],
+    pub accel_mm_per_s2: [f64; 3],
+}
+
+/// Time of a move of length `d` from rest to rest: trapezoid, or triangle
+/// when it is too short to reach `v`.
+pub fn trapezoid_time_s(d: f64, v: f64, a: f64) -> f64 {
+    if d <= 0.0 || v <= 0.0 || a <= 0.0 {
+        return 0.0;
+    }
+    if d < v * v / a {
+        2.0 * (d / a).sqrt()
+    } else {
+        d / v + v / a
+    }
+}
+
+impl Limits {
+    /// Cruise speed (mm/s) and acceleration (mm/s²) along a straight move,
+    /// as GRBL's planner limits them: each axis's limit divided by that
+    /// axis's share of the direction; `feed_mm_per_min` caps the speed.
+    pub fn along(
+        &self,
+        from_mm: Vector3<f64>,
+        to_mm: Vector3<f64>,
+        feed_mm_per_min: f64,
+    ) -> (f64, f64) {
+        let d = (to_mm - from_mm).norm();
+        let (mut v, mut a) = (feed_mm_per_min / 60.0, f64::INFINITY);
+        if d <= 0.0 {
+            return (v, 1.0);
+        }
+        for axis in 0..3 {
+            let u = (to_mm[axis] - from_mm[axis]).abs() / d;
+            if u > 1e-12 {
+                v = v.min(self.max_rate_mm_per_min[axis] / 60.0 / u);
+                a = a.min(self.accel_mm_per_s2[axis] / u);
+            }
+        }
+        (v, a)
+    }
+
+    /// The fastest rate any axis allows, mm/min (a G0's nominal feed).
+    pub fn rapid_mm_per_min(&self) -> f64 {
+        self.max_rate_mm_per_min.iter().copied().fold(0.0, f64::max)
+    }
+
+    /// Time of a straight move from rest to rest (GRBL stops at the end of
+    /// a block before a sync; our moves are planned that way, so real
+    /// GRBL's junction blending only makes them earlier).
+    pub fn move_time_s(
+        &self,
+        from_mm: Vector3<f64>,
+        to_mm: Vector3<f64>,
+        feed_mm_per_min: f64,
+    ) -> f64 {
+        let (v, a) = self.along(from_mm, to_mm, feed_mm_per_min);
+        trapezoid_time_s((to_mm - from_mm).norm(), v, a)
+    }
+}
+
+/// Where a machine may go: a box in machine millimetres (soft limits).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub min_mm: [f64; 3],
+    pub max_mm: [f64; 3],
+}
+
+/// A target outside the workspace, named by axis.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("target {axis}={value_mm:.3} mm is outside the workspace [{min_mm:.3}, {max_mm:.3}] mm")]
+pub struct OutsideWorkspace {
+    pub axis: char,
+    pub value_mm: f64,
+    pub min_mm: f64,
+    pub max_mm: f64,
+}
+
+impl Workspace {
+    /// GRBL's travel (`$130`–`$132`) from machine zero: [-travel, 0] per axis,
+    /// shrunk by `margin_mm`.
+    pub fn from_travel(travel_mm: [f64; 3], margin_mm: f64) -> Self {
+        Workspace {
+            min_mm: travel_mm.map(|t| -t + margin_mm),
+            max_mm: [-margin_mm; 3],
+        }
+    }
+
+    /// Ok if every coordinate is finite and inside the box.
+    pub fn check(&self, target_mm: Vector3<f64>) -> Result<(), OutsideWorkspace> {
+        for (k, axis) in ['X', 'Y', 'Z'].into_iter().enumerate() {
+            let v = target_mm[k];
+            if !(v.is_finite() && v >= self.min_mm[k] - 1e-9 && v <= self.max_mm[k] + 1e-9) {
+                return Err(OutsideWorkspace {
+                    axis,
+                    value_mm: v,
+                    min_mm: self.min_mm[k],
+                    max_mm: self.max_mm[k],
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An object moving along the belt: where it is at `t0_s`, and its speed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    pub x_m: f64,
+    pub y_m: f64,
+    pub t0_s: f64,
+    pub vx_mps: f64,
+}
+
+impl Trajectory {
+    pub fn x_at(&self, t_s: f64) -> f64 {
+        self.x_m + self.vx_mps * (t_s - self.t0_s)
+    }
+}
+
+/// A CNC as the intercept model sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Picker {
+    pub frame: MachineFrame,
+    pub limits: Limits,
+    pub workspace: Workspace,
+    /// Belt x window where it may touch an object, m.
+    pub reach_x_min_m: f64,
+    pub reach_x_max_m: f64,
+    /// Nozzle height above an object's top while approaching, m.
+    pub approach_height_m: f64,
+    /// How long the descent onto a moving object takes, s.
+    pub descend_s: f64,
+    /// How long the nozzle rides with the object, vacuum on, s.
+    pub track_s: f64,
+    /// Time added to every plan for the link and status lag, s.
+    pub lag_s: f64,
+}
+
+/// A planned contact: when and where the nozzle meets the object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Intercept {
+    /// When the descent starts, and when the nozzle meets the object.
+    pub descend_at_s: f64,
+    pub contact_at_s: f64,
+    /// Where the nozzle is when the descent starts (above the object), and
+    /// where it meets it; belt frame, m.
+    pub approach_m: Vector3<f64>,
+    pub contact_m: Vector3<f64>,
+    /// Where the ride with the object ends (the nozzle lifts there).
+    pub release_m: Vector3<f64>,
+}
+
+/// Why an object cannot be picked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NoIntercept {
+    #[error("the object does not move downstream (vx {0:.3} m/s)")]
+    NotMoving(f64),
+    #[error("the object is already past the reach window")]
+    Passed,
+    #[error("the gantry cannot get there before the object leaves the reach window")]
+    TooLate,
+    #[error(transparent)]
+    Outside(#[from] OutsideWorkspace),
+}
+
+impl Picker {
+    /// The earliest intercept for an object of height `height_m` on
+    /// `traj`, for a gantry at `from_mm` (machine) at time `now_s`. The
+    /// descent matches the belt's speed in x, so the nozzle meets the
+    /// object's top while moving with it; every point is checked against
+    /// the workspace. Pure and deterministic: the scheduler asks the same
+    /// question as the motion controller.
+    pub fn intercept(
+        &self,
+        traj: &Trajectory,
+        height_m: f64,
+        from_mm: Vector3<f64>,
+        now_s: f64,
+    ) -> Result<Intercept, NoIntercept> {
+        let v = traj.vx_mps;
+        if v <= 1e-6 {
+            return Err(NoIntercept::NotMoving(v));
+        }
+        // Contact must leave room to ride with the object inside the window.
+        let last_contact_x = self.reach_x_max_m - v * self.track_s;
+        let latest = traj.t0_s + (last_contact_x - traj.x_m) / v;
+        if latest < now_s {
+            return Err(NoIntercept::Passed);
+        }
+        let first_contact_x = self.reach_x_min_m + v * self.descend_s;
+        let earliest = (traj.t0_s + (first_contact_x - traj.x_m) / v).max(now_s);
+        let top_z = height_m;
+        let plan = |contact_at_s: f64| {
+            let descend_at_s = contact_at_s - self.descend_s;
+            let approach_m = Vector3::new(
+                traj.x_at(descend_at_s),
+                traj.y_m,
+                top_z + self.approach_height_m,
+            );
+            let contact_m = Vector3::new(traj.x_at(contact_at_s), traj.y_m, top_z);
+            let release_m = Vector3::new(traj.x_at(contact_at_s + self.track_s), traj.y_m, top_z);
+            Intercept {
+                descend_at_s,
+                contact_at_s,
+                approach_m,
+                contact_m,
+                release_m,
+            }
+        };
+        // Scan in 10 ms steps: the first contact time the gantry can make.
+        let step_s = 0.01;
+        let mut t = earliest;
+        while t <= latest + 1e-9 {
+            let p = plan(t);
+            let approach_mm = self.frame.to_machine_mm(p.approach_m);
+            let travel_s =
+                self.limits
+                    .move_time_s(from_mm, approach_mm, self.limits.rapid_mm_per_min());
+            if now_s + self.lag_s + travel_s <= p.descend_at_s {
+                for point in [p.approach_m, p.contact_m, p.release_m] {
+                    self.workspace.check(self.frame.to_machine_mm(point))?;
+                }
+                return Ok(p);
+            }
+            t += step_s;
+        }
+        Err(NoIntercept::TooLate)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +278,134 @@ mod tests {
         let mm = f.to_machine_mm(p);
         assert!((mm - Vector3::new(-350.0, -450.0, -110.0)).norm() < 1e-9);
         assert!((f.to_belt_m(mm) - p).norm() < 1e-12);
+    }
+
+    fn picker() -> Picker {
+        Picker {
+            frame: MachineFrame::new(2.6, 0.75, 0.15),
+            limits: Limits {
+                max_rate_mm_per_min: [30_000.0; 3],
+                accel_mm_per_s2: [3_000.0; 3],
+            },
+            workspace: Workspace::from_travel([700.0, 800.0, 150.0], 0.5),
+            reach_x_min_m: 2.0,
+            reach_x_max_m: 2.6,
+            approach_height_m: 0.03,
+            descend_s: 0.25,
+            track_s: 0.3,
+            lag_s: 0.05,
+        }
+    }
+
+    #[test]
+    fn limits_along_a_move_are_grbls_per_axis_limits_scaled_by_direction() {
+        let l = Limits {
+            max_rate_mm_per_min: [6000.0, 3000.0, 600.0],
+            accel_mm_per_s2: [1000.0, 500.0, 100.0],
+        };
+        let o = Vector3::zeros();
+        // Along X alone: X's limits.
+        assert_eq!(
+            l.along(o, Vector3::new(10.0, 0.0, 0.0), 1e9),
+            (100.0, 1000.0)
+        );
+        // Diagonal in XY: Y binds, divided by its share 1/sqrt 2.
+        let (v, a) = l.along(o, Vector3::new(10.0, 10.0, 0.0), 1e9);
+        assert!((v - 50.0 * 2f64.sqrt()).abs() < 1e-9 && (a - 500.0 * 2f64.sqrt()).abs() < 1e-9);
+        // The feed caps the speed; a short move never reaches it.
+        assert_eq!(l.along(o, Vector3::new(10.0, 0.0, 0.0), 600.0).0, 10.0);
+        assert!((trapezoid_time_s(1.0, 100.0, 1000.0) - 2.0 * (1e-3f64).sqrt()).abs() < 1e-12);
+        assert!((trapezoid_time_s(100.0, 100.0, 1000.0) - 1.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_workspace_refuses_any_coordinate_outside_naming_it() {
+        let w = Workspace::from_travel([200.0, 200.0, 100.0], 1.0);
+        assert!(w.check(Vector3::new(-100.0, -1.0, -99.0)).is_ok());
+        let e = w.check(Vector3::new(-100.0, 0.5, -50.0)).unwrap_err();
+        assert_eq!((e.axis, e.value_mm), ('Y', 0.5));
+        assert!(e.to_string().contains("Y=0.500 mm is outside"));
+        assert_eq!(
+            w.check(Vector3::new(f64::NAN, -1.0, -1.0))
+                .unwrap_err()
+                .axis,
+            'X'
+        );
+        assert_eq!(
+            w.check(Vector3::new(-1.0, -1.0, -100.0)).unwrap_err().axis,
+            'Z'
+        );
+    }
+
+    #[test]
+    fn the_intercept_is_the_first_contact_the_gantry_can_make_and_rides_with_the_object() {
+        let p = picker();
+        let home = Vector3::new(-300.0, -300.0, -10.0);
+        // 0.2 m/s, at x 1.5 m now: the window opens at 2.0 m (2.5 s away).
+        let traj = Trajectory {
+            x_m: 1.5,
+            y_m: 0.3,
+            t0_s: 10.0,
+            vx_mps: 0.2,
+        };
+        let i = p.intercept(&traj, 0.04, home, 10.0).unwrap();
+        // Already there in time: contact as soon as the window allows.
+        assert!((i.approach_m.x - 2.0).abs() < 0.002, "{i:?}");
+        assert!((i.contact_at_s - i.descend_at_s - 0.25).abs() < 1e-9);
+        assert!((i.contact_m.x - traj.x_at(i.contact_at_s)).abs() < 1e-12);
+        assert!((i.release_m.x - i.contact_m.x - 0.2 * 0.3).abs() < 1e-9);
+        assert_eq!((i.contact_m.z, i.approach_m.z), (0.04, 0.07));
+        // Inside the window now, far from the gantry: later, but feasible,
+        // and the gantry's travel fits before the descent.
+        let traj = Trajectory {
+            x_m: 2.05,
+            y_m: 0.05,
+            t0_s: 10.0,
+            vx_mps: 0.2,
+        };
+        let far = Vector3::new(-50.0, -700.0, -10.0);
+        let i = p.intercept(&traj, 0.04, far, 10.0).unwrap();
+        let travel = p
+            .limits
+            .move_time_s(far, p.frame.to_machine_mm(i.approach_m), 30_000.0);
+        assert!(10.0 + 0.05 + travel <= i.descend_at_s + 1e-9);
+        assert!(
+            10.0 + 0.05 + travel > i.descend_at_s - 0.01 - 1e-9,
+            "not the earliest"
+        );
+        // Too late, passed, stopped.
+        let late = Trajectory {
+            x_m: 2.52,
+            y_m: 0.05,
+            t0_s: 10.0,
+            vx_mps: 0.2,
+        };
+        assert_eq!(
+            p.intercept(&late, 0.04, far, 10.0),
+            Err(NoIntercept::TooLate)
+        );
+        let gone = Trajectory { x_m: 2.7, ..late };
+        assert_eq!(
+            p.intercept(&gone, 0.04, far, 10.0),
+            Err(NoIntercept::Passed)
+        );
+        let stopped = Trajectory {
+            vx_mps: 0.0,
+            ..late
+        };
+        assert_eq!(
+            p.intercept(&stopped, 0.04, far, 10.0),
+            Err(NoIntercept::NotMoving(0.0))
+        );
+        // Out of the workspace across the belt (y beyond the Y travel).
+        let wide = Trajectory {
+            x_m: 1.5,
+            y_m: -0.2,
+            t0_s: 10.0,
+            vx_mps: 0.2,
+        };
+        assert!(
+            matches!(p.intercept(&wide, 0.04, home, 10.0), Err(NoIntercept::Outside(e)) if e.axis == 'Y')
+        );
     }
 }

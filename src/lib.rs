@@ -10,6 +10,7 @@ pub mod example;
 pub mod interop;
 pub mod kinematics;
 pub mod kit;
+pub mod motion;
 pub mod sim;
 pub mod state;
 pub mod tracker;

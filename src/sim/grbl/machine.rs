@@ -8,6 +8,8 @@
 
 use super::gcode::{self, err, Words};
 use super::settings::Settings;
+/// Rest-to-rest time of a move (the same profile the motion controller plans with).
+pub use crate::kinematics::trapezoid_time_s;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -146,18 +148,6 @@ impl Move {
 
 fn dist(a: &[f64; 3], b: &[f64; 3]) -> f64 {
     (0..3).map(|i| (b[i] - a[i]).powi(2)).sum::<f64>().sqrt()
-}
-
-/// Rest-to-rest time of a move of `d` mm at cruise `v` mm/s and accel `a` mm/s².
-pub fn trapezoid_time_s(d: f64, v: f64, a: f64) -> f64 {
-    if d <= 0.0 || v <= 0.0 || a <= 0.0 {
-        return 0.0;
-    }
-    if d < v * v / a {
-        2.0 * (d / a).sqrt()
-    } else {
-        d / v + v / a
-    }
 }
 
 /// A planner block.

@@ -1,0 +1,4 @@
+//! The motion controller (in progress): one lifecycle node per CNC, GRBL
+//! over a serial port.
+
+pub mod grbl;
