@@ -167,6 +167,9 @@ pub struct Picker {
     pub reach_x_max_m: f64,
     /// Nozzle height above an object's top while approaching, m.
     pub approach_height_m: f64,
+    /// Belt-frame z the nozzle travels at between picks (clear of every
+    /// object), m.
+    pub safe_z_m: f64,
     /// How long the descent onto a moving object takes, s.
     pub descend_s: f64,
     /// How long the nozzle rides with the object, vacuum on, s.
@@ -181,8 +184,8 @@ pub struct Intercept {
     /// When the descent starts, and when the nozzle meets the object.
     pub descend_at_s: f64,
     pub contact_at_s: f64,
-    /// Where the nozzle is when the descent starts (above the object), and
-    /// where it meets it; belt frame, m.
+    /// Where the nozzle waits for the descent (straight above the contact
+    /// point), and where it meets the object; belt frame, m.
     pub approach_m: Vector3<f64>,
     pub contact_m: Vector3<f64>,
     /// Where the ride with the object ends (the nozzle lifts there).
@@ -203,11 +206,70 @@ pub enum NoIntercept {
 }
 
 impl Picker {
+    /// The first simulated cell's CNC 1 (params/sim.yaml), for tests.
+    #[cfg(test)]
+    pub(crate) fn example() -> Picker {
+        Picker {
+            frame: MachineFrame::new(2.6, 0.75, 0.15),
+            limits: Limits {
+                max_rate_mm_per_min: [30_000.0; 3],
+                accel_mm_per_s2: [3_000.0; 3],
+            },
+            workspace: Workspace::from_travel([700.0, 800.0, 150.0], 0.5),
+            reach_x_min_m: 2.0,
+            reach_x_max_m: 2.6,
+            approach_height_m: 0.03,
+            safe_z_m: 0.1,
+            descend_s: 0.25,
+            track_s: 0.3,
+            lag_s: 0.05,
+        }
+    }
+
+    /// The legs of a travel from `from_mm` to `to_mm` (machine): up to the
+    /// safe height if below it, across at that height, down to the target.
+    /// Legs of zero length are left out.
+    pub fn travel_legs(&self, from_mm: Vector3<f64>, to_mm: Vector3<f64>) -> Vec<Vector3<f64>> {
+        let safe_z = self
+            .frame
+            .to_machine_mm(Vector3::new(0.0, 0.0, self.safe_z_m))
+            .z;
+        // At the safe height, or higher if already higher, but inside the
+        // workspace (a gantry parked at machine zero starts just outside).
+        let z = safe_z.max(from_mm.z).min(self.workspace.max_mm[2]);
+        let mut legs = Vec::new();
+        let mut at = from_mm;
+        for p in [
+            Vector3::new(from_mm.x, from_mm.y, z),
+            Vector3::new(to_mm.x, to_mm.y, z),
+            to_mm,
+        ] {
+            if (p - at).norm() > 1e-9 {
+                legs.push(p);
+                at = p;
+            }
+        }
+        legs
+    }
+
+    /// Time of [`Picker::travel_legs`] at rapid rate, each leg rest to rest.
+    pub fn travel_s(&self, from_mm: Vector3<f64>, to_mm: Vector3<f64>) -> f64 {
+        let rapid = self.limits.rapid_mm_per_min();
+        let mut at = from_mm;
+        let mut t = 0.0;
+        for p in self.travel_legs(from_mm, to_mm) {
+            t += self.limits.move_time_s(at, p, rapid);
+            at = p;
+        }
+        t
+    }
+
     /// The earliest intercept for an object of height `height_m` on
     /// `traj`, for a gantry at `from_mm` (machine) at time `now_s`. The
-    /// descent matches the belt's speed in x, so the nozzle meets the
-    /// object's top while moving with it; every point is checked against
-    /// the workspace. Pure and deterministic: the scheduler asks the same
+    /// nozzle descends straight onto the point where the object will be
+    /// (so the descent does not lengthen with the belt's speed), meets its
+    /// top as it arrives, then rides with it; every point is checked
+    /// against the workspace. Pure and deterministic: the scheduler asks the same
     /// question as the motion controller.
     pub fn intercept(
         &self,
@@ -226,13 +288,15 @@ impl Picker {
         if latest < now_s {
             return Err(NoIntercept::Passed);
         }
-        let first_contact_x = self.reach_x_min_m + v * self.descend_s;
+        let first_contact_x = self.reach_x_min_m;
         let earliest = (traj.t0_s + (first_contact_x - traj.x_m) / v).max(now_s);
         let top_z = height_m;
         let plan = |contact_at_s: f64| {
             let descend_at_s = contact_at_s - self.descend_s;
+            // Straight down onto where the object will be: the descent's
+            // length does not grow with the belt's speed.
             let approach_m = Vector3::new(
-                traj.x_at(descend_at_s),
+                traj.x_at(contact_at_s),
                 traj.y_m,
                 top_z + self.approach_height_m,
             );
@@ -252,9 +316,7 @@ impl Picker {
         while t <= latest + 1e-9 {
             let p = plan(t);
             let approach_mm = self.frame.to_machine_mm(p.approach_m);
-            let travel_s =
-                self.limits
-                    .move_time_s(from_mm, approach_mm, self.limits.rapid_mm_per_min());
+            let travel_s = self.travel_s(from_mm, approach_mm);
             if now_s + self.lag_s + travel_s <= p.descend_at_s {
                 for point in [p.approach_m, p.contact_m, p.release_m] {
                     self.workspace.check(self.frame.to_machine_mm(point))?;
@@ -281,20 +343,7 @@ mod tests {
     }
 
     fn picker() -> Picker {
-        Picker {
-            frame: MachineFrame::new(2.6, 0.75, 0.15),
-            limits: Limits {
-                max_rate_mm_per_min: [30_000.0; 3],
-                accel_mm_per_s2: [3_000.0; 3],
-            },
-            workspace: Workspace::from_travel([700.0, 800.0, 150.0], 0.5),
-            reach_x_min_m: 2.0,
-            reach_x_max_m: 2.6,
-            approach_height_m: 0.03,
-            descend_s: 0.25,
-            track_s: 0.3,
-            lag_s: 0.05,
-        }
+        Picker::example()
     }
 
     #[test]
@@ -316,6 +365,31 @@ mod tests {
         assert_eq!(l.along(o, Vector3::new(10.0, 0.0, 0.0), 600.0).0, 10.0);
         assert!((trapezoid_time_s(1.0, 100.0, 1000.0) - 2.0 * (1e-3f64).sqrt()).abs() < 1e-12);
         assert!((trapezoid_time_s(100.0, 100.0, 1000.0) - 1.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn travel_goes_up_to_the_safe_height_across_and_down() {
+        let p = picker();
+        // Safe z 0.1 m in the belt frame is -50 mm on this machine.
+        let low = Vector3::new(-100.0, -100.0, -110.0);
+        let to = Vector3::new(-300.0, -200.0, -80.0);
+        let same = |a: Vec<Vector3<f64>>, b: Vec<Vector3<f64>>| {
+            a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).norm() < 1e-9)
+        };
+        let up = Vector3::new(-100.0, -100.0, -50.0);
+        let across = Vector3::new(-300.0, -200.0, -50.0);
+        assert!(same(p.travel_legs(low, to), vec![up, across, to]));
+        // Already above it: straight across at its own height, then down.
+        let high = Vector3::new(-100.0, -100.0, -20.0);
+        assert!(same(
+            p.travel_legs(high, to),
+            vec![Vector3::new(-300.0, -200.0, -20.0), to]
+        ));
+        let t: f64 = [low, up, across, to]
+            .windows(2)
+            .map(|w| p.limits.move_time_s(w[0], w[1], 30_000.0))
+            .sum();
+        assert!((p.travel_s(low, to) - t).abs() < 1e-9);
     }
 
     #[test]
@@ -350,7 +424,8 @@ mod tests {
         };
         let i = p.intercept(&traj, 0.04, home, 10.0).unwrap();
         // Already there in time: contact as soon as the window allows.
-        assert!((i.approach_m.x - 2.0).abs() < 0.002, "{i:?}");
+        assert!((i.contact_m.x - 2.0).abs() < 0.002, "{i:?}");
+        assert_eq!(i.approach_m.x, i.contact_m.x);
         assert!((i.contact_at_s - i.descend_at_s - 0.25).abs() < 1e-9);
         assert!((i.contact_m.x - traj.x_at(i.contact_at_s)).abs() < 1e-12);
         assert!((i.release_m.x - i.contact_m.x - 0.2 * 0.3).abs() < 1e-9);
@@ -365,14 +440,13 @@ mod tests {
         };
         let far = Vector3::new(-50.0, -700.0, -10.0);
         let i = p.intercept(&traj, 0.04, far, 10.0).unwrap();
-        let travel = p
-            .limits
-            .move_time_s(far, p.frame.to_machine_mm(i.approach_m), 30_000.0);
+        let travel = p.travel_s(far, p.frame.to_machine_mm(i.approach_m));
         assert!(10.0 + 0.05 + travel <= i.descend_at_s + 1e-9);
-        assert!(
-            10.0 + 0.05 + travel > i.descend_at_s - 0.01 - 1e-9,
-            "not the earliest"
-        );
+        // One scan step earlier the gantry could not have made it.
+        let before = i.contact_at_s - 0.01;
+        let approach = Vector3::new(traj.x_at(before), traj.y_m, 0.07);
+        let travel = p.travel_s(far, p.frame.to_machine_mm(approach));
+        assert!(10.0 + 0.05 + travel > before - 0.25, "not the earliest");
         // Too late, passed, stopped.
         let late = Trajectory {
             x_m: 2.52,

@@ -2,3 +2,5 @@
 //! over a serial port.
 
 pub mod grbl;
+pub mod pick;
+pub mod plan;

@@ -103,6 +103,18 @@ impl SimCore {
         actions
     }
 
+    /// The truth events since the last call (or the last frame), in order.
+    pub fn take_events(&mut self) -> Vec<TruthEvent> {
+        let mut events = std::mem::take(&mut self.events);
+        events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.object_id.cmp(&b.object_id)));
+        events
+    }
+
+    /// Whether CNC `cnc`'s nozzle holds an object (its vacuum sensor).
+    pub fn holding(&self, cnc: usize) -> bool {
+        self.vacuum.holding(cnc).is_some()
+    }
+
     /// A nozzle sample from CNC `cnc`'s emulator.
     pub fn nozzle(&mut self, cnc: usize, s: NozzleSample) {
         let s = NozzleSample {
@@ -135,8 +147,7 @@ impl SimCore {
                 }
             })
             .collect();
-        let mut events = std::mem::take(&mut self.events);
-        events.sort_by(|a, b| a.t_s.total_cmp(&b.t_s).then(a.object_id.cmp(&b.object_id)));
+        let events = self.take_events();
         let truth = FrameTruth {
             frame: k,
             t_s: t,

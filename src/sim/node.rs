@@ -229,6 +229,11 @@ impl Cell {
         }
         let actions = self.core.advance_to(now_s);
         self.apply(actions);
+        for (i, b) in self.boards.iter().enumerate() {
+            if let Board::On(e) = b {
+                e.set_vacuum_sensor(self.core.holding(i));
+            }
+        }
         for i in 0..self.boards.len() {
             if let Board::Unplugged { until_s } = self.boards[i] {
                 if until_s <= now_s {

@@ -143,7 +143,7 @@ impl Vacuum {
                 };
                 // The object under the nozzle, if one is close enough.
                 let [nx, ny, nz] = s.tip_m;
-                let mut best: Option<(f64, u64, bool)> = None;
+                let mut best: Option<(f64, u64, bool)> = None; // (xy distance, id, touching)
                 for o in world.objects() {
                     if !matches!(o.place, Place::OnBelt { .. }) {
                         continue;
@@ -157,14 +157,17 @@ impl Vacuum {
                 }
                 let near = best.map(|(_, id, _)| id).or(near);
                 match best {
-                    Some((_, id, true)) if !failed => {
+                    Some((d, id, true)) if !failed => {
                         let since = match contact {
                             Some((c, since)) if c == id => since,
                             _ => s.t_s,
                         };
                         if s.t_s - since >= v.dwell_s {
                             world.hold(id, cnc, s.tip_m);
-                            out.push(event(EventKind::PickedUp, id, ""));
+                            // How far the nozzle was from the object's
+                            // centre as it took it: the intercept error.
+                            let detail = format!("xy offset {:.1} mm", d * 1000.0);
+                            out.push(event(EventKind::PickedUp, id, &detail));
                             let drop_at_s = self
                                 .rng
                                 .random_bool(v.drop_probability)

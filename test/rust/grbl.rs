@@ -433,3 +433,14 @@ fn dollar_dollar_lists_the_settings_and_dollar_i_the_buffers() {
         vec!["[VER:1.1h.20190830:]", "[OPT:V,15,128]", "ok"]
     );
 }
+
+/// The vacuum sensor on the probe input: `Pn:P` while something is held.
+#[test]
+fn the_probe_input_shows_as_pn_p_while_active() {
+    let mut b = Bench::idle();
+    assert!(!b.status().contains("Pn:"));
+    b.m.set_probe(true);
+    assert!(b.status().contains("|Pn:P>"), "{}", b.status());
+    b.m.set_probe(false);
+    assert!(!b.status().contains("Pn:"));
+}

@@ -192,6 +192,8 @@ pub struct Machine {
     feed_mm_min: Option<f64>,
     coolant: bool,
     spindle: bool,
+    /// The probe input (the project wires the vacuum sensor to it).
+    probe: bool,
     /// After ALARM:1/2: nothing is answered until 0x18.
     silent: bool,
     /// Stalled (no processing) until then.
@@ -232,6 +234,7 @@ impl Machine {
             feed_mm_min: None,
             coolant: false,
             spindle: false,
+            probe: false,
             silent: false,
             stall_until: now,
             banner_at: None,
@@ -289,6 +292,12 @@ impl Machine {
             self.wire.push_back((t, b));
         }
         self.wire_free_at = t;
+    }
+
+    /// Sets the probe input: reported as `Pn:P` while active (the cell's
+    /// vacuum sensor: something is held on the nozzle).
+    pub fn set_probe(&mut self, active: bool) {
+        self.probe = active;
     }
 
     /// Raises an unsolicited alarm (fault injection: 1 hard limit, 2 soft
@@ -952,6 +961,9 @@ impl Machine {
             (true, false) => s += "|A:S",
             (false, true) => s += "|A:F",
             _ => {}
+        }
+        if self.probe {
+            s += "|Pn:P";
         }
         s.push('>');
         s

@@ -17,6 +17,7 @@ const TICK: Duration = Duration::from_millis(1);
 /// What the simulator injects into a running board.
 enum Inject {
     Alarm(u8),
+    Probe(bool),
     /// Line noise written towards the host.
     Garbage(Vec<u8>),
 }
@@ -137,6 +138,7 @@ impl PtyEmulator {
             while let Ok(i) = inject_rx.try_recv() {
                 match i {
                     Inject::Alarm(code) => m.raise_alarm(now(), code),
+                    Inject::Probe(on) => m.set_probe(on),
                     Inject::Garbage(b) => noise.extend(b),
                 }
             }
@@ -176,6 +178,11 @@ impl PtyEmulator {
     /// Fault injection: an unsolicited ALARM:`code`.
     pub fn raise_alarm(&self, code: u8) {
         let _ = self.inject.send(Inject::Alarm(code));
+    }
+
+    /// The vacuum sensor on the probe input: something is held.
+    pub fn set_vacuum_sensor(&self, holding: bool) {
+        let _ = self.inject.send(Inject::Probe(holding));
     }
 
     /// Fault injection: bytes of line noise towards the host.
