@@ -237,10 +237,17 @@ impl Picker {
         // At the safe height, or higher if already higher, but inside the
         // workspace (a gantry parked at machine zero starts just outside).
         let z = safe_z.max(from_mm.z).min(self.workspace.max_mm[2]);
+        // Likewise the first leg's x and y: from just outside (machine
+        // zero), it steps inside first.
+        let w = &self.workspace;
+        let (x0, y0) = (
+            from_mm.x.clamp(w.min_mm[0], w.max_mm[0]),
+            from_mm.y.clamp(w.min_mm[1], w.max_mm[1]),
+        );
         let mut legs = Vec::new();
         let mut at = from_mm;
         for p in [
-            Vector3::new(from_mm.x, from_mm.y, z),
+            Vector3::new(x0, y0, z),
             Vector3::new(to_mm.x, to_mm.y, z),
             to_mm,
         ] {

@@ -5,7 +5,6 @@ use super::source::Wanted;
 use crate::kit::lifecycle::Recovery;
 use crate::kit::node::{KitParams, HEARTBEAT_SPEC};
 use crate::kit::params::{NodeParams, Spec};
-use crate::kit::retry::{Backoff, RetryPolicy};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -132,17 +131,10 @@ impl KitParams for CameraParams {
         Duration::from_secs_f64(self.heartbeat_period_s)
     }
     fn recovery(&self) -> Recovery {
-        if self.reconnect_attempts == 0 {
-            return Recovery::Stay;
-        }
-        Recovery::Reactivate(RetryPolicy {
-            max_attempts: self.reconnect_attempts as u32,
-            backoff: Backoff {
-                initial: Duration::from_secs_f64(self.reconnect_initial_s),
-                multiplier: 2.0,
-                max: Duration::from_secs_f64(self.reconnect_max_s),
-                jitter: 0.0,
-            },
-        })
+        crate::kit::node::reconnect(
+            self.reconnect_attempts,
+            Duration::from_secs_f64(self.reconnect_initial_s),
+            Duration::from_secs_f64(self.reconnect_max_s),
+        )
     }
 }

@@ -44,6 +44,24 @@ pub const HEARTBEAT_SPEC: crate::kit::params::Spec = crate::kit::params::Spec::n
 )
 .range(0.01, 60.0);
 
+/// After a fault: configure and activate again up to `attempts` times,
+/// backing off from `initial` doubling to `max` (0 attempts: stay in
+/// error for the manager or an operator).
+pub fn reconnect(attempts: i64, initial: Duration, max: Duration) -> Recovery {
+    if attempts <= 0 {
+        return Recovery::Stay;
+    }
+    Recovery::Reactivate(crate::kit::retry::RetryPolicy {
+        max_attempts: attempts as u32,
+        backoff: crate::kit::retry::Backoff {
+            initial,
+            multiplier: 2.0,
+            max,
+            jitter: 0.0,
+        },
+    })
+}
+
 /// Parameters every node has.
 pub trait KitParams: NodeParams {
     fn heartbeat_period(&self) -> Duration;

@@ -2,5 +2,7 @@
 //! over a serial port.
 
 pub mod grbl;
+pub mod node;
+pub mod params;
 pub mod pick;
 pub mod plan;

@@ -1,0 +1,810 @@
+//! The motion controller node `cnc_<id>`: the r2r shell around the GRBL
+//! client, the pick planner and the pick executor.
+//!
+//! - configure: open the port, soft reset and wait for the banner, check
+//!   `$$` against the params, home with `$H` where homing is enabled, set
+//!   absolute millimetres, park at the safe height.
+//! - activate: a new epoch from the state manager; picks are accepted.
+//! - deactivate: no new picks; the current one finishes (bounded) or is
+//!   stopped with a feed hold and a reset.
+//! - a fault (alarm, the port closing, a line unanswered): feed hold, reset
+//!   (vacuum off), the pick's object to MISSED, and the lifecycle's error
+//!   transition (the kit reconnects with backoff).
+//!
+//! Services: `cnc_<id>/estop` (std_srvs/Trigger: feed hold, reset, error)
+//! and `cnc_<id>/unlock` (`$X`, only ever sent from here). Action:
+//! `cnc_<id>/pick` (PickObject). Topics: `cnc_<id>/status` (CncStatus),
+//! `pick_results` (PickResult).
+
+use super::grbl::client::{rt, Answer, ClientConfig, Event, Grbl};
+use super::grbl::reply::Reply;
+use super::params::{settings_mismatches, MotionParams};
+use super::pick::{pick, Clock, Done, Job, Outcome, PickError};
+use super::plan::Phase;
+use crate::kinematics::Trajectory;
+use crate::kit::breaker::BreakerConfig;
+use crate::kit::call::Caller;
+use crate::kit::health::Counters;
+use crate::kit::lifecycle::{ActiveGate, Faults, LifecyclePublisher, Steps};
+use crate::kit::node::{self, NodeContext};
+use crate::kit::params::Params;
+use crate::kit::retry::{Backoff, DeadLetters, RetryPolicy};
+use crate::kit::spin::SharedNode;
+use crate::kit::time::{from_duration, to_duration, wall_now};
+use crate::kit::trace::trace_id;
+use crate::msgs::action::PickObject;
+use crate::msgs::msg as m;
+use crate::msgs::srv::{BeginEpoch, TransitionObject};
+use crate::state::lifecycle::ObjState;
+use futures::StreamExt;
+use nalgebra::Vector3;
+use r2r::QosProfile;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+pub const PICK_RESULTS_TOPIC: &str = "pick_results";
+pub const PICKS: &str = "picks";
+pub const PICKED: &str = "picked";
+pub const REJECTED: &str = "picks_rejected";
+pub const FAULTS: &str = "faults";
+
+/// What the node knows of its machine, shared by its tasks.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub grbl_state: String,
+    pub machine_mm: [f64; 3],
+    pub wco_mm: Option<[f64; 3]>,
+    pub vacuum_on: bool,
+    pub holding: bool,
+    pub busy: bool,
+    pub current: [u8; 16],
+    pub epoch: u64,
+    pub alarm: u16,
+    pub last_error: String,
+    /// The last e-stop: service call to feed-hold byte written, s.
+    pub estop_latency_s: Option<f64>,
+}
+
+type SharedLive = Arc<Mutex<Live>>;
+
+fn lock(l: &SharedLive) -> std::sync::MutexGuard<'_, Live> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn seconds(t: &r2r::builtin_interfaces::msg::Time) -> f64 {
+    to_duration(t).as_secs_f64()
+}
+
+fn wall_s() -> f64 {
+    seconds(&wall_now())
+}
+
+/// Runs `fut` to completion on a runtime of its own, on a thread of its
+/// own: lifecycle steps are synchronous, and configure waits on the board.
+fn block_on<T: Send>(fut: impl std::future::Future<Output = T> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(fut))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the configure thread panicked"))?
+    })
+}
+
+/// Streams lines and waits for the last; each bounded.
+async fn run_lines(g: &Grbl, lines: &[String], timeout: Duration) -> anyhow::Result<()> {
+    for l in lines {
+        match g.send_within(l, timeout).await? {
+            Answer::Ok => {}
+            Answer::Error(c) => anyhow::bail!(
+                "{}: {l:?} refused: error:{c} ({})",
+                g.path(),
+                super::grbl::reply::error_text(c)
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// configure's conversation with the board.
+async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Result<()> {
+    let response = Duration::from_secs_f64(p.grbl_command_response_s);
+    let version = g
+        .soft_reset(Duration::from_secs_f64(p.banner_timeout_s))
+        .await?;
+    tracing::info!(cnc = %p.cnc_id, port = %p.port, %version, "GRBL answered");
+    let board = g.settings().await?;
+    let wrong = settings_mismatches(&p.expected_settings(), &board);
+    if !wrong.is_empty() {
+        anyhow::bail!(
+            "{}: the board's settings differ: {}",
+            p.port,
+            wrong.join("; ")
+        );
+    }
+    if p.homing {
+        run_lines(
+            g,
+            &["$H".into()],
+            Duration::from_secs_f64(p.homing_timeout_s),
+        )
+        .await?;
+    }
+    run_lines(g, &["G90 G21 G94".into(), "M9".into()], response).await?;
+    // Where it is: the next status report.
+    let mut events = g.subscribe();
+    g.realtime(rt::STATUS)?;
+    let at = tokio::time::timeout(response, async {
+        loop {
+            if let Ok(Event::Line(Reply::Status(s))) = events.recv().await {
+                if let Some(mm) = s.machine_mm(None) {
+                    return mm;
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("{}: no status report within {response:?}", p.port))?;
+    // Park: mid-window, at the safe height.
+    let picker = p.picker();
+    let park_m = Vector3::new(
+        (p.reach_x_min_m + p.reach_x_max_m) / 2.0,
+        p.park_y_m,
+        p.safe_z_m,
+    );
+    let park = picker.frame.to_machine_mm(park_m);
+    picker.workspace.check(park)?;
+    let mut lines = Vec::new();
+    let mut from = Vector3::from(at);
+    let mut total_s = 0.0;
+    for leg in picker.travel_legs(from, park) {
+        picker.workspace.check(leg)?;
+        total_s += picker
+            .limits
+            .move_time_s(from, leg, picker.limits.rapid_mm_per_min());
+        lines.push(format!("G0 X{:.3} Y{:.3} Z{:.3}", leg.x, leg.y, leg.z));
+        from = leg;
+    }
+    lines.push("G4 P0".into());
+    run_lines(g, &lines, response + Duration::from_secs_f64(total_s * 2.0)).await?;
+    lock(live).machine_mm = [park.x, park.y, park.z];
+    Ok(())
+}
+
+/// Keeps `live` up to date from the board's reports; reports faults.
+fn watch(g: &Grbl, live: SharedLive, faults: Faults, gate: ActiveGate) -> JoinHandle<()> {
+    let mut events = g.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let e = match events.recv().await {
+                Ok(e) => e,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            let mut l = lock(&live);
+            match e {
+                Event::Line(Reply::Status(s)) => {
+                    if let Some(st) = s.state {
+                        l.grbl_state = st.label();
+                    }
+                    if s.wco_mm.is_some() {
+                        l.wco_mm = s.wco_mm;
+                    }
+                    if let Some(mm) = s.machine_mm(l.wco_mm) {
+                        l.machine_mm = mm;
+                    }
+                    let acc = s.accessories.unwrap_or_default();
+                    l.vacuum_on = acc.contains('F') || acc.contains('S');
+                    l.holding = s.pins.is_some_and(|p| p.contains('P'));
+                }
+                Event::Line(Reply::Alarm(code)) => {
+                    l.alarm = code as u16;
+                    l.last_error =
+                        format!("ALARM:{code} ({})", super::grbl::reply::alarm_text(code));
+                    if gate.is_open() {
+                        faults.raise(l.last_error.clone());
+                    }
+                }
+                Event::Line(Reply::Garbage { line, why }) => {
+                    tracing::warn!(line = %line.escape_debug(), "GRBL sent line noise: {why}");
+                }
+                Event::Line(Reply::Msg(msg)) => tracing::info!("GRBL: [MSG:{msg}]"),
+                Event::Disconnected(why) => {
+                    l.last_error = format!("the port closed: {why}");
+                    if gate.is_open() {
+                        faults.raise(l.last_error.clone());
+                    }
+                }
+                Event::Line(_) => {}
+            }
+        }
+    })
+}
+
+/// Everything a pick needs, cloned into its task.
+#[derive(Clone)]
+struct Ctx {
+    g: Arc<Grbl>,
+    p: MotionParams,
+    live: SharedLive,
+    faults: Faults,
+    counters: Counters,
+    transition: Arc<Caller<TransitionObject::Service>>,
+}
+
+fn outcome_msg(v: u8) -> m::PickOutcome {
+    m::PickOutcome { value: v }
+}
+
+const PICKED_V: u8 = m::PickOutcome::PICKED as u8;
+const DROPPED_V: u8 = m::PickOutcome::DROPPED as u8;
+const MISSED_V: u8 = m::PickOutcome::MISSED as u8;
+const ABORTED_V: u8 = m::PickOutcome::ABORTED as u8;
+const REJECTED_V: u8 = m::PickOutcome::REJECTED as u8;
+const FAULT_V: u8 = m::PickOutcome::FAULT as u8;
+
+impl Ctx {
+    /// A transition of the picked object, with this CNC's epoch.
+    async fn transition(
+        &self,
+        object: [u8; 16],
+        from: ObjState,
+        to: ObjState,
+        reason: &str,
+    ) -> Result<(), String> {
+        let epoch = lock(&self.live).epoch;
+        let position = lock(&self.live).machine_mm;
+        let r = self
+            .transition
+            .call(|rid| {
+                let mut r = TransitionObject::Request {
+                    request_id: rid.into(),
+                    actor: format!("cnc_{}", self.p.cnc_id),
+                    cnc_id: self.p.cnc_id.clone(),
+                    epoch,
+                    reason: reason.into(),
+                    belt_position_m: self.p.picker().frame.to_belt_m(Vector3::from(position)).x,
+                    ..Default::default()
+                };
+                r.object_id.uuid = object.to_vec();
+                r.expected_state.id = from.id();
+                r.new_state.id = to.id();
+                r.stamp = wall_now();
+                r
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.accepted {
+            Ok(())
+        } else {
+            Err(r.error)
+        }
+    }
+
+    /// Carries out one accepted goal; returns its result, and the
+    /// PickResult to publish (None if it never started).
+    async fn run(
+        &self,
+        goal: &PickObject::Goal,
+        feedback: impl Fn(u8, f64),
+    ) -> (PickObject::Result, Option<m::PickResult>) {
+        let t0 = Instant::now();
+        let object: [u8; 16] = goal.object_id.uuid.clone().try_into().unwrap_or([0; 16]);
+        let trace = trace_id(&object);
+        let mut result = PickObject::Result::default();
+        self.counters.add(PICKS, 1);
+        if let Err(e) = self
+            .transition(
+                object,
+                ObjState::Assigned,
+                ObjState::Picking,
+                "pick started",
+            )
+            .await
+        {
+            tracing::warn!(trace_id = %trace, "pick not started: {e}");
+            result.outcome = outcome_msg(REJECTED_V);
+            result.error = format!("the state manager refused PICKING: {e}");
+            return (result, None);
+        }
+        let job = Job {
+            traj: Trajectory {
+                x_m: goal.position.point.x,
+                y_m: goal.position.point.y,
+                t0_s: seconds(&goal.position.header.stamp),
+                vx_mps: goal.velocity.x,
+            },
+            height_m: goal.position.point.z,
+            bin_m: self.p.bin_for(&goal.class_id).unwrap_or_default(),
+            belt_mps: goal.velocity.x,
+            release_dwell_s: self.p.release_dwell_s,
+        };
+        let from = Vector3::from(lock(&self.live).machine_mm);
+        self.g
+            .set_poll_period(Duration::from_secs_f64(self.p.poll_busy_s));
+        let now = wall_s;
+        let clock = Clock {
+            now_s: &now,
+            time_scale: 1.0,
+        };
+        let response = Duration::from_secs_f64(self.p.grbl_command_response_s);
+        let contact_at = std::sync::Mutex::new(0.0);
+        let r = pick(
+            &self.g,
+            &self.p.picker(),
+            from,
+            &job,
+            &clock,
+            response,
+            |ph| {
+                let code = match ph {
+                    Phase::Approach => PickObject::Feedback::PHASE_PREPOSITION as u8,
+                    Phase::Contact => PickObject::Feedback::PHASE_DESCEND as u8,
+                    Phase::Carry => PickObject::Feedback::PHASE_CARRY as u8,
+                };
+                feedback(
+                    code,
+                    (*contact_at.lock().unwrap_or_else(|e| e.into_inner()) - wall_s()).max(0.0),
+                );
+            },
+        )
+        .await;
+        self.g
+            .set_poll_period(Duration::from_secs_f64(self.p.poll_idle_s));
+        let (to, outcome, error) = match &r {
+            Ok(Done {
+                outcome,
+                at_mm,
+                intercept,
+            }) => {
+                lock(&self.live).machine_mm = [at_mm.x, at_mm.y, at_mm.z];
+                result.pick_time =
+                    from_duration(Duration::from_secs_f64(intercept.contact_at_s.max(0.0)));
+                match outcome {
+                    Outcome::Picked => (ObjState::Picked, PICKED_V, String::new()),
+                    Outcome::Dropped => {
+                        (ObjState::Dropped, DROPPED_V, "lost after the grip".into())
+                    }
+                    Outcome::Missed => (
+                        ObjState::Missed,
+                        MISSED_V,
+                        "nothing on the nozzle after the ride".into(),
+                    ),
+                }
+            }
+            Err(e @ (PickError::Late { .. } | PickError::Unreachable(_))) => {
+                (ObjState::Missed, ABORTED_V, e.to_string())
+            }
+            Err(e @ PickError::Plan(_)) => (ObjState::Missed, REJECTED_V, e.to_string()),
+            Err(e) => {
+                // A machine fault mid-pick: stop it, vacuum off (a reset
+                // does both), and let the lifecycle take over.
+                let _ = self.g.realtime(rt::FEED_HOLD);
+                let _ = self.g.realtime(rt::SOFT_RESET);
+                self.counters.add(FAULTS, 1);
+                self.faults.raise(format!("pick of {trace}: {e}"));
+                (ObjState::Missed, FAULT_V, e.to_string())
+            }
+        };
+        if outcome == PICKED_V {
+            self.counters.add(PICKED, 1);
+        }
+        if let Err(e) = self.transition(object, ObjState::Picking, to, &error).await {
+            tracing::error!(trace_id = %trace, "recording {to}: {e}");
+        }
+        tracing::info!(trace_id = %trace, outcome = outcome, "{}", if error.is_empty() { "picked" } else { &error });
+        result.outcome = outcome_msg(outcome);
+        result.cycle_time_s = t0.elapsed().as_secs_f64();
+        result.error = error.clone();
+        let mut pr = m::PickResult {
+            object_id: goal.object_id.clone(),
+            cnc_id: self.p.cnc_id.clone(),
+            epoch: lock(&self.live).epoch,
+            outcome: result.outcome.clone(),
+            pick_time: result.pick_time.clone(),
+            cycle_time_s: result.cycle_time_s,
+            error: result.error.clone(),
+            ..Default::default()
+        };
+        pr.header.stamp = wall_now();
+        (result, Some(pr))
+    }
+}
+
+/// An accepted goal's handle, moved into the task that carries it out.
+/// r2r's handle is not `Send` only because it holds a `Weak` to a `dyn`
+/// server without a `Send` bound; every method locks that server's
+/// `Mutex` (r2r declares its goal requests `Send` on the same grounds).
+struct GoalHandle(r2r::ActionServerGoal<PickObject::Action>);
+
+impl GoalHandle {
+    fn feedback(&self, phase: u8, eta_s: f64) {
+        let _ = self
+            .0
+            .publish_feedback(PickObject::Feedback { phase, eta_s });
+    }
+}
+
+// SAFETY: see above: all access to the shared server goes through its Mutex.
+unsafe impl Send for GoalHandle {}
+// SAFETY: as for Send.
+unsafe impl Sync for GoalHandle {}
+
+/// Whether a goal may be accepted now, or why not.
+pub fn check_goal(
+    goal: &PickObject::Goal,
+    p: &MotionParams,
+    live: &Live,
+    from_mm: Vector3<f64>,
+    now_s: f64,
+) -> Result<(), String> {
+    if live.busy {
+        return Err("busy with another pick".into());
+    }
+    if goal.epoch != live.epoch {
+        return Err(format!(
+            "stale epoch {} (this CNC's is {})",
+            goal.epoch, live.epoch
+        ));
+    }
+    if goal.object_id.uuid.len() != 16 {
+        return Err(format!(
+            "object_id has {} bytes; a UUID has 16",
+            goal.object_id.uuid.len()
+        ));
+    }
+    let pt = &goal.position.point;
+    if ![pt.x, pt.y, pt.z, goal.velocity.x]
+        .iter()
+        .all(|v| v.is_finite())
+    {
+        return Err("position or velocity is not a finite number".into());
+    }
+    if p.bin_for(&goal.class_id).is_none() {
+        return Err(format!("no bin for class {:?} on this CNC", goal.class_id));
+    }
+    let traj = Trajectory {
+        x_m: pt.x,
+        y_m: pt.y,
+        t0_s: seconds(&goal.position.header.stamp),
+        vx_mps: goal.velocity.x,
+    };
+    let i = p
+        .picker()
+        .intercept(&traj, pt.z, from_mm, now_s)
+        .map_err(|e| format!("cannot reach it: {e}"))?;
+    let deadline = seconds(&goal.deadline);
+    if deadline > 0.0 && i.contact_at_s > deadline {
+        return Err(format!(
+            "the earliest contact ({:.3} s) is after the deadline ({deadline:.3} s)",
+            i.contact_at_s
+        ));
+    }
+    if i.contact_at_s - now_s > p.motion_wait_for_trigger_s {
+        return Err(format!(
+            "the object reaches its pick point in {:.1} s, over motion_wait_for_trigger_s",
+            i.contact_at_s - now_s
+        ));
+    }
+    Ok(())
+}
+
+pub struct MotionNode {
+    node: SharedNode,
+    gate: ActiveGate,
+    params: Params<MotionParams>,
+    faults: Faults,
+    counters: Counters,
+    live: SharedLive,
+    grbl: Option<Arc<Grbl>>,
+    configured_tasks: Vec<JoinHandle<()>>,
+    active_tasks: Vec<JoinHandle<()>>,
+}
+
+impl MotionNode {
+    pub fn new(c: &NodeContext<MotionParams>) -> Self {
+        MotionNode {
+            node: c.node.clone(),
+            gate: c.gate.clone(),
+            params: c.params.clone(),
+            faults: c.faults.clone(),
+            counters: c.counters.clone(),
+            live: Default::default(),
+            grbl: None,
+            configured_tasks: Vec::new(),
+            active_tasks: Vec::new(),
+        }
+    }
+
+    fn prefix(&self) -> String {
+        format!("cnc_{}", self.params.get().cnc_id)
+    }
+
+    fn close(&mut self) {
+        for t in self
+            .active_tasks
+            .drain(..)
+            .chain(self.configured_tasks.drain(..))
+        {
+            t.abort();
+        }
+        if let Some(g) = self.grbl.take() {
+            // Vacuum off and motion stopped before the port closes.
+            let _ = g.realtime(rt::FEED_HOLD);
+            let _ = g.realtime(rt::SOFT_RESET);
+        }
+    }
+}
+
+impl Drop for MotionNode {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Steps for MotionNode {
+    fn configure(&mut self) -> anyhow::Result<()> {
+        let p = self.params.get();
+        let mut c = ClientConfig::new(&p.port);
+        c.baud = p.baud as u32;
+        c.response_timeout = Duration::from_secs_f64(p.grbl_command_response_s);
+        c.poll_period = Duration::from_secs_f64(p.poll_idle_s);
+        let g = Arc::new(Grbl::open(c)?);
+        *lock(&self.live) = Live::default();
+        let live = self.live.clone();
+        let (g2, p2) = (g.clone(), p.clone());
+        block_on(async move { bring_up(&g2, &p2, &live).await })??;
+        self.configured_tasks.push(watch(
+            &g,
+            self.live.clone(),
+            self.faults.clone(),
+            self.gate.clone(),
+        ));
+        // E-stop and unlock work whenever the port is open.
+        let prefix = self.prefix();
+        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut estop = n.create_service::<r2r::std_srvs::srv::Trigger::Service>(
+            &format!("{prefix}/estop"),
+            QosProfile::services_default(),
+        )?;
+        let mut unlock = n.create_service::<r2r::std_srvs::srv::Trigger::Service>(
+            &format!("{prefix}/unlock"),
+            QosProfile::services_default(),
+        )?;
+        drop(n);
+        {
+            let (g, live, faults) = (g.clone(), self.live.clone(), self.faults.clone());
+            self.configured_tasks.push(tokio::spawn(async move {
+                while let Some(req) = estop.next().await {
+                    let t0 = Instant::now();
+                    let held = g.realtime(rt::FEED_HOLD);
+                    let latency = t0.elapsed().as_secs_f64();
+                    let _ = g.realtime(rt::SOFT_RESET);
+                    {
+                        let mut l = lock(&live);
+                        l.estop_latency_s = Some(latency);
+                        l.last_error = "e-stop".into();
+                    }
+                    faults.raise("e-stop: feed hold and reset sent");
+                    let resp = r2r::std_srvs::srv::Trigger::Response {
+                        success: held.is_ok(),
+                        message: match held {
+                            Ok(()) => format!(
+                                "feed hold written {:.3} ms after the call; reset sent",
+                                latency * 1e3
+                            ),
+                            Err(e) => format!("could not write the feed hold: {e}"),
+                        },
+                    };
+                    let _ = req.respond(resp);
+                }
+            }));
+        }
+        {
+            let (g, response) = (
+                g.clone(),
+                Duration::from_secs_f64(p.grbl_command_response_s),
+            );
+            self.configured_tasks.push(tokio::spawn(async move {
+                while let Some(req) = unlock.next().await {
+                    tracing::warn!("unlock ($X) requested by an operator");
+                    let (success, message) = match g.send_within("$X", response).await {
+                        Ok(Answer::Ok) => (
+                            true,
+                            "unlocked ($X): re-home before trusting positions".into(),
+                        ),
+                        Ok(Answer::Error(c)) => (false, format!("$X refused: error:{c}")),
+                        Err(e) => (false, e.to_string()),
+                    };
+                    let _ = req.respond(r2r::std_srvs::srv::Trigger::Response { success, message });
+                }
+            }));
+        }
+        self.grbl = Some(g);
+        Ok(())
+    }
+
+    fn activate(&mut self) -> anyhow::Result<()> {
+        let p = self.params.get();
+        let g = self
+            .grbl
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("not configured"))?;
+        let prefix = self.prefix();
+        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::default(),
+        };
+        let timeout = Duration::from_secs_f64(p.state_call_timeout_s);
+        let breaker = BreakerConfig {
+            failure_threshold: 5,
+            open_for: Duration::from_secs(5),
+        };
+        let begin = Caller::<BeginEpoch::Service>::new(
+            &mut n,
+            crate::state::node::EPOCH_SERVICE,
+            timeout,
+            policy,
+            breaker,
+            DeadLetters::in_memory(),
+            1,
+        )?;
+        let transition = Arc::new(Caller::<TransitionObject::Service>::new(
+            &mut n,
+            crate::state::node::TRANSITION_SERVICE,
+            timeout,
+            policy,
+            breaker,
+            DeadLetters::in_memory(),
+            2,
+        )?);
+        let status = LifecyclePublisher::new(
+            n.create_publisher::<m::CncStatus>(
+                &format!("{prefix}/status"),
+                QosProfile::default().keep_last(10),
+            )?,
+            self.gate.clone(),
+        );
+        let results = LifecyclePublisher::new(
+            n.create_publisher::<m::PickResult>(
+                PICK_RESULTS_TOPIC,
+                QosProfile::default().reliable().keep_last(100),
+            )?,
+            self.gate.clone(),
+        );
+        let mut goals = n.create_action_server::<PickObject::Action>(&format!("{prefix}/pick"))?;
+        drop(n);
+        let cnc_id = p.cnc_id.clone();
+        let epoch = block_on(async move {
+            begin
+                .call(|_| BeginEpoch::Request {
+                    cnc_id: cnc_id.clone(),
+                    actor: format!("cnc_{cnc_id}"),
+                })
+                .await
+        })??;
+        if !epoch.accepted {
+            anyhow::bail!("the state manager refused a new epoch: {}", epoch.error);
+        }
+        lock(&self.live).epoch = epoch.epoch;
+        tracing::info!(cnc = %p.cnc_id, epoch = epoch.epoch, "active");
+
+        let ctx = Ctx {
+            g: g.clone(),
+            p: p.clone(),
+            live: self.live.clone(),
+            faults: self.faults.clone(),
+            counters: self.counters.clone(),
+            transition,
+        };
+        self.active_tasks.push(tokio::spawn(async move {
+            while let Some(req) = goals.next().await {
+                let from = Vector3::from(lock(&ctx.live).machine_mm);
+                let verdict = {
+                    let l = lock(&ctx.live);
+                    check_goal(&req.goal, &ctx.p, &l, from, wall_s())
+                };
+                if let Err(why) = verdict {
+                    ctx.counters.add(REJECTED, 1);
+                    tracing::info!(trace_id = %req.goal.object_id.uuid.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()).map(|b| trace_id(&b)).unwrap_or_default(), "pick rejected: {why}");
+                    let _ = req.reject();
+                    continue;
+                }
+                let goal = req.goal.clone();
+                let Ok((handle, _cancel)) = req.accept() else {
+                    continue;
+                };
+                let mut handle = GoalHandle(handle);
+                {
+                    let mut l = lock(&ctx.live);
+                    l.busy = true;
+                    l.current = goal.object_id.uuid.clone().try_into().unwrap_or([0; 16]);
+                }
+                let (ctx2, results) = (ctx.clone(), results.clone());
+                tokio::spawn(async move {
+                    let (result, published) = ctx2.run(&goal, |ph, eta| handle.feedback(ph, eta)).await;
+                    if let Some(pr) = published {
+                        let _ = results.publish(&pr);
+                    }
+                    {
+                        let mut l = lock(&ctx2.live);
+                        l.busy = false;
+                        l.current = [0; 16];
+                    }
+                    let ok = matches!(result.outcome.value, PICKED_V | DROPPED_V | MISSED_V);
+                    let _ = if ok {
+                        handle.0.succeed(result)
+                    } else {
+                        handle.0.abort(result)
+                    };
+                });
+            }
+        }));
+        {
+            let (live, cnc_id, picker) = (self.live.clone(), p.cnc_id.clone(), p.picker());
+            let period = Duration::from_secs_f64(p.status_period_s);
+            self.active_tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tick.tick().await;
+                    let l = lock(&live).clone();
+                    let belt = picker.frame.to_belt_m(Vector3::from(l.machine_mm));
+                    let mut s = m::CncStatus {
+                        cnc_id: cnc_id.clone(),
+                        lifecycle_state: 3,
+                        grbl_state: l.grbl_state.clone(),
+                        position_machine_mm: l.machine_mm.to_vec(),
+                        vacuum_on: l.vacuum_on,
+                        busy: l.busy,
+                        epoch: l.epoch,
+                        alarm: l.alarm,
+                        last_error: l.last_error.clone(),
+                        queue_depth: l.busy as u32,
+                        ..Default::default()
+                    };
+                    s.position_belt.x = belt.x;
+                    s.position_belt.y = belt.y;
+                    s.position_belt.z = belt.z;
+                    s.current_object.uuid = l.current.to_vec();
+                    s.header.stamp = wall_now();
+                    s.header.frame_id = "belt".into();
+                    let _ = status.publish(&s);
+                }
+            }));
+        }
+        Ok(())
+    }
+
+    fn deactivate(&mut self) -> anyhow::Result<()> {
+        // No new goals; a pick in progress is given its own bound to finish.
+        for t in self.active_tasks.drain(..) {
+            t.abort();
+        }
+        let deadline =
+            Instant::now() + Duration::from_secs_f64(self.params.get().motion_wait_for_trigger_s);
+        while lock(&self.live).busy && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if lock(&self.live).busy {
+            if let Some(g) = &self.grbl {
+                let _ = g.realtime(rt::FEED_HOLD);
+                let _ = g.realtime(rt::SOFT_RESET);
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        self.close();
+    }
+}
+
+/// A motion controller's `main`.
+pub fn main() {
+    node::main::<MotionParams, _, _>("cnc_1", "/cell", |c| Ok(MotionNode::new(c)))
+}
