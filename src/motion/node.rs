@@ -381,10 +381,9 @@ impl Ctx {
             }
             Err(e @ PickError::Plan(_)) => (ObjState::Missed, REJECTED_V, e.to_string()),
             Err(e) => {
-                // A machine fault mid-pick: stop it, vacuum off (a reset
-                // does both), and let the lifecycle take over.
-                let _ = self.g.realtime(rt::FEED_HOLD);
-                let _ = self.g.realtime(rt::SOFT_RESET);
+                // A machine fault mid-pick: stop it keeping the position,
+                // vacuum off (the reset), and let the lifecycle take over.
+                self.g.stop_safely(super::grbl::client::STOP_WAIT).await;
                 self.counters.add(FAULTS, 1);
                 self.faults.raise(format!("pick of {trace}: {e}"));
                 (ObjState::Missed, FAULT_V, e.to_string())
@@ -583,7 +582,8 @@ impl Steps for MotionNode {
                     let t0 = Instant::now();
                     let held = g.realtime(rt::FEED_HOLD);
                     let latency = t0.elapsed().as_secs_f64();
-                    let _ = g.realtime(rt::SOFT_RESET);
+                    // Then at rest (position kept), the reset: vacuum off.
+                    g.stop_safely(super::grbl::client::STOP_WAIT).await;
                     {
                         let mut l = lock(&live);
                         l.estop_latency_s = Some(latency);
@@ -791,9 +791,8 @@ impl Steps for MotionNode {
             std::thread::sleep(Duration::from_millis(20));
         }
         if lock(&self.live).busy {
-            if let Some(g) = &self.grbl {
-                let _ = g.realtime(rt::FEED_HOLD);
-                let _ = g.realtime(rt::SOFT_RESET);
+            if let Some(g) = self.grbl.clone() {
+                block_on(async move { g.stop_safely(super::grbl::client::STOP_WAIT).await })?;
             }
         }
         Ok(())

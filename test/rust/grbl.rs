@@ -444,3 +444,13 @@ fn the_probe_input_shows_as_pn_p_while_active() {
     b.m.set_probe(false);
     assert!(!b.status().contains("Pn:"));
 }
+
+/// Fault injection: one line refused, the ones after it still executed.
+#[test]
+fn an_injected_error_refuses_just_the_next_line() {
+    let mut b = Bench::idle();
+    b.m.set_probe(false);
+    b.m.fail_next_line(20);
+    assert_eq!(b.cmd("G90"), "error:20\r\n");
+    assert_eq!(b.cmd("G90"), "ok\r\n");
+}

@@ -27,6 +27,9 @@ pub mod rt {
 
 /// How long one read of the port may block.
 const READ_SLICE: Duration = Duration::from_millis(2);
+/// How long a safe stop waits for the machine to come to rest before the
+/// reset.
+pub const STOP_WAIT: Duration = Duration::from_secs(1);
 /// A line longer than this without a newline is noise.
 const MAX_INCOMING: usize = 256;
 
@@ -68,7 +71,9 @@ pub enum GrblError {
     Io { path: String, why: String },
     #[error(transparent)]
     Line(#[from] LineError),
-    #[error("{path}: {line:?} got no reply within {timeout_ms} ms; sent feed hold and soft reset")]
+    #[error(
+        "{path}: {line:?} got no reply within {timeout_ms} ms; stopped with feed hold, then reset"
+    )]
     Timeout {
         path: String,
         line: String,
@@ -377,6 +382,40 @@ impl Grbl {
         Ok(())
     }
 
+    /// Stops the machine keeping its position, then resets (which drops
+    /// everything queued and turns spindle and coolant, the vacuum, off):
+    /// feed hold now, then the reset once a report says it has stopped
+    /// (Hold:0, Idle or Alarm), or after `wait` at most. A reset while
+    /// still moving would lose the position (ALARM:3).
+    pub async fn stop_safely(&self, wait: Duration) {
+        let mut events = self.subscribe();
+        let _ = self.realtime(rt::FEED_HOLD);
+        let stopped = async {
+            loop {
+                let _ = self.realtime(rt::STATUS);
+                let poll = tokio::time::sleep(Duration::from_millis(20));
+                tokio::pin!(poll);
+                loop {
+                    tokio::select! {
+                        e = events.recv() => match e {
+                            Ok(Event::Line(Reply::Status(s))) => {
+                                use super::reply::MachineState as M;
+                                if matches!(s.state, Some(M::Hold(0) | M::Idle | M::Alarm)) {
+                                    return;
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return,
+                            _ => {}
+                        },
+                        _ = &mut poll => break,
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(wait, stopped).await;
+        let _ = self.realtime(rt::SOFT_RESET);
+    }
+
     /// Sets the status polling period (faster while picking).
     pub fn set_poll_period(&self, period: Duration) {
         let _ = self.cmds.send(Cmd::PollPeriod(period));
@@ -407,8 +446,7 @@ impl Grbl {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(closed()),
             Err(_) => {
-                let _ = self.realtime(rt::FEED_HOLD);
-                let _ = self.realtime(rt::SOFT_RESET);
+                self.stop_safely(STOP_WAIT).await;
                 Err(GrblError::Timeout {
                     path: self.config.path.clone(),
                     line: line.into(),

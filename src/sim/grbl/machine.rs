@@ -194,6 +194,8 @@ pub struct Machine {
     spindle: bool,
     /// The probe input (the project wires the vacuum sensor to it).
     probe: bool,
+    /// Fault injection: the next line is refused with this error code.
+    fail_next: Option<u8>,
     /// After ALARM:1/2: nothing is answered until 0x18.
     silent: bool,
     /// Stalled (no processing) until then.
@@ -235,6 +237,7 @@ impl Machine {
             coolant: false,
             spindle: false,
             probe: false,
+            fail_next: None,
             silent: false,
             stall_until: now,
             banner_at: None,
@@ -298,6 +301,12 @@ impl Machine {
     /// vacuum sensor: something is held on the nozzle).
     pub fn set_probe(&mut self, active: bool) {
         self.probe = active;
+    }
+
+    /// Fault injection: the next line is answered `error:code` and not
+    /// executed (the lines after it still are, as grbl does).
+    pub fn fail_next_line(&mut self, code: u8) {
+        self.fail_next = Some(code);
     }
 
     /// Raises an unsolicited alarm (fault injection: 1 hard limit, 2 soft
@@ -564,6 +573,11 @@ impl Machine {
             let raw: Vec<u8> = self.rx.drain(..=nl).collect();
             let text = String::from_utf8_lossy(&raw);
             let line = gcode::significant(text.trim_end_matches(['\r', '\n']));
+            if let Some(code) = self.fail_next.take() {
+                // Fault injection: this line is refused as if malformed.
+                self.say(&format!("error:{code}"));
+                continue;
+            }
             match self.execute(&line, t) {
                 Ok(Some(())) => self.say("ok"),
                 Ok(None) => {} // answered later (sync, homing) or already answered

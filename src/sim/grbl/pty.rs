@@ -18,6 +18,7 @@ const TICK: Duration = Duration::from_millis(1);
 enum Inject {
     Alarm(u8),
     Probe(bool),
+    FailNext(u8),
     /// Line noise written towards the host.
     Garbage(Vec<u8>),
 }
@@ -139,6 +140,7 @@ impl PtyEmulator {
                 match i {
                     Inject::Alarm(code) => m.raise_alarm(now(), code),
                     Inject::Probe(on) => m.set_probe(on),
+                    Inject::FailNext(code) => m.fail_next_line(code),
                     Inject::Garbage(b) => noise.extend(b),
                 }
             }
@@ -183,6 +185,11 @@ impl PtyEmulator {
     /// The vacuum sensor on the probe input: something is held.
     pub fn set_vacuum_sensor(&self, holding: bool) {
         let _ = self.inject.send(Inject::Probe(holding));
+    }
+
+    /// Fault injection: the next line is refused with `error:code`.
+    pub fn fail_next_line(&self, code: u8) {
+        let _ = self.inject.send(Inject::FailNext(code));
     }
 
     /// Fault injection: bytes of line noise towards the host.

@@ -44,11 +44,15 @@ pub struct PickCell {
 impl PickCell {
     /// The world and CNC 0's board, advanced together every 2 ms.
     pub fn start(p: SimParams, time_scale: f64) -> PickCell {
+        Self::start_with(p, time_scale, Config::default())
+    }
+
+    /// As `start`, with the board's timing.
+    pub fn start_with(p: SimParams, time_scale: f64, board: Config) -> PickCell {
         let cfg = p.config().unwrap();
         let clock = SimClock::new(time_scale);
-        let emu = Arc::new(
-            PtyEmulator::start_on(Config::default(), cfg.grbl_settings(0), clock, None).unwrap(),
-        );
+        let emu =
+            Arc::new(PtyEmulator::start_on(board, cfg.grbl_settings(0), clock, None).unwrap());
         let core = Arc::new(Mutex::new(SimCore::new(cfg)));
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
