@@ -10,6 +10,7 @@ pub mod belt;
 pub mod cell;
 pub mod faults;
 pub mod grbl;
+pub mod harness;
 pub mod node;
 pub mod params;
 pub mod record;

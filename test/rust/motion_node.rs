@@ -18,12 +18,12 @@ use cncpick::msgs::action::PickObject;
 use cncpick::msgs::msg::{CncStatus, PickOutcome};
 use cncpick::msgs::srv::{GetObject, RegisterObject, TransitionObject};
 use cncpick::sim::grbl::machine::Config;
+use cncpick::sim::harness::PickCell;
 use cncpick::sim::params::SimParams;
 use cncpick::sim::truth::EventKind;
 use cncpick::state::lifecycle::ObjState;
 use cncpick::state::node::StateNode;
 use cncpick::state::params::StateParams;
-use common::PickCell;
 use futures::StreamExt;
 use nalgebra::Vector3;
 use r2r::QosProfile;
@@ -75,7 +75,7 @@ impl Rig {
             cnc_homing: homing,
             ..SimParams::default()
         };
-        let cell = PickCell::start_with(sim, 1.0, board);
+        let cell = PickCell::start_with(sim, 1.0, board).unwrap();
         let ctx = r2r::Context::create().unwrap();
         let state = ServedNode::start(
             &ctx,
