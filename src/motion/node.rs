@@ -62,8 +62,6 @@ pub struct Live {
     pub epoch: u64,
     pub alarm: u16,
     pub last_error: String,
-    /// The last e-stop: service call to feed-hold byte written, s.
-    pub estop_latency_s: Option<f64>,
 }
 
 type SharedLive = Arc<Mutex<Live>>;
@@ -584,11 +582,7 @@ impl Steps for MotionNode {
                     let latency = t0.elapsed().as_secs_f64();
                     // Then at rest (position kept), the reset: vacuum off.
                     g.stop_safely(super::grbl::client::STOP_WAIT).await;
-                    {
-                        let mut l = lock(&live);
-                        l.estop_latency_s = Some(latency);
-                        l.last_error = "e-stop".into();
-                    }
+                    lock(&live).last_error = "e-stop".into();
                     faults.raise("e-stop: feed hold and reset sent");
                     let resp = r2r::std_srvs::srv::Trigger::Response {
                         success: held.is_ok(),

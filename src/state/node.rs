@@ -217,9 +217,42 @@ impl Keeper {
     /// published again).
     fn publish(&mut self, e: &Event) {
         self.committed_seq = self.committed_seq.max(e.seq);
+        if e.seq == self.published_seq + 1 && self.gate.is_open() {
+            // The usual case: the next one in order, already in hand.
+            self.send(e);
+        }
         self.catch_up();
     }
 
+    /// Publishes one event; false if it did not go out (tried again later,
+    /// in order).
+    fn send(&mut self, e: &Event) -> bool {
+        let vision_id = self
+            .store
+            .get(&e.object_id)
+            .ok()
+            .flatten()
+            .map(|r| r.seen.vision_id)
+            .unwrap_or_default();
+        match self.events.publish(&event_msg(e, &vision_id)) {
+            Ok(true) => {
+                self.published_seq = e.seq;
+                self.publish_failing = false;
+                true
+            }
+            Ok(false) => false,
+            Err(err) => {
+                // Said once until it works again.
+                if !self.publish_failing {
+                    tracing::error!(seq = e.seq, "state_manager: publishing an event: {err}");
+                }
+                self.publish_failing = true;
+                false
+            }
+        }
+    }
+
+    /// Publishes, from the store, what was committed but not yet published.
     fn catch_up(&mut self) {
         while self.published_seq < self.committed_seq && self.gate.is_open() && !self.stopping() {
             let batch = match self.store.events_after(self.published_seq, 1000) {
@@ -234,31 +267,8 @@ impl Keeper {
                 }
             };
             for e in &batch {
-                let vision_id = self
-                    .store
-                    .get(&e.object_id)
-                    .ok()
-                    .flatten()
-                    .map(|r| r.seen.vision_id)
-                    .unwrap_or_default();
-                match self.events.publish(&event_msg(e, &vision_id)) {
-                    Ok(true) => {
-                        self.published_seq = e.seq;
-                        self.publish_failing = false;
-                    }
-                    Ok(false) => return,
-                    Err(err) => {
-                        // Tried again on the next request or tick, in order;
-                        // said once until it works again.
-                        if !self.publish_failing {
-                            tracing::error!(
-                                seq = e.seq,
-                                "state_manager: publishing an event: {err}"
-                            );
-                        }
-                        self.publish_failing = true;
-                        return;
-                    }
+                if !self.send(e) {
+                    return;
                 }
             }
         }
@@ -288,8 +298,12 @@ impl Keeper {
 
     /// Retention, one batch at a time, between requests.
     fn housekeeping(&mut self, now_ns: i64) {
+        if now_ns < self.next_prune_ns && !self.prune_more {
+            return;
+        }
         let p = self.params.get();
-        if p.retention_days <= 0.0 || (now_ns < self.next_prune_ns && !self.prune_more) {
+        if p.retention_days <= 0.0 {
+            self.next_prune_ns = now_ns + (p.prune_period_s * 1e9) as i64;
             return;
         }
         let before_ns = now_ns - (p.retention_days * 86_400e9) as i64;
