@@ -97,7 +97,7 @@ async fn picks() -> anyhow::Result<serde_json::Value> {
 /// Our streaming against send-and-wait, on the same 300 short lines.
 async fn streaming() -> anyhow::Result<serde_json::Value> {
     let cell = PickCell::start(SimParams::default(), 1.0)?;
-    let g = Grbl::open(ClientConfig::new(cell.emu.path()))?;
+    let g = Grbl::open(ClientConfig::new(cell.emu().path()))?;
     g.soft_reset(Duration::from_secs(2)).await?;
     let lines: Vec<String> = (0..300)
         .map(|k| match k % 3 {
@@ -137,7 +137,7 @@ async fn estop() -> anyhow::Result<serde_json::Value> {
     let cell = PickCell::start(SimParams::default(), 1.0)?;
     let ctx = r2r::Context::create()?;
     let params = MotionParams {
-        port: cell.emu.path().into(),
+        port: cell.emu().path().into(),
         ..MotionParams::default()
     };
     let cnc = ServedNode::start(&ctx, "cnc_1", "/cell", params, |c| Ok(MotionNode::new(c)))?;

@@ -166,12 +166,13 @@ impl ServedNode {
             params.declare(&mut n)?
         };
         let params_task = tokio::spawn(serve_params);
-        let (faults, fault_rx) = Faults::channel();
+        let gate = ActiveGate::default();
+        let (faults, fault_rx) = Faults::channel(&gate);
         let node_ctx = NodeContext {
             node: running.node.clone(),
             fqn: fqn.clone(),
             params: params.clone(),
-            gate: ActiveGate::default(),
+            gate,
             faults,
             counters: Counters::default(),
         };

@@ -17,7 +17,7 @@
 //! `pick_results` (PickResult).
 
 use super::grbl::client::{rt, Answer, ClientConfig, Event, Grbl};
-use super::grbl::reply::Reply;
+use super::grbl::reply::{MachineState, Reply, Status};
 use super::params::{settings_mismatches, MotionParams};
 use super::pick::{pick, Clock, Done, Job, Outcome, PickError};
 use super::plan::Phase;
@@ -25,7 +25,7 @@ use crate::kinematics::Trajectory;
 use crate::kit::breaker::BreakerConfig;
 use crate::kit::call::Caller;
 use crate::kit::health::Counters;
-use crate::kit::lifecycle::{ActiveGate, Faults, LifecyclePublisher, Steps};
+use crate::kit::lifecycle::{ActiveGate, Faults, LifecyclePublisher, State, Steps};
 use crate::kit::node::{self, NodeContext};
 use crate::kit::params::Params;
 use crate::kit::retry::{Backoff, DeadLetters, RetryPolicy};
@@ -66,7 +66,7 @@ pub struct Live {
 
 type SharedLive = Arc<Mutex<Live>>;
 
-fn lock(l: &SharedLive) -> std::sync::MutexGuard<'_, Live> {
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -131,22 +131,22 @@ async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Resu
             Duration::from_secs_f64(p.homing_timeout_s),
         )
         .await?;
+    } else if status_now(g, response).await?.state == Some(MachineState::Alarm) {
+        // Locked after a reset: a limit was hit, or it was reset while
+        // moving. Without homing only a person may clear that.
+        anyhow::bail!(
+            "{}: the board is in alarm lock (position unknown) and homing is disabled: \
+             check the machine, then call cnc_{}/unlock ($X) and configure again",
+            p.port,
+            p.cnc_id
+        );
     }
     run_lines(g, &["G90 G21 G94".into(), "M9".into()], response).await?;
-    // Where it is: the next status report.
-    let mut events = g.subscribe();
-    g.realtime(rt::STATUS)?;
-    let at = tokio::time::timeout(response, async {
-        loop {
-            if let Ok(Event::Line(Reply::Status(s))) = events.recv().await {
-                if let Some(mm) = s.machine_mm(None) {
-                    return mm;
-                }
-            }
-        }
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("{}: no status report within {response:?}", p.port))?;
+    // Where it is.
+    let at = status_now(g, response)
+        .await?
+        .machine_mm(None)
+        .ok_or_else(|| anyhow::anyhow!("{}: the status report has no position", p.port))?;
     // Park: mid-window, at the safe height.
     let picker = p.picker();
     let park_m = Vector3::new(
@@ -170,7 +170,29 @@ async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Resu
     lines.push("G4 P0".into());
     run_lines(g, &lines, response + Duration::from_secs_f64(total_s * 2.0)).await?;
     lock(live).machine_mm = [park.x, park.y, park.z];
+    // At rest: one more report, so the status says so from the start.
+    status_now(g, response).await?;
     Ok(())
+}
+
+/// The board's next status report (asked for now), bounded.
+async fn status_now(g: &Grbl, response: Duration) -> anyhow::Result<Status> {
+    let mut events = g.subscribe();
+    g.realtime(rt::STATUS)?;
+    tokio::time::timeout(response, async {
+        loop {
+            match events.recv().await {
+                Ok(Event::Line(Reply::Status(s))) => return Ok(s),
+                Ok(Event::Disconnected(why)) => anyhow::bail!("{}: {why}", g.path()),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    anyhow::bail!("{}: the port thread has stopped", g.path())
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("{}: no status report within {response:?}", g.path()))?
 }
 
 /// Keeps `live` up to date from the board's reports; reports faults.
@@ -221,6 +243,104 @@ fn watch(g: &Grbl, live: SharedLive, faults: Faults, gate: ActiveGate) -> JoinHa
             }
         }
     })
+}
+
+type Slot = Arc<Mutex<Option<Arc<Grbl>>>>;
+use r2r::std_srvs::srv::Trigger;
+
+fn client_config(p: &MotionParams) -> ClientConfig {
+    let mut c = ClientConfig::new(&p.port);
+    c.baud = p.baud as u32;
+    c.response_timeout = Duration::from_secs_f64(p.grbl_command_response_s);
+    c.poll_period = Duration::from_secs_f64(p.poll_idle_s);
+    c
+}
+
+/// The board: the node's connection, or (unconfigured) the port opened
+/// for one exchange.
+fn board(slot: &Slot, p: &MotionParams) -> Result<Arc<Grbl>, String> {
+    if let Some(g) = lock(slot).clone() {
+        return Ok(g);
+    }
+    Grbl::open(client_config(p))
+        .map(Arc::new)
+        .map_err(|e| format!("not connected, and the port would not open: {e}"))
+}
+
+/// E-stop: the feed hold at once; at rest (position kept), the reset
+/// (vacuum off); the node leaves Active and stays out until configured.
+async fn emergency_stop(
+    slot: &Slot,
+    p: &MotionParams,
+    live: &SharedLive,
+    faults: &Faults,
+) -> Trigger::Response {
+    let t0 = Instant::now();
+    let g = match board(slot, p) {
+        Ok(g) => g,
+        Err(message) => {
+            return Trigger::Response {
+                success: false,
+                message,
+            }
+        }
+    };
+    let held = g.realtime(rt::FEED_HOLD);
+    let latency = t0.elapsed().as_secs_f64();
+    g.stop_safely(super::grbl::client::STOP_WAIT).await;
+    lock(live).last_error = "e-stop".into();
+    tracing::warn!(cnc = %p.cnc_id, "e-stop");
+    faults.latch("e-stop: feed hold and reset sent");
+    match held {
+        Ok(()) => Trigger::Response {
+            success: true,
+            message: format!(
+                "feed hold written {:.3} ms after the call; reset sent",
+                latency * 1e3
+            ),
+        },
+        Err(e) => Trigger::Response {
+            success: false,
+            message: format!("could not write the feed hold: {e}"),
+        },
+    }
+}
+
+/// `$X`: only ever sent from here, on an operator's request.
+async fn unlock_board(slot: &Slot, p: &MotionParams) -> Trigger::Response {
+    tracing::warn!(cnc = %p.cnc_id, "unlock ($X) requested by an operator");
+    let response = Duration::from_secs_f64(p.grbl_command_response_s);
+    let connected = lock(slot).is_some();
+    let g = match board(slot, p) {
+        Ok(g) if !connected => {
+            // Opened just now: the board may be rebooting (DTR) or printing
+            // a banner; reset it first (a reset keeps the alarm lock).
+            let banner = Duration::from_secs_f64(p.banner_timeout_s);
+            g.soft_reset(banner)
+                .await
+                .map(|_| g)
+                .map_err(|e| e.to_string())
+        }
+        other => other,
+    };
+    let (success, message) = match g {
+        Err(e) => (false, e),
+        Ok(g) => match g.send_within("$X", response).await {
+            Ok(Answer::Ok) => (
+                true,
+                "unlocked ($X): the position is not known; home or check it before picking".into(),
+            ),
+            Ok(Answer::Error(c)) => (
+                false,
+                format!(
+                    "$X refused: error:{c} ({})",
+                    super::grbl::reply::error_text(c)
+                ),
+            ),
+            Err(e) => (false, e.to_string()),
+        },
+    };
+    Trigger::Response { success, message }
 }
 
 /// Everything a pick needs, cloned into its task.
@@ -497,7 +617,10 @@ pub struct MotionNode {
     faults: Faults,
     counters: Counters,
     live: SharedLive,
-    grbl: Option<Arc<Grbl>>,
+    /// The board while configured (from the port's opening on).
+    grbl: Slot,
+    /// The e-stop and unlock services: for the node's whole life.
+    service_tasks: Vec<JoinHandle<()>>,
     configured_tasks: Vec<JoinHandle<()>>,
     active_tasks: Vec<JoinHandle<()>>,
 }
@@ -511,10 +634,95 @@ impl MotionNode {
             faults: c.faults.clone(),
             counters: c.counters.clone(),
             live: Default::default(),
-            grbl: None,
+            grbl: Default::default(),
+            service_tasks: Vec::new(),
             configured_tasks: Vec::new(),
             active_tasks: Vec::new(),
         }
+    }
+
+    /// `cnc_<id>/estop` and `cnc_<id>/unlock`, served whatever the
+    /// lifecycle state: with the node unconfigured (after a fault, or a
+    /// configure refused because the board is locked) they open the port
+    /// for the one exchange.
+    fn serve_estop_and_unlock(&mut self) -> anyhow::Result<()> {
+        let prefix = self.prefix();
+        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut estop = n.create_service::<Trigger::Service>(
+            &format!("{prefix}/estop"),
+            QosProfile::services_default(),
+        )?;
+        let mut unlock = n.create_service::<Trigger::Service>(
+            &format!("{prefix}/unlock"),
+            QosProfile::services_default(),
+        )?;
+        drop(n);
+        let (slot, params) = (self.grbl.clone(), self.params.clone());
+        let (live, faults) = (self.live.clone(), self.faults.clone());
+        self.service_tasks.push(tokio::spawn(async move {
+            while let Some(req) = estop.next().await {
+                let resp = emergency_stop(&slot, &params.get(), &live, &faults).await;
+                let _ = req.respond(resp);
+            }
+        }));
+        let (slot, params) = (self.grbl.clone(), self.params.clone());
+        self.service_tasks.push(tokio::spawn(async move {
+            while let Some(req) = unlock.next().await {
+                let resp = unlock_board(&slot, &params.get()).await;
+                let _ = req.respond(resp);
+            }
+        }));
+        Ok(())
+    }
+
+    /// CncStatus at a steady rate from configure to cleanup (Inactive
+    /// included: an operator wants to see a machine that is not picking).
+    fn publish_status(&mut self, p: &MotionParams) -> anyhow::Result<()> {
+        let status = self
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .create_publisher::<m::CncStatus>(
+                &format!("{}/status", self.prefix()),
+                QosProfile::default().keep_last(10),
+            )?;
+        let (live, gate) = (self.live.clone(), self.gate.clone());
+        let (cnc_id, picker) = (p.cnc_id.clone(), p.picker());
+        let period = Duration::from_secs_f64(p.status_period_s);
+        self.configured_tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let l = lock(&live).clone();
+                let belt = picker.frame.to_belt_m(Vector3::from(l.machine_mm));
+                let lifecycle = if gate.is_open() {
+                    State::Active
+                } else {
+                    State::Inactive
+                };
+                let mut s = m::CncStatus {
+                    cnc_id: cnc_id.clone(),
+                    lifecycle_state: lifecycle.id(),
+                    grbl_state: l.grbl_state.clone(),
+                    position_machine_mm: l.machine_mm.to_vec(),
+                    vacuum_on: l.vacuum_on,
+                    busy: l.busy,
+                    epoch: l.epoch,
+                    alarm: l.alarm,
+                    last_error: l.last_error.clone(),
+                    queue_depth: l.busy as u32,
+                    ..Default::default()
+                };
+                s.position_belt.x = belt.x;
+                s.position_belt.y = belt.y;
+                s.position_belt.z = belt.z;
+                s.current_object.uuid = l.current.to_vec();
+                s.header.stamp = wall_now();
+                s.header.frame_id = "belt".into();
+                let _ = status.publish(&s);
+            }
+        }));
+        Ok(())
     }
 
     fn prefix(&self) -> String {
@@ -529,103 +737,56 @@ impl MotionNode {
         {
             t.abort();
         }
-        if let Some(g) = self.grbl.take() {
-            // Vacuum off and motion stopped before the port closes.
+        if let Some(g) = lock(&self.grbl).take() {
+            // Vacuum off and motion stopped before the port closes; closed
+            // now, whoever still holds the handle, so that it can be
+            // opened again at once.
             let _ = g.realtime(rt::FEED_HOLD);
             let _ = g.realtime(rt::SOFT_RESET);
+            g.close();
         }
     }
 }
 
 impl Drop for MotionNode {
     fn drop(&mut self) {
+        for t in self.service_tasks.drain(..) {
+            t.abort();
+        }
         self.close();
     }
 }
 
 impl Steps for MotionNode {
     fn configure(&mut self) -> anyhow::Result<()> {
+        if self.service_tasks.is_empty() {
+            self.serve_estop_and_unlock()?;
+        }
         let p = self.params.get();
-        let mut c = ClientConfig::new(&p.port);
-        c.baud = p.baud as u32;
-        c.response_timeout = Duration::from_secs_f64(p.grbl_command_response_s);
-        c.poll_period = Duration::from_secs_f64(p.poll_idle_s);
-        let g = Arc::new(Grbl::open(c)?);
+        let g = Arc::new(Grbl::open(client_config(&p))?);
         *lock(&self.live) = Live::default();
-        let live = self.live.clone();
-        let (g2, p2) = (g.clone(), p.clone());
-        block_on(async move { bring_up(&g2, &p2, &live).await })??;
+        // Reachable by the e-stop from here on.
+        *lock(&self.grbl) = Some(g.clone());
+        // Watching the board's reports from the start.
         self.configured_tasks.push(watch(
             &g,
             self.live.clone(),
             self.faults.clone(),
             self.gate.clone(),
         ));
-        // E-stop and unlock work whenever the port is open.
-        let prefix = self.prefix();
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
-        let mut estop = n.create_service::<r2r::std_srvs::srv::Trigger::Service>(
-            &format!("{prefix}/estop"),
-            QosProfile::services_default(),
-        )?;
-        let mut unlock = n.create_service::<r2r::std_srvs::srv::Trigger::Service>(
-            &format!("{prefix}/unlock"),
-            QosProfile::services_default(),
-        )?;
-        drop(n);
-        {
-            let (g, live, faults) = (g.clone(), self.live.clone(), self.faults.clone());
-            self.configured_tasks.push(tokio::spawn(async move {
-                while let Some(req) = estop.next().await {
-                    let t0 = Instant::now();
-                    let held = g.realtime(rt::FEED_HOLD);
-                    let latency = t0.elapsed().as_secs_f64();
-                    // Then at rest (position kept), the reset: vacuum off.
-                    g.stop_safely(super::grbl::client::STOP_WAIT).await;
-                    lock(&live).last_error = "e-stop".into();
-                    faults.raise("e-stop: feed hold and reset sent");
-                    let resp = r2r::std_srvs::srv::Trigger::Response {
-                        success: held.is_ok(),
-                        message: match held {
-                            Ok(()) => format!(
-                                "feed hold written {:.3} ms after the call; reset sent",
-                                latency * 1e3
-                            ),
-                            Err(e) => format!("could not write the feed hold: {e}"),
-                        },
-                    };
-                    let _ = req.respond(resp);
-                }
-            }));
+        let live = self.live.clone();
+        let (g2, p2) = (g.clone(), p.clone());
+        if let Err(e) = block_on(async move { bring_up(&g2, &p2, &live).await }).and_then(|r| r) {
+            self.close();
+            return Err(e);
         }
-        {
-            let (g, response) = (
-                g.clone(),
-                Duration::from_secs_f64(p.grbl_command_response_s),
-            );
-            self.configured_tasks.push(tokio::spawn(async move {
-                while let Some(req) = unlock.next().await {
-                    tracing::warn!("unlock ($X) requested by an operator");
-                    let (success, message) = match g.send_within("$X", response).await {
-                        Ok(Answer::Ok) => (
-                            true,
-                            "unlocked ($X): re-home before trusting positions".into(),
-                        ),
-                        Ok(Answer::Error(c)) => (false, format!("$X refused: error:{c}")),
-                        Err(e) => (false, e.to_string()),
-                    };
-                    let _ = req.respond(r2r::std_srvs::srv::Trigger::Response { success, message });
-                }
-            }));
-        }
-        self.grbl = Some(g);
+        self.publish_status(&p)?;
         Ok(())
     }
 
     fn activate(&mut self) -> anyhow::Result<()> {
         let p = self.params.get();
-        let g = self
-            .grbl
+        let g = lock(&self.grbl)
             .clone()
             .ok_or_else(|| anyhow::anyhow!("not configured"))?;
         let prefix = self.prefix();
@@ -657,13 +818,6 @@ impl Steps for MotionNode {
             DeadLetters::in_memory(),
             2,
         )?);
-        let status = LifecyclePublisher::new(
-            n.create_publisher::<m::CncStatus>(
-                &format!("{prefix}/status"),
-                QosProfile::default().keep_last(10),
-            )?,
-            self.gate.clone(),
-        );
         let results = LifecyclePublisher::new(
             n.create_publisher::<m::PickResult>(
                 PICK_RESULTS_TOPIC,
@@ -739,38 +893,6 @@ impl Steps for MotionNode {
                 });
             }
         }));
-        {
-            let (live, cnc_id, picker) = (self.live.clone(), p.cnc_id.clone(), p.picker());
-            let period = Duration::from_secs_f64(p.status_period_s);
-            self.active_tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(period);
-                loop {
-                    tick.tick().await;
-                    let l = lock(&live).clone();
-                    let belt = picker.frame.to_belt_m(Vector3::from(l.machine_mm));
-                    let mut s = m::CncStatus {
-                        cnc_id: cnc_id.clone(),
-                        lifecycle_state: 3,
-                        grbl_state: l.grbl_state.clone(),
-                        position_machine_mm: l.machine_mm.to_vec(),
-                        vacuum_on: l.vacuum_on,
-                        busy: l.busy,
-                        epoch: l.epoch,
-                        alarm: l.alarm,
-                        last_error: l.last_error.clone(),
-                        queue_depth: l.busy as u32,
-                        ..Default::default()
-                    };
-                    s.position_belt.x = belt.x;
-                    s.position_belt.y = belt.y;
-                    s.position_belt.z = belt.z;
-                    s.current_object.uuid = l.current.to_vec();
-                    s.header.stamp = wall_now();
-                    s.header.frame_id = "belt".into();
-                    let _ = status.publish(&s);
-                }
-            }));
-        }
         Ok(())
     }
 
@@ -785,7 +907,7 @@ impl Steps for MotionNode {
             std::thread::sleep(Duration::from_millis(20));
         }
         if lock(&self.live).busy {
-            if let Some(g) = self.grbl.clone() {
+            if let Some(g) = lock(&self.grbl).clone() {
                 block_on(async move { g.stop_safely(super::grbl::client::STOP_WAIT).await })?;
             }
         }

@@ -3,6 +3,8 @@
 //! advanced together every 2 ms on one clock, with the truth events kept,
 //! and an oracle that finds the next object the CNC can pick from the
 //! objects' true positions (standing in for perception and the scheduler).
+//! The board can be unplugged and plugged in again (a power cycle: a new
+//! PTY behind the same symlink, the position lost).
 
 use crate::kinematics::{Limits, Picker, Trajectory, Workspace};
 use crate::motion::grbl::client::{Answer, ClientConfig, Grbl};
@@ -15,16 +17,24 @@ use crate::sim::truth::TruthEvent;
 use crate::sim::vacuum::NozzleSample;
 use crate::sim::world::Place;
 use nalgebra::Vector3;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+type Slot = Arc<Mutex<Option<Arc<PtyEmulator>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The simulated world and CNC 0's GRBL board on a real PTY, advanced
 /// together every 2 ms: the stand-in hardware for motion tests.
 pub struct PickCell {
     pub core: Arc<Mutex<SimCore>>,
     pub events: Arc<Mutex<Vec<TruthEvent>>>,
-    pub emu: Arc<PtyEmulator>,
+    board: Slot,
+    power_on: Box<dyn Fn() -> std::io::Result<PtyEmulator> + Send + Sync>,
     pub clock: SimClock,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -38,36 +48,58 @@ impl PickCell {
 
     /// As `start`, with the board's timing.
     pub fn start_with(p: SimParams, time_scale: f64, board: Config) -> anyhow::Result<PickCell> {
+        Self::start_linked(p, time_scale, board, None)
+    }
+
+    /// As `start_with`, with a symlink to the board's PTY at `link` (kept
+    /// across unplugging and plugging in again).
+    pub fn start_linked(
+        p: SimParams,
+        time_scale: f64,
+        board: Config,
+        link: Option<&Path>,
+    ) -> anyhow::Result<PickCell> {
         let cfg = p.config().map_err(anyhow::Error::msg)?;
         let clock = SimClock::new(time_scale);
-        let emu = Arc::new(PtyEmulator::start_on(
-            board,
-            cfg.grbl_settings(0),
-            clock,
-            None,
-        )?);
+        let (settings, link) = (cfg.grbl_settings(0), link.map(Path::to_path_buf));
+        let power_on = Box::new(move || {
+            PtyEmulator::start_on(board.clone(), settings.clone(), clock, link.as_deref())
+        });
+        let board: Slot = Arc::new(Mutex::new(Some(Arc::new(power_on()?))));
         let core = Arc::new(Mutex::new(SimCore::new(cfg)));
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (core, events, emu, stop) =
-                (core.clone(), events.clone(), emu.clone(), stop.clone());
+            let (core, events, board, stop) =
+                (core.clone(), events.clone(), board.clone(), stop.clone());
             std::thread::spawn(move || {
+                let mut last_tip = [0.0; 3];
                 while !stop.load(Ordering::Acquire) {
                     let t = clock.now().as_secs_f64();
-                    let mut c = core.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut c = lock(&core);
                     c.advance_to(t);
-                    let s = emu.snapshot();
-                    let tip = c.cfg.cncs[0].frame.to_belt_m(Vector3::from(s.position_mm));
+                    let emu = lock(&board).clone();
+                    // Unplugged is powered off: the vacuum is off.
+                    let (at, vacuum_on) = match &emu {
+                        Some(emu) => {
+                            let s = emu.snapshot();
+                            let tip = c.cfg.cncs[0].frame.to_belt_m(Vector3::from(s.position_mm));
+                            last_tip = [tip.x, tip.y, tip.z];
+                            (s.at.as_secs_f64(), s.vacuum_on)
+                        }
+                        None => (t, false),
+                    };
                     c.nozzle(
                         0,
                         NozzleSample {
-                            t_s: s.at.as_secs_f64(),
-                            tip_m: [tip.x, tip.y, tip.z],
-                            vacuum_on: s.vacuum_on,
+                            t_s: at,
+                            tip_m: last_tip,
+                            vacuum_on,
                         },
                     );
-                    emu.set_vacuum_sensor(c.holding(0));
+                    if let Some(emu) = &emu {
+                        emu.set_vacuum_sensor(c.holding(0));
+                    }
                     events
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -80,11 +112,44 @@ impl PickCell {
         Ok(PickCell {
             core,
             events,
-            emu,
+            board,
+            power_on,
             clock,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The board (plugged in).
+    ///
+    /// # Panics
+    /// While it is unplugged: a harness misused.
+    pub fn emu(&self) -> Arc<PtyEmulator> {
+        lock(&self.board).clone().expect("the board is unplugged")
+    }
+
+    /// Unplugs the board: its PTY closes, its link goes, and it powers off.
+    pub fn unplug(&self) {
+        let Some(mut emu) = lock(&self.board).take() else {
+            return;
+        };
+        // Powered off here, not by a late holder's drop (which would take
+        // away the link of a board plugged in since).
+        for _ in 0..1000 {
+            match Arc::try_unwrap(emu) {
+                Ok(mut e) => return e.stop(),
+                Err(shared) => emu = shared,
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tracing::warn!("the unplugged board is still held; it powers off when let go");
+    }
+
+    /// Plugs a freshly powered board in behind the same link.
+    pub fn plug_in(&self) -> std::io::Result<()> {
+        let emu = Arc::new((self.power_on)()?);
+        *lock(&self.board) = Some(emu);
+        Ok(())
     }
 
     pub fn picker(&self) -> Picker {
@@ -111,7 +176,7 @@ impl PickCell {
     /// A GRBL client on the board, reset and parked inside the workspace at
     /// the safe height; returns it and where it is (machine mm).
     pub async fn connect(&self) -> anyhow::Result<(Grbl, Vector3<f64>)> {
-        let mut config = ClientConfig::new(self.emu.path());
+        let mut config = ClientConfig::new(self.emu().path());
         config.poll_period = Duration::from_millis(50);
         let g = Grbl::open(config)?;
         g.soft_reset(Duration::from_secs(2)).await?;

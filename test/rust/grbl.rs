@@ -248,6 +248,14 @@ fn a_hard_limit_alarm_silences_the_board_until_a_soft_reset() {
     );
     assert_eq!(b.m.state(), State::Alarm, "stays in alarm after the reset");
     assert_eq!(error_of(&mut b, "G0 X1"), "error:9");
+    // Homing is disabled here, and a second reset keeps the lock too (grbl
+    // keeps its prior state through a reset): only $X clears it.
+    b.send(&[0x18]);
+    b.run(ms(100));
+    assert!(b.take().ends_with("[MSG:'$H'|'$X' to unlock]\r\n"));
+    assert_eq!(b.m.state(), State::Alarm, "a second reset cleared the lock");
+    assert!(b.cmd("$X").contains("ok"));
+    assert_eq!(b.m.state(), State::Idle);
 }
 
 #[test]

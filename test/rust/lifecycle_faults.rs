@@ -86,8 +86,8 @@ fn setup(recovery: Recovery) -> Setup {
         log: log.clone(),
         failures: failures.clone(),
     };
-    let (faults, rx) = Faults::channel();
     let gate = ActiveGate::default();
+    let (faults, rx) = Faults::channel(&gate);
     let handle =
         LifecycleHandle::serve_with(&node, "/t/faulty", cbs, gate.clone(), Some(rx), recovery)
             .unwrap();
@@ -197,4 +197,49 @@ async fn without_recovery_a_fault_leaves_the_node_unconfigured_and_a_fault_when_
     assert!(wait_for(&s.handle, State::Unconfigured, Duration::from_millis(500)).await);
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(s.handle.state(), State::Unconfigured);
+}
+
+/// Two reports of one incident (an alarm seen by the port watcher and by
+/// the pick it broke): the second, queued behind the recovery from the
+/// first, must not take the recovered node down again. A fault raised in
+/// the new activation still does.
+#[tokio::test(start_paused = true)]
+async fn a_second_report_of_a_handled_fault_does_not_undo_the_recovery() {
+    let s = setup(policy());
+    assert!(s.handle.change_state("configure").await);
+    assert!(s.handle.change_state("activate").await);
+    let first = s.gate.activation();
+    s.log.lock().unwrap().clear();
+    s.faults.raise("ALARM:1 (seen by the watcher)");
+    s.faults.raise("the pick's line was not answered: ALARM:1");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(s.handle.state(), State::Active);
+    assert_eq!(s.gate.activation(), first + 1, "activated more than once");
+    let steps: Vec<&str> = s.log.lock().unwrap().iter().map(|(_, w)| *w).collect();
+    assert_eq!(steps, vec!["error", "configure", "activate"]);
+
+    s.faults.raise("a new fault");
+    assert!(wait_for(&s.handle, State::Unconfigured, Duration::from_millis(500)).await);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(s.handle.state(), State::Active);
+    assert_eq!(s.gate.activation(), first + 2);
+}
+
+/// An e-stop is latched: the node leaves Active and does not bring itself
+/// back (its recovery would move the machine); configured again by hand,
+/// it runs.
+#[tokio::test(start_paused = true)]
+async fn a_latched_fault_is_not_recovered_from_until_configured_by_hand() {
+    let s = setup(policy());
+    assert!(s.handle.change_state("configure").await);
+    assert!(s.handle.change_state("activate").await);
+    s.log.lock().unwrap().clear();
+    s.faults.latch("e-stop");
+    assert!(wait_for(&s.handle, State::Unconfigured, Duration::from_millis(500)).await);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(s.handle.state(), State::Unconfigured);
+    let steps: Vec<&str> = s.log.lock().unwrap().iter().map(|(_, w)| *w).collect();
+    assert_eq!(steps, vec!["error"]);
+    assert!(s.handle.change_state("configure").await);
+    assert!(s.handle.change_state("activate").await);
 }

@@ -17,7 +17,7 @@ use cncpick::motion::pick::Job;
 use cncpick::msgs::action::PickObject;
 use cncpick::msgs::msg::{CncStatus, PickOutcome};
 use cncpick::msgs::srv::{GetObject, RegisterObject, TransitionObject};
-use cncpick::sim::grbl::machine::Config;
+use cncpick::sim::grbl::machine::{Config, State as MachineState};
 use cncpick::sim::harness::PickCell;
 use cncpick::sim::params::SimParams;
 use cncpick::sim::truth::EventKind;
@@ -75,7 +75,10 @@ impl Rig {
             cnc_homing: homing,
             ..SimParams::default()
         };
-        let cell = PickCell::start_with(sim, 1.0, board).unwrap();
+        // The node opens the board through a symlink, as on a cell computer
+        // (/dev/serial/by-id/...): a board plugged in again is found there.
+        let link = dir.join("cnc_1");
+        let cell = PickCell::start_linked(sim, 1.0, board, Some(&link)).unwrap();
         let ctx = r2r::Context::create().unwrap();
         let state = ServedNode::start(
             &ctx,
@@ -93,7 +96,7 @@ impl Rig {
         // Objects are handed over as soon as they are on the belt (the
         // test stands in for the scheduler): allow a long wait for them.
         let params = MotionParams {
-            port: cell.emu.path().into(),
+            port: link.display().to_string(),
             motion_wait_for_trigger_s: 15.0,
             homing,
             ..MotionParams::default()
@@ -218,7 +221,7 @@ impl Rig {
     ) -> (u64, [u8; 16], PickObject::Goal) {
         let picker = self.params.picker();
         let (truth_id, job, class): (u64, Job, String) = loop {
-            let at = Vector3::from(self.cell.emu.snapshot().position_mm);
+            let at = Vector3::from(self.cell.emu().snapshot().position_mm);
             if let Some(t) = self.cell.next_target(&picker, at, skip) {
                 break t;
             }
@@ -255,7 +258,7 @@ impl Rig {
 async fn picks_through_the_action_are_recorded_and_a_hostile_goal_moves_nothing() {
     let mut rig = Rig::start("picks", false).await;
     // A hostile goal: across the belt beyond the machine's Y travel.
-    let before = rig.cell.emu.snapshot().position_mm;
+    let before = rig.cell.emu().snapshot().position_mm;
     let id = rig.assign(1).await;
     let mut g = PickObject::Goal {
         epoch: 1,
@@ -275,7 +278,7 @@ async fn picks_through_the_action_are_recorded_and_a_hostile_goal_moves_nothing(
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        rig.cell.emu.snapshot().position_mm,
+        rig.cell.emu().snapshot().position_mm,
         before,
         "the machine moved"
     );
@@ -338,27 +341,74 @@ async fn picks_through_the_action_are_recorded_and_a_hostile_goal_moves_nothing(
     tokio::time::timeout(Duration::from_secs(5), left)
         .await
         .expect("still Active after the e-stop");
-    assert!(!rig.cell.emu.snapshot().vacuum_on);
+    assert!(!rig.cell.emu().snapshot().vacuum_on);
+    // Latched: the node does not bring itself back (that would move the
+    // machine) until someone configures it again.
+    assert!(rig.cnc.change_state("configure").await);
+    assert!(rig.cnc.change_state("activate").await);
+    rig.stop().await;
+}
+
+/// With homing disabled, an alarm that locks the board (a hard limit)
+/// cannot be cleared by the node: configure is refused, saying why, until
+/// an operator calls `unlock` (`$X`, served while unconfigured too); then
+/// the node's own recovery brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_hard_limit_without_homing_only_the_unlock_service_clears_the_lock() {
+    let rig = Rig::start("unlock", false).await;
+    let epoch = rig.epoch_above(0).await;
+    rig.cell.emu().raise_alarm(1);
+    let left = async {
+        while rig.cnc.state() == State::Active {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), left)
+        .await
+        .expect("still Active after ALARM:1");
+    assert!(
+        !rig.cnc.change_state("configure").await,
+        "configured with the board in alarm lock"
+    );
+    assert_eq!(rig.cell.emu().snapshot().state, MachineState::Alarm);
+    let unlock = {
+        let mut n = rig.probe.lock().unwrap();
+        n.create_client::<r2r::std_srvs::srv::Trigger::Service>(
+            "/cell/cnc_1/unlock",
+            QosProfile::services_default(),
+        )
+        .unwrap()
+    };
+    let req = r2r::std_srvs::srv::Trigger::Request::default();
+    let r = call(&unlock, "unlock", &req, CALL).await.unwrap();
+    assert!(r.success, "{}", r.message);
+    assert_eq!(rig.cell.emu().snapshot().state, MachineState::Idle);
+    rig.epoch_above(epoch).await;
     rig.stop().await;
 }
 
 /// Faults in the middle of a pick: each ends with the machine stopped and
 /// the vacuum off, the object's state final (never left in PICKING), and
 /// the node back in Active through its lifecycle (homing enabled, so it
-/// re-homes after an alarm). Line noise is not a fault: that pick goes on.
+/// re-homes after an alarm, and after the board is unplugged and plugged
+/// in again). Line noise is not a fault: that pick goes on, the last one,
+/// after the node has recovered from all the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_mid_pick_end_safe_with_the_object_settled_and_the_node_recovers() {
     let mut rig = Rig::start("faults", true).await;
     let mut skip = Vec::new();
     type Inject = fn(&PickCell);
-    let faults: [(&str, Inject, bool); 3] = [
+    const UNPLUGGED: &str = "the PTY closed";
+    let faults: [(&str, Inject, bool); 4] = [
+        ("error:N mid-sequence", |c| c.emu().fail_next_line(20), true),
+        ("alarm", |c| c.emu().raise_alarm(1), true),
+        (UNPLUGGED, |c| c.unplug(), true),
+        // Last: the node picks again after all of the above.
         (
             "garbage",
-            |c| c.emu.write_garbage(b"\xff\xfe#%garbage\r\n".to_vec()),
+            |c| c.emu().write_garbage(b"\xff\xfe#%garbage\r\n".to_vec()),
             false,
         ),
-        ("error:N mid-sequence", |c| c.emu.fail_next_line(20), true),
-        ("alarm", |c| c.emu.raise_alarm(1), true),
     ];
     for (name, inject, is_fault) in faults {
         let mut done = false;
@@ -399,8 +449,26 @@ async fn faults_mid_pick_end_safe_with_the_object_settled_and_the_node_recovers(
                     r.error
                 );
                 assert_eq!(state, ObjState::Missed.id(), "{name}");
-                let snap = rig.cell.emu.snapshot();
-                assert!(!snap.vacuum_on, "{name}: vacuum left on");
+                if name == UNPLUGGED {
+                    // Powered off: nothing is held. The node leaves Active
+                    // and keeps trying to reconnect; a board plugged in
+                    // again behind the same link is found.
+                    assert!(!rig.cell.core.lock().unwrap().holding(0));
+                    let left = async {
+                        while rig.cnc.state() == State::Active {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::time::timeout(Duration::from_secs(5), left)
+                        .await
+                        .expect("still Active with the port gone");
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    assert_ne!(rig.cnc.state(), State::Active, "Active with no board");
+                    rig.cell.plug_in().unwrap();
+                } else {
+                    let snap = rig.cell.emu().snapshot();
+                    assert!(!snap.vacuum_on, "{name}: vacuum left on");
+                }
                 // Back through the lifecycle with a new epoch.
                 rig.epoch_above(epoch).await;
             }

@@ -6,5 +6,6 @@ pub mod node;
 
 pub use self::core::{CallbackResult, State};
 pub use node::{
-    ActiveGate, Callbacks, Faults, LifecycleHandle, LifecyclePublisher, Recovery, Steps,
+    ActiveGate, Callbacks, Fault, FaultReceiver, Faults, LifecycleHandle, LifecyclePublisher,
+    Recovery, Steps,
 };

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use r2r::lifecycle_msgs::msg as lm;
 use r2r::lifecycle_msgs::srv;
 use r2r::QosProfile;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
@@ -78,13 +78,19 @@ impl<T: Steps> Callbacks for T {
     }
 }
 
-/// Open while the node is Active; lifecycle publishers check it.
+/// Open while the node is Active; lifecycle publishers check it. It also
+/// counts activations, so that a fault can be told from one of an earlier
+/// activation.
 #[derive(Clone, Default, Debug)]
-pub struct ActiveGate(Arc<AtomicBool>);
+pub struct ActiveGate(Arc<(AtomicBool, AtomicU64)>);
 
 impl ActiveGate {
     pub fn is_open(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0 .0.load(Ordering::Acquire)
+    }
+    /// How many times the node has been activated.
+    pub fn activation(&self) -> u64 {
+        self.0 .1.load(Ordering::Acquire)
     }
     /// A gate that is open from the start, for publishers of nodes without
     /// a lifecycle (tools, probes).
@@ -94,7 +100,10 @@ impl ActiveGate {
         g
     }
     fn set(&self, open: bool) {
-        self.0.store(open, Ordering::Release)
+        if open {
+            self.0 .1.fetch_add(1, Ordering::AcqRel);
+        }
+        self.0 .0.store(open, Ordering::Release)
     }
 }
 
@@ -151,18 +160,55 @@ fn description(t: &Transition) -> lm::TransitionDescription {
 /// stream gone bad): the node leaves Active through ErrorProcessing, as if
 /// its deactivate callback had raised the error, so its on_error callback
 /// releases what it holds. Clone it into whatever finds the fault.
+///
+/// A fault belongs to the activation it was raised in: one raised while
+/// the node was not Active, or handled only after the node has been
+/// activated again (two reports of one incident, the second queued behind
+/// the recovery from the first), is logged and ignored.
 #[derive(Clone, Debug)]
-pub struct Faults(tokio::sync::mpsc::UnboundedSender<String>);
+pub struct Faults {
+    tx: tokio::sync::mpsc::UnboundedSender<Fault>,
+    gate: ActiveGate,
+}
+
+/// One reported fault.
+#[derive(Debug)]
+pub struct Fault {
+    pub why: String,
+    /// The activation it was raised in (None: raised while not Active).
+    activation: Option<u64>,
+    /// Whether the node may recover from it by itself.
+    recover: bool,
+}
+
+pub type FaultReceiver = tokio::sync::mpsc::UnboundedReceiver<Fault>;
 
 impl Faults {
-    pub fn channel() -> (Faults, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    /// Faults of the node whose gate is `gate`.
+    pub fn channel(gate: &ActiveGate) -> (Faults, FaultReceiver) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        (Faults(tx), rx)
+        let gate = gate.clone();
+        (Faults { tx, gate }, rx)
     }
 
     /// Reports a fault; `why` goes into the log and the error transition.
     pub fn raise(&self, why: impl Into<String>) {
-        let _ = self.0.send(why.into());
+        self.send(why.into(), true)
+    }
+
+    /// Reports a fault the node must not recover from by itself (an
+    /// e-stop): it stays Unconfigured until someone configures it again.
+    pub fn latch(&self, why: impl Into<String>) {
+        self.send(why.into(), false)
+    }
+
+    fn send(&self, why: String, recover: bool) {
+        let activation = self.gate.is_open().then(|| self.gate.activation());
+        let _ = self.tx.send(Fault {
+            why,
+            activation,
+            recover,
+        });
     }
 }
 
@@ -231,7 +277,7 @@ impl LifecycleHandle {
         fqn: &str,
         callbacks: C,
         gate: ActiveGate,
-        faults: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+        faults: Option<FaultReceiver>,
         recovery: Recovery,
     ) -> anyhow::Result<Self> {
         let machine = Arc::new(Mutex::new(StateMachine::default()));
@@ -251,8 +297,8 @@ impl LifecycleHandle {
             let (machine, gate, name) = (machine.clone(), gate.clone(), fqn.to_string());
             let (callbacks, events) = (callbacks.clone(), events.clone());
             tasks.push(tokio::spawn(async move {
-                while let Some(why) = faults.recv().await {
-                    on_fault(&name, &machine, &gate, &callbacks, &events, why, recovery).await;
+                while let Some(fault) = faults.recv().await {
+                    on_fault(&name, &machine, &gate, &callbacks, &events, fault, recovery).await;
                 }
             }));
         }
@@ -411,13 +457,21 @@ async fn on_fault<C: Callbacks>(
     gate: &ActiveGate,
     callbacks: &tokio::sync::Mutex<C>,
     events: &Mutex<r2r::Publisher<lm::TransitionEvent>>,
-    why: String,
+    fault: Fault,
     recovery: Recovery,
 ) {
     let mut cbs = callbacks.lock().await;
     let state = machine.lock().unwrap_or_else(|e| e.into_inner()).state();
-    if state != State::Active {
+    let why = fault.why;
+    if state != State::Active || fault.activation.is_none() {
         tracing::warn!(node, "fault while {state} (ignored: not active): {why}");
+        return;
+    }
+    if fault.activation != Some(gate.activation()) {
+        tracing::warn!(
+            node,
+            "fault from an earlier activation (ignored: already handled): {why}"
+        );
         return;
     }
     tracing::error!(node, "fault: {why}");
@@ -435,6 +489,13 @@ async fn on_fault<C: Callbacks>(
     let Recovery::Reactivate(policy) = recovery else {
         return;
     };
+    if !fault.recover {
+        tracing::warn!(
+            node,
+            "not recovering by itself: configure it again to go on"
+        );
+        return;
+    }
     for attempt in 1..=policy.max_attempts {
         let delay = policy.backoff.delay(attempt, 0.5);
         drop(cbs);

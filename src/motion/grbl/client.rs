@@ -119,7 +119,7 @@ enum Cmd {
 struct Port {
     path: String,
     port: TTYPort,
-    writer: Arc<Mutex<TTYPort>>,
+    writer: Writer,
     stream: Streamer,
     queued: VecDeque<(u64, String, Waiter)>,
     waiting: HashMap<u64, (String, Waiter)>,
@@ -132,10 +132,22 @@ struct Port {
     closed: bool,
 }
 
+/// The port's write side; None once closed.
+type Writer = Arc<Mutex<Option<TTYPort>>>;
+
+fn write_to(writer: &Writer, bytes: &[u8]) -> std::io::Result<()> {
+    match writer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        Some(w) => w.write_all(bytes),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "the port is closed",
+        )),
+    }
+}
+
 impl Port {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.write_all(bytes)
+        write_to(&self.writer, bytes)
     }
 
     fn fail_all(&mut self, err: impl Fn(&str) -> GrblError) {
@@ -309,10 +321,10 @@ impl Port {
 pub struct Grbl {
     config: ClientConfig,
     cmds: mpsc::Sender<Cmd>,
-    writer: Arc<Mutex<TTYPort>>,
+    writer: Writer,
     events: broadcast::Sender<Event>,
     next_id: std::sync::atomic::AtomicU64,
-    worker: Worker,
+    worker: Mutex<Worker>,
 }
 
 impl Grbl {
@@ -329,7 +341,7 @@ impl Grbl {
         let writer = port
             .try_clone_native()
             .map_err(|e| open_err(e.to_string()))?;
-        let writer = Arc::new(Mutex::new(writer));
+        let writer = Arc::new(Mutex::new(Some(writer)));
         let (events, _) = broadcast::channel(1024);
         let (cmds, rx) = mpsc::channel();
         let mut p = Port {
@@ -355,7 +367,7 @@ impl Grbl {
             writer,
             events,
             next_id: Default::default(),
-            worker,
+            worker: Mutex::new(worker),
         })
     }
 
@@ -370,8 +382,7 @@ impl Grbl {
 
     /// Writes a real-time byte now, ahead of any queued line.
     pub fn realtime(&self, byte: u8) -> Result<(), GrblError> {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.write_all(&[byte]).map_err(|e| GrblError::Io {
+        write_to(&self.writer, &[byte]).map_err(|e| GrblError::Io {
             path: self.config.path.clone(),
             why: e.to_string(),
         })?;
@@ -532,14 +543,17 @@ impl Grbl {
         Ok(out)
     }
 
-    /// Stops the port thread and closes the port.
-    pub fn close(mut self) {
-        self.worker.stop();
+    /// Closes the port now (its thread stopped, both descriptors closed),
+    /// though clones of the handle may live on: they get `Disconnected`.
+    /// The exclusive lock goes with it, so the port can be opened again.
+    pub fn close(&self) {
+        self.worker.lock().unwrap_or_else(|e| e.into_inner()).stop();
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
 impl Drop for Grbl {
     fn drop(&mut self) {
-        self.worker.stop();
+        self.close();
     }
 }

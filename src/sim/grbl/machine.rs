@@ -383,7 +383,9 @@ impl Machine {
             self.say("ALARM:3");
             self.banner_at = Some((t + self.config.reset_in_motion_delay, true));
         } else {
-            let stay = critical || self.state == State::Alarm && self.settings.flag(22);
+            // A reset keeps the alarm lock (grbl keeps its prior state):
+            // only $H or $X clears it.
+            let stay = critical || self.state == State::Alarm;
             self.banner_at = Some((t + self.config.reset_banner_delay, stay));
         }
     }
