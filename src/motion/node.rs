@@ -366,15 +366,17 @@ const REJECTED_V: u8 = m::PickOutcome::REJECTED as u8;
 const FAULT_V: u8 = m::PickOutcome::FAULT as u8;
 
 impl Ctx {
-    /// A transition of the picked object, with this CNC's epoch.
+    /// A transition of the picked object, in the epoch the pick was
+    /// accepted in (if the CNC has been re-activated since, the state
+    /// manager has settled the object already and refuses this as stale).
     async fn transition(
         &self,
+        epoch: u64,
         object: [u8; 16],
         from: ObjState,
         to: ObjState,
         reason: &str,
     ) -> Result<(), String> {
-        let epoch = lock(&self.live).epoch;
         let position = lock(&self.live).machine_mm;
         let r = self
             .transition
@@ -417,6 +419,7 @@ impl Ctx {
         self.counters.add(PICKS, 1);
         if let Err(e) = self
             .transition(
+                goal.epoch,
                 object,
                 ObjState::Assigned,
                 ObjState::Picking,
@@ -500,18 +503,24 @@ impl Ctx {
             Err(e @ PickError::Plan(_)) => (ObjState::Missed, REJECTED_V, e.to_string()),
             Err(e) => {
                 // A machine fault mid-pick: stop it keeping the position,
-                // vacuum off (the reset), and let the lifecycle take over.
+                // vacuum off (the reset); the lifecycle takes over once the
+                // object is recorded.
                 self.g.stop_safely(super::grbl::client::STOP_WAIT).await;
                 self.counters.add(FAULTS, 1);
-                self.faults.raise(format!("pick of {trace}: {e}"));
                 (ObjState::Missed, FAULT_V, e.to_string())
             }
         };
         if outcome == PICKED_V {
             self.counters.add(PICKED, 1);
         }
-        if let Err(e) = self.transition(object, ObjState::Picking, to, &error).await {
+        if let Err(e) = self
+            .transition(goal.epoch, object, ObjState::Picking, to, &error)
+            .await
+        {
             tracing::error!(trace_id = %trace, "recording {to}: {e}");
+        }
+        if outcome == FAULT_V {
+            self.faults.raise(format!("pick of {trace}: {error}"));
         }
         tracing::info!(trace_id = %trace, outcome = outcome, "{}", if error.is_empty() { "picked" } else { &error });
         result.outcome = outcome_msg(outcome);
@@ -520,7 +529,7 @@ impl Ctx {
         let mut pr = m::PickResult {
             object_id: goal.object_id.clone(),
             cnc_id: self.p.cnc_id.clone(),
-            epoch: lock(&self.live).epoch,
+            epoch: goal.epoch,
             outcome: result.outcome.clone(),
             pick_time: result.pick_time.clone(),
             cycle_time_s: result.cycle_time_s,

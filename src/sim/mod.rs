@@ -12,6 +12,7 @@ pub mod faults;
 pub mod grbl;
 pub mod harness;
 pub mod node;
+pub mod node_cell;
 pub mod params;
 pub mod record;
 pub mod render;

@@ -520,9 +520,27 @@ impl Keeper {
                 if req.cnc_id.is_empty() {
                     out.error = "cnc_id is empty".into();
                 } else {
-                    match self.store.bump_epoch(&req.cnc_id) {
-                        Ok(epoch) => {
-                            tracing::info!(cnc = %req.cnc_id, epoch, actor = %req.actor, "new epoch");
+                    let p = self.params.get();
+                    let begun = self.store.begin_epoch(
+                        &req.cnc_id,
+                        wall_ns(),
+                        p.reach_end_x_m,
+                        "state_manager",
+                    );
+                    match begun {
+                        Ok((epoch, settled)) => {
+                            tracing::info!(cnc = %req.cnc_id, epoch, actor = %req.actor, settled = settled.len(), "new epoch");
+                            for e in &settled {
+                                self.committed_seq = self.committed_seq.max(e.seq);
+                                tracing::warn!(
+                                    trace_id = %trace_id(&e.object_id),
+                                    "state_manager: {} -> {}: {} (CNC {} began epoch {epoch})",
+                                    e.from.map_or("-", ObjState::label),
+                                    e.to,
+                                    e.reason,
+                                    req.cnc_id
+                                );
+                            }
                             out.accepted = true;
                             out.epoch = epoch;
                         }

@@ -746,23 +746,47 @@ impl Store {
         }))
     }
 
-    /// Raises a CNC's epoch (on each activation) and returns the new one.
-    pub fn bump_epoch(&mut self, cnc_id: &str) -> Result<u64, StoreError> {
+    /// A CNC's new epoch (on each activation), in one transaction with
+    /// the settling of what its earlier epochs held ([`reconcile`]): its
+    /// assignments are revoked (and passed on to MISSED if out of reach),
+    /// and a pick it had in flight, of unknown outcome, ends MISSED. A
+    /// result its old epoch reports later is refused as stale. Returns the
+    /// epoch and the transitions made.
+    pub fn begin_epoch(
+        &mut self,
+        cnc_id: &str,
+        now_ns: i64,
+        reach_end_x_m: f64,
+        actor: &str,
+    ) -> Result<(u64, Vec<Event>), StoreError> {
         let e = sql_error(&self.path, "raising an epoch");
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let epoch = tx
-            .query_row(
+        let run = |tx: &rusqlite::Transaction| -> rusqlite::Result<(u64, Vec<Event>)> {
+            let epoch = tx.query_row(
                 "INSERT INTO cnc_epochs (cnc_id, epoch) VALUES (?1, 1) \
                  ON CONFLICT (cnc_id) DO UPDATE SET epoch = epoch + 1 RETURNING epoch",
                 [cnc_id],
                 |r| r.get::<_, i64>(0),
-            )
-            .map_err(&e)?;
+            )?;
+            let held = [ObjState::Assigned.id(), ObjState::Picking.id()];
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM objects WHERE cnc_id = ?1 AND state IN ({}, {}) \
+                 ORDER BY last_seq",
+                held[0], held[1]
+            ))?;
+            let records = stmt
+                .query_map([cnc_id], record_of)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut events = Vec::new();
+            settle(tx, &records, now_ns, reach_end_x_m, actor, &mut events)?;
+            Ok((epoch as u64, events))
+        };
+        let out = run(&tx).map_err(&e)?;
         tx.commit().map_err(&e)?;
-        Ok(epoch as u64)
+        Ok(out)
     }
 
     /// Recovery, on activation: raises every CNC's epoch (so picks in
@@ -805,54 +829,7 @@ impl Store {
         epochs.sort();
         out.epochs = epochs;
         out.open = open.len();
-        let mut seq = next_seq(&tx).map_err(&e)?;
-        for r in &open {
-            let s = &r.seen;
-            let dt_s = (now_ns.saturating_sub(s.detected_at_ns)).max(0) as f64 * 1e-9;
-            let x_m = s.x_m + s.velocity_x_mps * dt_s;
-            let steps = reconcile(r.state, x_m < reach_end_x_m);
-            if steps.is_empty() {
-                out.kept += 1;
-                continue;
-            }
-            let mut holder = r.cnc_id.clone();
-            for &(from, to, reason) in steps {
-                let ev = Event {
-                    seq,
-                    object_id: r.object_id,
-                    from: Some(from),
-                    to,
-                    actor: actor.into(),
-                    cnc_id: holder.clone(),
-                    epoch: r.epoch,
-                    reason: reason.into(),
-                    belt_position_m: x_m,
-                    at_ns: now_ns,
-                };
-                insert_event(&tx, &ev).map_err(&e)?;
-                out.events.push(ev);
-                seq += 1;
-                if to == ObjState::Detected {
-                    holder.clear();
-                }
-            }
-            let last = out.events.last().map_or(r.state, |ev| ev.to);
-            if last == ObjState::Detected {
-                out.kept += 1;
-            }
-            tx.execute(
-                "UPDATE objects SET state = ?2, cnc_id = ?3, updated_at_ns = ?4, last_seq = ?5 \
-                 WHERE id = ?1",
-                params![
-                    r.object_id.as_slice(),
-                    last.id() as i64,
-                    holder,
-                    now_ns,
-                    (seq - 1) as i64
-                ],
-            )
-            .map_err(&e)?;
-        }
+        out.kept = settle(&tx, &open, now_ns, reach_end_x_m, actor, &mut out.events).map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(out)
     }
@@ -1063,4 +1040,70 @@ mod tests {
         assert_eq!(at, 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Brings each of `open` to a state no CNC holds ([`reconcile`]), as
+/// `actor` at `now_ns`: the transitions are written and pushed onto
+/// `events`. Returns how many stay open (DETECTED, still reachable). An
+/// object is still reachable if its position predicted for `now_ns` (from
+/// where and when it was seen, at its registered velocity) is upstream of
+/// `reach_end_x_m`.
+fn settle(
+    tx: &rusqlite::Transaction,
+    open: &[Record],
+    now_ns: i64,
+    reach_end_x_m: f64,
+    actor: &str,
+    events: &mut Vec<Event>,
+) -> rusqlite::Result<usize> {
+    let mut kept = 0;
+    let mut seq = next_seq(tx)?;
+    for r in open {
+        let s = &r.seen;
+        let dt_s = (now_ns.saturating_sub(s.detected_at_ns)).max(0) as f64 * 1e-9;
+        let x_m = s.x_m + s.velocity_x_mps * dt_s;
+        let steps = reconcile(r.state, x_m < reach_end_x_m);
+        if steps.is_empty() {
+            kept += 1;
+            continue;
+        }
+        let mut holder = r.cnc_id.clone();
+        let first = events.len();
+        for &(from, to, reason) in steps {
+            let ev = Event {
+                seq,
+                object_id: r.object_id,
+                from: Some(from),
+                to,
+                actor: actor.into(),
+                cnc_id: holder.clone(),
+                epoch: r.epoch,
+                reason: reason.into(),
+                belt_position_m: x_m,
+                at_ns: now_ns,
+            };
+            insert_event(tx, &ev)?;
+            events.push(ev);
+            seq += 1;
+            if to == ObjState::Detected {
+                holder.clear();
+            }
+        }
+        let last = events[first..].last().map_or(r.state, |ev| ev.to);
+        if last == ObjState::Detected {
+            kept += 1;
+        }
+        tx.execute(
+            "UPDATE objects SET state = ?2, cnc_id = ?3, updated_at_ns = ?4, last_seq = ?5 \
+             WHERE id = ?1",
+            params![
+                r.object_id.as_slice(),
+                last.id() as i64,
+                holder,
+                now_ns,
+                (seq - 1) as i64
+            ],
+        )?;
+    }
+    Ok(kept)
 }

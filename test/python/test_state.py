@@ -138,27 +138,33 @@ def test_services_compare_and_set_fence_epochs_and_publish_gap_free_events(start
     ghost = uuid.uuid4()
     unknown = s.transition("t5", ghost, DETECTED, ASSIGNED)
     assert not unknown.accepted and str(ghost) in unknown.error and "no such object" in unknown.error
-    # CNC 1 is re-activated: its old epoch is fenced off.
+    # CNC 1 is re-activated: in the same step, what its old epoch held is
+    # settled (the assignment revoked, published like any transition), and
+    # the old epoch is fenced off.
     assert s.call(BeginEpoch, cnc_id="1", actor="cnc_1").epoch == 2
-    stale = s.transition("t6", a, ASSIGNED, PICKING, epoch=1)
-    assert not stale.accepted and "stale epoch 1" in stale.error and stale.current_state.id == ASSIGNED
-    fresh = s.transition("t7", a, ASSIGNED, PICKING, epoch=2)
-    assert fresh.accepted and fresh.seq == 4
+    stale = s.transition("t6", a, DETECTED, ASSIGNED, epoch=1)
+    assert not stale.accepted and "stale epoch 1" in stale.error and stale.current_state.id == DETECTED
+    fresh = s.transition("t7", a, DETECTED, ASSIGNED, epoch=2)
+    assert fresh.accepted and fresh.seq == 5
 
     got = s.get(a)
-    assert got.found and (got.object.state.id, got.object.cnc_id, got.object.epoch, got.object.last_seq) == (PICKING, "1", 2, 4)
+    assert got.found and (got.object.state.id, got.object.cnc_id, got.object.epoch, got.object.last_seq) == (ASSIGNED, "1", 2, 5)
     listed = s.call(ListObjects, states=[DETECTED], lane=-1)
     assert [bytes(o.object_id.uuid) for o in listed.objects] == [b.bytes] and not listed.truncated
     h = ObjectHistory.Request()
     h.object_id.uuid = list(a.bytes)
     hist = call_service(executor, s.clients[ObjectHistory], h, resend_after_s=2.0)
-    assert [(e.from_state.id, e.to_state.id) for e in hist.transitions] == [(0, DETECTED), (DETECTED, ASSIGNED), (ASSIGNED, PICKING)]
+    assert [(e.from_state.id, e.to_state.id) for e in hist.transitions] == [
+        (0, DETECTED), (DETECTED, ASSIGNED), (ASSIGNED, DETECTED), (DETECTED, ASSIGNED)
+    ]
+    revoked = hist.transitions[2]
+    assert (revoked.actor, revoked.epoch) == ("state_manager", 1) and revoked.reason.startswith("recovery: "), revoked
 
     # objects/events: every accepted transition once, gap-free, transient_local.
-    assert spin_until(executor, lambda: len(s.events) >= 4, 10), [e.seq for e in s.events]
-    assert [e.seq for e in s.events] == [1, 2, 3, 4]
+    assert spin_until(executor, lambda: len(s.events) >= 5, 10), [e.seq for e in s.events]
+    assert [e.seq for e in s.events] == [1, 2, 3, 4, 5]
     assert [(bytes(e.object_id.uuid), e.to_state.id) for e in s.events] == [
-        (a.bytes, DETECTED), (b.bytes, DETECTED), (a.bytes, ASSIGNED), (a.bytes, PICKING)
+        (a.bytes, DETECTED), (b.bytes, DETECTED), (a.bytes, ASSIGNED), (a.bytes, DETECTED), (a.bytes, ASSIGNED)
     ]
 
 

@@ -12,6 +12,11 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 
+/// A CNC's next epoch (the objects its earlier epochs held settled).
+fn bump(s: &mut Store, cnc: &str) -> u64 {
+    s.begin_epoch(cnc, 0, f64::INFINITY, "test").unwrap().0
+}
+
 fn id(k: u32) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..4].copy_from_slice(&k.to_le_bytes());
@@ -79,7 +84,7 @@ fn compare_and_set_refuses_with_the_current_state_and_only_legal_transitions_pas
     let again = s.register(&registration(1, 0, 10), 11).unwrap();
     assert!(!again.created && again.event.is_none());
     assert_eq!(again.record, r.record);
-    let e1 = s.bump_epoch("1").unwrap();
+    let e1 = bump(&mut s, "1");
     assert_eq!(e1, 1);
 
     // Wrong expected state: refused with the current one.
@@ -155,8 +160,8 @@ fn a_held_object_is_fenced_from_other_cncs_and_from_stale_epochs_after_a_reactiv
     let (_, mut s) = open("epochs");
     s.register(&registration(1, 0, 10), 10).unwrap();
     s.register(&registration(2, 1, 10), 10).unwrap();
-    let e1 = s.bump_epoch("1").unwrap();
-    s.bump_epoch("2").unwrap();
+    let e1 = bump(&mut s, "1");
+    bump(&mut s, "2");
     assert!(matches!(
         s.transition(&request("a1", 1, Detected, Assigned, "1", e1), 20)
             .unwrap(),
@@ -178,43 +183,66 @@ fn a_held_object_is_fenced_from_other_cncs_and_from_stale_epochs_after_a_reactiv
             holder: "1".into()
         })
     );
-    // CNC 1 restarts: its epoch rises, and what it started before is fenced off.
-    let e2 = s.bump_epoch("1").unwrap();
+    // CNC 1 starts picking object 2, then restarts: its epoch rises, and
+    // what its old epoch held is settled in the same transaction (the
+    // assignment revoked, the pick in flight MISSED: its outcome is
+    // unknown), so its old epoch can do nothing more.
+    assert!(matches!(
+        s.transition(&request("p2", 2, Assigned, Picking, "1", e1), 21)
+            .unwrap(),
+        Answer::Accepted(_)
+    ));
+    let (e2, settled) = s.begin_epoch("1", 22, f64::INFINITY, "state_manager").unwrap();
     assert_eq!(
         (e2, s.epoch("1").unwrap(), s.epoch("never").unwrap()),
         (2, 2, 0)
     );
+    let moves: Vec<_> = settled
+        .iter()
+        .map(|e| (e.object_id, e.from, e.to, e.cnc_id.as_str(), e.epoch))
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            (id(1), Some(Assigned), Detected, "1", e1),
+            (id(2), Some(Picking), Missed, "1", e1),
+        ]
+    );
+    assert!(settled.iter().all(|e| e.reason.starts_with("recovery: ")));
     let stale = s
-        .transition(&request("s", 1, Assigned, Picking, "1", e1), 22)
+        .transition(&request("s", 1, Detected, Assigned, "1", e1), 23)
         .unwrap();
     assert_eq!(
         stale,
         Answer::Refused(Refusal::StaleEpoch {
-            current: Assigned,
+            current: Detected,
             given: 1,
             epoch: 2
         })
     );
     assert!(Refusal::StaleEpoch {
-        current: Assigned,
+        current: Detected,
         given: 1,
         epoch: 2
     }
-    .describe(&request("s", 1, Assigned, Picking, "1", e1))
+    .describe(&request("s", 1, Detected, Assigned, "1", e1))
     .contains("stale epoch 1"));
-    // The new epoch may revoke it, and then anyone may assign it again.
+    // The old epoch's late report of its pick is refused; the record stays.
     assert!(matches!(
-        s.transition(&request("r", 1, Assigned, Detected, "1", e2), 23)
+        s.transition(&request("late", 2, Picking, Picked, "1", e1), 24)
             .unwrap(),
-        Answer::Accepted(_)
+        Answer::Refused(_)
     ));
     let rec = s.get(&id(1)).unwrap().unwrap();
     assert_eq!((rec.state, rec.cnc_id.as_str()), (Detected, ""));
+    assert_eq!(s.get(&id(2)).unwrap().unwrap().state, Missed);
+    // CNC 2's objects were not touched; anyone may assign object 1 again.
     assert!(matches!(
-        s.transition(&request("a3", 1, Detected, Assigned, "2", 1), 24)
+        s.transition(&request("a3", 1, Detected, Assigned, "2", 1), 25)
             .unwrap(),
         Answer::Accepted(_)
     ));
+    assert_eq!(s.replay(&id(2), None).unwrap(), Some(Missed));
 }
 
 #[test]
@@ -222,7 +250,7 @@ fn a_repeated_request_id_gets_the_first_answer_even_after_a_restart() {
     use ObjState::*;
     let (path, mut s) = open("idempotent");
     s.register(&registration(1, 0, 10), 10).unwrap();
-    let e = s.bump_epoch("1").unwrap();
+    let e = bump(&mut s, "1");
     let first = s
         .transition(&request("once", 1, Detected, Assigned, "1", e), 20)
         .unwrap();
@@ -265,7 +293,7 @@ fn objects_are_listed_by_state_lane_and_time() {
         s.register(&registration(k, (k % 4) as u8, 100 + k as i64), 100)
             .unwrap();
     }
-    let e = s.bump_epoch("1").unwrap();
+    let e = bump(&mut s, "1");
     for k in [0u32, 4, 8] {
         s.transition(
             &request(&format!("a{k}"), k, Detected, Assigned, "1", e),
@@ -357,7 +385,7 @@ fn a_corrupt_or_foreign_file_is_refused_and_left_untouched() {
 fn a_full_disk_refuses_new_work_and_keeps_everything_accepted() {
     use ObjState::*;
     let (path, mut s) = open("full");
-    let e = s.bump_epoch("1").unwrap();
+    let e = bump(&mut s, "1");
     let cap = s.limit_size(64 * 1024).unwrap();
     assert!(cap <= 64 * 1024, "{cap}");
     let mut accepted = 0u32;
@@ -435,7 +463,7 @@ fn actor(
     let mut out: Vec<(TransitionRequest, Answer)> = Vec::new();
     for n in 0..steps {
         if rng.random_bool(0.03) {
-            s.bump_epoch(cncs[rng.random_range(0..3)]).unwrap();
+            bump(&mut s, cncs[rng.random_range(0..3)]);
             continue;
         }
         let req = if !out.is_empty() && rng.random_bool(0.1) {
@@ -488,7 +516,7 @@ proptest! {
             s.register(&registration(k, (k % 4) as u8, k as i64), 0).unwrap();
         }
         for cnc in ["1", "2", "3"] {
-            s.bump_epoch(cnc).unwrap();
+            bump(&mut s, cnc);
         }
         let threads: Vec<_> = (0..actors)
             .map(|a| {
@@ -567,7 +595,7 @@ fn accept(s: &mut Store, t: TransitionRequest, at_ns: i64) {
 fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
     use ObjState::*;
     let (path, mut s) = open("recovery");
-    let (e1, e2) = (s.bump_epoch("1").unwrap(), s.bump_epoch("2").unwrap());
+    let (e1, e2) = (bump(&mut s, "1"), bump(&mut s, "2"));
     let now = 100 * S;
     // Seen at x 0.5 m moving 0.2 m/s: 10 s ago it is at 2.5 m now (upstream
     // of the reach end, 3.4 m); 20 s ago, at 4.5 m (past it).
@@ -727,7 +755,7 @@ fn snapshots_taken_under_writes_are_consistent_and_only_the_newest_are_kept() {
     use ObjState::*;
     let (path, mut s) = open("snapshots");
     let dir = path.with_extension("snapshots");
-    let e1 = s.bump_epoch("1").unwrap();
+    let e1 = bump(&mut s, "1");
     let writer = {
         let path = path.clone();
         std::thread::spawn(move || {

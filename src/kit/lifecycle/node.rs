@@ -464,7 +464,10 @@ async fn on_fault<C: Callbacks>(
     let state = machine.lock().unwrap_or_else(|e| e.into_inner()).state();
     let why = fault.why;
     if state != State::Active || fault.activation.is_none() {
-        tracing::warn!(node, "fault while {state} (ignored: not active): {why}");
+        tracing::warn!(
+            node,
+            "fault raised while not Active (ignored; the node is {state}): {why}"
+        );
         return;
     }
     if fault.activation != Some(gate.activation()) {
