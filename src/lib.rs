@@ -11,6 +11,7 @@ pub mod interop;
 pub mod kinematics;
 pub mod kit;
 pub mod motion;
+pub mod sched;
 pub mod sim;
 pub mod state;
 pub mod tracker;

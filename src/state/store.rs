@@ -993,55 +993,6 @@ impl Store {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A database written by the first schema is migrated in place, and
-    /// what it held is still there.
-    #[test]
-    fn a_version_1_database_is_migrated_keeping_its_rows() {
-        let dir = std::env::temp_dir().join(format!("cncpick-migrate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("v1.sqlite");
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(MIGRATIONS[0]).unwrap();
-            c.pragma_update(None, "user_version", 1).unwrap();
-            c.execute(
-                "INSERT INTO transitions VALUES (7, x'00112233445566778899aabbccddeeff', 0, 1, \
-                 'tracker', '', 0, 'registered', 0.5, 10)",
-                [],
-            )
-            .unwrap();
-            c.execute(
-                "INSERT INTO requests (request_id, answer) VALUES ('r', '{}')",
-                [],
-            )
-            .unwrap();
-        }
-        let s = Store::open(&path).unwrap();
-        let version: i64 = s
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 2);
-        assert_eq!(s.last_seq().unwrap(), 7);
-        let at: i64 = s
-            .conn
-            .query_row(
-                "SELECT at_ns FROM requests WHERE request_id = 'r'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(at, 0);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 /// Brings each of `open` to a state no CNC holds ([`reconcile`]), as
 /// `actor` at `now_ns`: the transitions are written and pushed onto
 /// `events`. Returns how many stay open (DETECTED, still reachable). An
@@ -1106,4 +1057,53 @@ fn settle(
         )?;
     }
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by the first schema is migrated in place, and
+    /// what it held is still there.
+    #[test]
+    fn a_version_1_database_is_migrated_keeping_its_rows() {
+        let dir = std::env::temp_dir().join(format!("cncpick-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute(
+                "INSERT INTO transitions VALUES (7, x'00112233445566778899aabbccddeeff', 0, 1, \
+                 'tracker', '', 0, 'registered', 0.5, 10)",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO requests (request_id, answer) VALUES ('r', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let version: i64 = s
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 2);
+        assert_eq!(s.last_seq().unwrap(), 7);
+        let at: i64 = s
+            .conn
+            .query_row(
+                "SELECT at_ns FROM requests WHERE request_id = 'r'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(at, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

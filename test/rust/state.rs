@@ -192,7 +192,9 @@ fn a_held_object_is_fenced_from_other_cncs_and_from_stale_epochs_after_a_reactiv
             .unwrap(),
         Answer::Accepted(_)
     ));
-    let (e2, settled) = s.begin_epoch("1", 22, f64::INFINITY, "state_manager").unwrap();
+    let (e2, settled) = s
+        .begin_epoch("1", 22, f64::INFINITY, "state_manager")
+        .unwrap();
     assert_eq!(
         (e2, s.epoch("1").unwrap(), s.epoch("never").unwrap()),
         (2, 2, 0)

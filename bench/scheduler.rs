@@ -1,0 +1,149 @@
+//! Benchmark `scheduler`: each policy's picks against the offline oracle's
+//! bound on the same arrivals, with the reach model shared with the motion
+//! controller. The load: Poisson arrivals at 100 objects/min on 4 lanes,
+//! 4 CNCs, 5 % of objects unpickable (injected failures). Then 2x overload
+//! (200/min): lookahead's picks over greedy's. And the decision latency of
+//! each policy with 200 live objects. Prints one JSON object on its last
+//! line. Run with `bench/run scheduler`.
+
+use cncpick::detector::score::quantile;
+use cncpick::sched::eval::run;
+use cncpick::sched::oracle::{lagrangian_bound, upper_bound};
+use cncpick::sched::policy::{CncState, Policy, Scheduler};
+use cncpick::sched::reach::CncModel;
+use cncpick::sched::scenario::{bound_span, cell, parked, poisson};
+use std::time::Instant;
+
+const SEEDS: [u64; 5] = [1, 2, 3, 4, 5];
+const SECONDS: f64 = 300.0;
+const BELT_MPS: f64 = 0.2;
+const FAIL: f64 = 0.05;
+/// The Lagrangian bound's time grid and subgradient steps.
+const GRID_S: f64 = 0.02;
+const ITERATIONS: usize = 300;
+/// Which classes each CNC has a bin for: every class has two or three.
+const BINS: [&[usize]; 4] = [&[0, 1, 2], &[0, 1], &[1, 2], &[0, 2]];
+
+fn policies() -> Vec<Policy> {
+    Policy::all(4)
+}
+
+/// Picks by each policy and the bound, over the seeds, at `per_min`.
+fn load(models: &[CncModel], per_min: f64) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let (span, heights) = bound_span();
+    let mut picks = vec![Vec::new(); policies().len()];
+    let mut bounds = Vec::new();
+    for seed in SEEDS {
+        let (objs, ok) = poisson(seed, per_min, SECONDS, BELT_MPS, FAIL);
+        for (k, policy) in policies().into_iter().enumerate() {
+            let mut s = Scheduler::new(policy, models.to_vec(), 1, 0.0);
+            let r = run(&mut s, &parked(models), &objs, &ok, 0.1);
+            picks[k].push(r.picked);
+        }
+        let best = picks
+            .iter()
+            .filter_map(|p| p.last().copied())
+            .max()
+            .unwrap_or(0);
+        let flow = upper_bound(models, &objs, &ok, span, &heights);
+        let tight = lagrangian_bound(models, &objs, &ok, span, &heights, GRID_S, ITERATIONS, best);
+        eprintln!("  flow bound {flow}, lagrangian bound {tight}");
+        bounds.push(tight);
+        eprintln!(
+            "{per_min}/min seed {seed}: bound {} picks {:?}",
+            bounds.last().unwrap_or(&0),
+            picks
+                .iter()
+                .map(|p| p.last().copied().unwrap_or(0))
+                .collect::<Vec<_>>()
+        );
+    }
+    (picks, bounds)
+}
+
+fn main() {
+    let models = cell(&BINS);
+    let mut out = serde_json::Map::new();
+    let (picks, bounds) = load(&models, 100.0);
+    for (k, policy) in policies().iter().enumerate() {
+        let ratios: Vec<f64> = picks[k]
+            .iter()
+            .zip(&bounds)
+            .map(|(&p, &b)| p as f64 / b as f64)
+            .collect();
+        out.insert(
+            format!("{}_picks_over_bound_median", policy.label()),
+            quantile(&ratios, 0.5).into(),
+        );
+        out.insert(
+            format!("{}_picks_over_bound_min", policy.label()),
+            quantile(&ratios, 0.0).into(),
+        );
+    }
+    out.insert(
+        "bound_median_at_100_per_min".into(),
+        quantile(&bounds.iter().map(|&b| b as f64).collect::<Vec<_>>(), 0.5).into(),
+    );
+    let (over, over_bounds) = load(&models, 200.0);
+    let gains: Vec<f64> = over[2]
+        .iter()
+        .zip(&over[0])
+        .map(|(&l, &g)| l as f64 / g as f64)
+        .collect();
+    out.insert(
+        "lookahead_over_greedy_at_200_per_min_median".into(),
+        quantile(&gains, 0.5).into(),
+    );
+    out.insert(
+        "lookahead_over_greedy_at_200_per_min_min".into(),
+        quantile(&gains, 0.0).into(),
+    );
+    let at_bound: Vec<f64> = over[2]
+        .iter()
+        .zip(&over_bounds)
+        .map(|(&p, &b)| p as f64 / b as f64)
+        .collect();
+    out.insert(
+        "lookahead_picks_over_bound_at_200_per_min_median".into(),
+        quantile(&at_bound, 0.5).into(),
+    );
+
+    // Decision latency with 200 live objects: 200 objects on the belt
+    // between the camera and the last window, every CNC idle.
+    let (mut live, _) = poisson(9, 2000.0, 1000.0, BELT_MPS, 0.0);
+    live.truncate(200);
+    let now = 0.0;
+    for (k, o) in live.iter_mut().enumerate() {
+        // Spread along the belt from 0.5 m to the last window's end, seen now.
+        o.traj.x_m = 0.5 + 2.5 * k as f64 / 200.0;
+        o.traj.t0_s = now;
+    }
+    let states: Vec<CncState> = parked(&models)
+        .iter()
+        .map(|s| CncState {
+            active: true,
+            free_at_s: now,
+            at_mm: s.at_mm,
+            queued: 0,
+        })
+        .collect();
+    for policy in policies() {
+        let mut s = Scheduler::new(policy.clone(), models.clone(), 1, 0.0);
+        let mut took = Vec::new();
+        for _ in 0..30 {
+            let t0 = Instant::now();
+            let d = s.decide(&states, &live);
+            took.push(t0.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(d);
+        }
+        out.insert(
+            format!("{}_decision_ms_p50_200_live", policy.label()),
+            quantile(&took, 0.5).into(),
+        );
+        out.insert(
+            format!("{}_decision_ms_p99_200_live", policy.label()),
+            quantile(&took, 0.99).into(),
+        );
+    }
+    println!("{}", serde_json::Value::Object(out));
+}

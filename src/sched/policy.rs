@@ -1,0 +1,330 @@
+//! The assignment policies, pure: objects and CNC states in, assignments
+//! out. Time comes from the objects' stamps and the `now_s` given; every
+//! choice breaks ties by key or CNC index, so the same inputs give the
+//! same assignments.
+//!
+//! - **Greedy** (upstream first): each CNC, upstream first, takes the
+//!   object it can touch soonest, as most controllers ship.
+//! - **Balance** (FANUC-style load balance): each object is allotted on
+//!   first sight to the CNC furthest below its share (by ratio) among
+//!   those with a bin for its class; a CNC picks from its allotment; an
+//!   object its CNC can no longer reach passes to the next CNC downstream
+//!   that can, and the quotas are corrected for it.
+//! - **Lookahead** (rollout over every object seen so far): for each of
+//!   the few objects a CNC could take next (those that free it soonest), the picks that would follow if
+//!   every CNC then went greedy are counted over all the objects seen, and
+//!   the choice with the most is made (Bertsekas' rollout: never worse
+//!   than greedy on what has been seen). Made again at every decision.
+
+use super::reach::{CncModel, Obj, Slot};
+use nalgebra::Vector3;
+use std::collections::{BTreeMap, HashSet};
+
+/// Which policy (the scheduler's `policy` param).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Policy {
+    Greedy,
+    Balance { ratios: Vec<f64> },
+    Lookahead,
+}
+
+impl Policy {
+    /// Every policy, the load balancer with equal ratios for `cncs` CNCs.
+    pub fn all(cncs: usize) -> Vec<Policy> {
+        vec![
+            Policy::Greedy,
+            Policy::Balance {
+                ratios: vec![1.0; cncs],
+            },
+            Policy::Lookahead,
+        ]
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Policy::Greedy => "greedy",
+            Policy::Balance { .. } => "balance",
+            Policy::Lookahead => "lookahead",
+        }
+    }
+}
+
+/// A CNC as the scheduler sees it: whether it takes work, when and where
+/// it is free after the picks already given to it, and how many those are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CncState {
+    pub active: bool,
+    pub free_at_s: f64,
+    pub at_mm: Vector3<f64>,
+    pub queued: usize,
+}
+
+/// One assignment: object `key` to CNC `cnc` (an index into the models),
+/// with the pick as planned.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub key: u64,
+    pub cnc: usize,
+    pub slot: Slot,
+}
+
+/// The pure scheduler: a policy, the CNC models, and the policy's memory
+/// (the load balancer's allotments and counts).
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    pub policy: Policy,
+    pub models: Vec<CncModel>,
+    /// Picks a CNC may have been given and not finished.
+    pub queue_max: usize,
+    /// Detections below this confidence are not assigned.
+    pub min_confidence: f64,
+    /// CNC indices, upstream first.
+    order: Vec<usize>,
+    allotted: BTreeMap<u64, usize>,
+    taken: Vec<f64>,
+}
+
+impl Scheduler {
+    pub fn new(
+        policy: Policy,
+        models: Vec<CncModel>,
+        queue_max: usize,
+        min_confidence: f64,
+    ) -> Self {
+        let mut order: Vec<usize> = (0..models.len()).collect();
+        order.sort_by(|&a, &b| {
+            models[a]
+                .picker
+                .reach_x_min_m
+                .total_cmp(&models[b].picker.reach_x_min_m)
+                .then(a.cmp(&b))
+        });
+        let taken = vec![0.0; models.len()];
+        Scheduler {
+            policy,
+            models,
+            queue_max,
+            min_confidence,
+            order,
+            allotted: BTreeMap::new(),
+            taken,
+        }
+    }
+
+    /// The assignments to make now, for `objs` (the unassigned objects)
+    /// and the CNCs as `cncs` says. Each object at most once.
+    pub fn decide(&mut self, cncs: &[CncState], objs: &[Obj]) -> Vec<Decision> {
+        let mut objs: Vec<&Obj> = objs
+            .iter()
+            .filter(|o| o.confidence >= self.min_confidence)
+            .collect();
+        objs.sort_by_key(|o| o.key);
+        let mut cncs = cncs.to_vec();
+        match self.policy.clone() {
+            Policy::Greedy => self.greedy(&mut cncs, &objs),
+            Policy::Balance { ratios } => self.balance(&mut cncs, &objs, &ratios),
+            Policy::Lookahead => self.lookahead(&mut cncs, &objs),
+        }
+    }
+
+    /// Forgets an object (picked, missed, bypassed, gone).
+    pub fn forget(&mut self, key: u64) {
+        self.allotted.remove(&key);
+    }
+
+    fn has_room(&self, c: &CncState) -> bool {
+        c.active && c.queued < self.queue_max
+    }
+
+    fn commit(out: &mut Vec<Decision>, c: &mut CncState, key: u64, cnc: usize, slot: Slot) {
+        out.push(Decision { key, cnc, slot });
+        c.free_at_s = slot.done_at_s;
+        c.at_mm = slot.end_mm;
+        c.queued += 1;
+    }
+
+    /// Each CNC with room, upstream first, takes the object it may take
+    /// (`may(object, cnc)`) that it can touch soonest, until none is left.
+    fn fill(
+        &self,
+        cncs: &mut [CncState],
+        objs: &[&Obj],
+        may: impl Fn(&Obj, usize) -> bool,
+    ) -> Vec<Decision> {
+        let mut out = Vec::new();
+        let mut taken = HashSet::new();
+        for &i in &self.order {
+            while self.has_room(&cncs[i]) {
+                let c = cncs[i];
+                let best = objs
+                    .iter()
+                    .filter(|o| !taken.contains(&o.key) && may(o, i))
+                    .filter_map(|o| Some((self.models[i].slot(o, c.free_at_s, c.at_mm)?, o.key)))
+                    .min_by(|a, b| {
+                        a.0.contact_at_s
+                            .total_cmp(&b.0.contact_at_s)
+                            .then(a.1.cmp(&b.1))
+                    });
+                let Some((slot, key)) = best else { break };
+                taken.insert(key);
+                Self::commit(&mut out, &mut cncs[i], key, i, slot);
+            }
+        }
+        out
+    }
+
+    fn greedy(&mut self, cncs: &mut [CncState], objs: &[&Obj]) -> Vec<Decision> {
+        self.fill(cncs, objs, |_, _| true)
+    }
+
+    fn balance(&mut self, cncs: &mut [CncState], objs: &[&Obj], ratios: &[f64]) -> Vec<Decision> {
+        let ratio = |i: usize| ratios.get(i).copied().unwrap_or(1.0).max(1e-9);
+        // Allot what is new, in order of arrival (upstream first).
+        let mut fresh: Vec<&&Obj> = objs
+            .iter()
+            .filter(|o| !self.allotted.contains_key(&o.key))
+            .collect();
+        fresh.sort_by(|a, b| {
+            self.first_window(a)
+                .total_cmp(&self.first_window(b))
+                .then(a.key.cmp(&b.key))
+        });
+        for o in fresh {
+            let pick = self
+                .order
+                .iter()
+                .copied()
+                .filter(|&i| cncs[i].active && self.models[i].bin(&o.class).is_some())
+                .min_by(|&a, &b| (self.taken[a] / ratio(a)).total_cmp(&(self.taken[b] / ratio(b))));
+            if let Some(i) = pick {
+                self.allotted.insert(o.key, i);
+                self.taken[i] += 1.0;
+            }
+        }
+        // An object its CNC can no longer reach (or an inactive CNC's)
+        // passes downstream; the quotas follow it.
+        for o in objs {
+            let Some(&i) = self.allotted.get(&o.key) else {
+                continue;
+            };
+            let c = cncs[i];
+            if c.active && self.models[i].slot(o, c.free_at_s, c.at_mm).is_some() {
+                continue;
+            }
+            let pos = self.order.iter().position(|&k| k == i).unwrap_or(0);
+            let next = self.order[pos + 1..].iter().copied().find(|&k| {
+                cncs[k].active
+                    && self.models[k]
+                        .slot(o, cncs[k].free_at_s, cncs[k].at_mm)
+                        .is_some()
+            });
+            if let Some(k) = next {
+                self.allotted.insert(o.key, k);
+                self.taken[i] -= 1.0;
+                self.taken[k] += 1.0;
+            }
+        }
+        let allotted = &self.allotted;
+        let out = self.fill(cncs, objs, |o, i| allotted.get(&o.key) == Some(&i));
+        for d in &out {
+            self.allotted.remove(&d.key);
+        }
+        out
+    }
+
+    /// When the object first enters any window.
+    fn first_window(&self, o: &Obj) -> f64 {
+        self.models
+            .iter()
+            .filter_map(|m| m.window(&o.traj).map(|w| w.0))
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// The picks CNC `i` could make next from `c` that free it soonest
+    /// (the shortest cycles): up to `k` of them, soonest first (ties by
+    /// key).
+    fn soonest(
+        &self,
+        i: usize,
+        c: &CncState,
+        objs: &[&Obj],
+        skip: &HashSet<u64>,
+        k: usize,
+    ) -> Vec<(Slot, u64)> {
+        let mut all: Vec<(Slot, u64)> = objs
+            .iter()
+            .filter(|o| !skip.contains(&o.key))
+            .filter_map(|o| Some((self.models[i].slot(o, c.free_at_s, c.at_mm)?, o.key)))
+            .collect();
+        all.sort_by(|a, b| a.0.done_at_s.total_cmp(&b.0.done_at_s).then(a.1.cmp(&b.1)));
+        all.truncate(k);
+        all
+    }
+
+    /// How many of `objs` (less `skip`) the CNCs would pick from `cncs` if
+    /// each, whenever it comes free (earliest first), took the object that
+    /// frees it soonest: the base policy the lookahead improves on.
+    fn rollout(&self, cncs: &[CncState], objs: &[&Obj], skip: &HashSet<u64>) -> usize {
+        let mut state: Vec<Option<CncState>> =
+            cncs.iter().map(|c| c.active.then_some(*c)).collect();
+        let mut taken = skip.clone();
+        let mut picks = 0;
+        loop {
+            let next = state
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.map(|c| (i, c)))
+                .min_by(|a, b| a.1.free_at_s.total_cmp(&b.1.free_at_s).then(a.0.cmp(&b.0)));
+            let Some((i, c)) = next else { return picks };
+            match self.soonest(i, &c, objs, &taken, 1).first() {
+                Some(&(slot, key)) => {
+                    taken.insert(key);
+                    picks += 1;
+                    state[i] = Some(CncState {
+                        free_at_s: slot.done_at_s,
+                        at_mm: slot.end_mm,
+                        ..c
+                    });
+                }
+                // Nothing more it can reach: it is out of the rollout.
+                None => state[i] = None,
+            }
+        }
+    }
+
+    /// Rollout: each CNC with room, upstream first, considers the few
+    /// objects it could touch soonest; for each, the picks that would
+    /// follow over every object seen so far if all CNCs then went greedy
+    /// are counted, and the choice with the most wins (the sooner on a
+    /// tie). Never worse than greedy on the objects seen.
+    fn lookahead(&mut self, cncs: &mut [CncState], objs: &[&Obj]) -> Vec<Decision> {
+        const CANDIDATES: usize = 4;
+        let mut out = Vec::new();
+        let mut taken = HashSet::new();
+        for &i in &self.order.clone() {
+            while self.has_room(&cncs[i]) {
+                let options = self.soonest(i, &cncs[i], objs, &taken, CANDIDATES);
+                let mut best: Option<(usize, Slot, u64)> = None;
+                for (slot, key) in options {
+                    let mut after = cncs.to_vec();
+                    after[i] = CncState {
+                        free_at_s: slot.done_at_s,
+                        at_mm: slot.end_mm,
+                        queued: cncs[i].queued + 1,
+                        ..cncs[i]
+                    };
+                    let mut skip = taken.clone();
+                    skip.insert(key);
+                    let score = 1 + self.rollout(&after, objs, &skip);
+                    if best.as_ref().is_none_or(|b| score > b.0) {
+                        best = Some((score, slot, key));
+                    }
+                }
+                let Some((_, slot, key)) = best else { break };
+                taken.insert(key);
+                Self::commit(&mut out, &mut cncs[i], key, i, slot);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,271 @@
+//! The reach model: for each CNC, when an object can be touched and how
+//! long the whole pick keeps the gantry busy, from the motion controller's
+//! own intercept model ([`Picker::intercept`], [`Picker::travel_s`]): the
+//! scheduler and the motion controller ask the same questions of one
+//! implementation.
+
+use crate::kinematics::{Picker, Trajectory};
+use crate::motion::params::MotionParams;
+use nalgebra::Vector3;
+
+/// An object as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Obj {
+    /// The scheduler's key for it (stable for the object's life).
+    pub key: u64,
+    pub class: String,
+    /// Where it was at a stamp, and its speed along the belt.
+    pub traj: Trajectory,
+    /// Its top above the belt, m.
+    pub height_m: f64,
+    /// The detector's confidence, 0..1.
+    pub confidence: f64,
+}
+
+/// One CNC as the scheduler plans for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CncModel {
+    pub id: String,
+    pub picker: Picker,
+    /// The classes it has a bin for, and where each bin is (belt x, y, m).
+    pub bins: Vec<(String, (f64, f64))>,
+    /// Vacuum-off dwell over the bin, s.
+    pub release_dwell_s: f64,
+}
+
+/// One pick as planned: when the nozzle meets the object, and when and
+/// where the gantry is free again (over the bin, at the safe height).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slot {
+    pub contact_at_s: f64,
+    pub done_at_s: f64,
+    pub end_mm: Vector3<f64>,
+}
+
+impl CncModel {
+    /// The model of the CNC a motion controller's params describe.
+    pub fn from_params(p: &MotionParams) -> CncModel {
+        CncModel {
+            id: p.cnc_id.clone(),
+            picker: p.picker(),
+            bins: p
+                .bin_classes
+                .iter()
+                .zip(p.bin_x_m.iter().zip(&p.bin_y_m))
+                .map(|(c, (&x, &y))| (c.clone(), (x, y)))
+                .collect(),
+            release_dwell_s: p.release_dwell_s,
+        }
+    }
+
+    /// Its bin for `class`, if it has one.
+    pub fn bin(&self, class: &str) -> Option<(f64, f64)> {
+        self.bins.iter().find(|(c, _)| c == class).map(|(_, b)| *b)
+    }
+
+    /// Where the gantry waits over the bin for `class` (machine mm).
+    fn bin_mm(&self, bin: (f64, f64)) -> Vector3<f64> {
+        self.picker
+            .frame
+            .to_machine_mm(Vector3::new(bin.0, bin.1, self.picker.safe_z_m))
+    }
+
+    /// When `traj` may be touched by this CNC: from entering its window to
+    /// the last contact that leaves room to ride with it. None if it does
+    /// not move downstream.
+    pub fn window(&self, traj: &Trajectory) -> Option<(f64, f64)> {
+        let v = traj.vx_mps;
+        if v <= 1e-6 {
+            return None;
+        }
+        let p = &self.picker;
+        let enter = traj.t0_s + (p.reach_x_min_m - traj.x_m) / v;
+        let leave = traj.t0_s + (p.reach_x_max_m - v * p.track_s - traj.x_m) / v;
+        (leave >= enter).then_some((enter, leave))
+    }
+
+    /// The pick of `o` by this CNC, free from `free_at_s` at `at_mm`: the
+    /// earliest contact the intercept model allows, the ride, the lift and
+    /// the carry to the class's bin, and the dwell there. None if it has no
+    /// bin for the class or cannot meet the object in its window.
+    pub fn slot(&self, o: &Obj, free_at_s: f64, at_mm: Vector3<f64>) -> Option<Slot> {
+        let bin = self.bin_mm(self.bin(&o.class)?);
+        let i = self
+            .picker
+            .intercept(&o.traj, o.height_m, at_mm, free_at_s)
+            .ok()?;
+        let release_mm = self.picker.frame.to_machine_mm(i.release_m);
+        let done_at_s = i.contact_at_s
+            + self.picker.track_s
+            + self.picker.travel_s(release_mm, bin)
+            + self.release_dwell_s;
+        Some(Slot {
+            contact_at_s: i.contact_at_s,
+            done_at_s,
+            end_mm: bin,
+        })
+    }
+
+    /// The least time after touching `o` before this CNC can touch
+    /// anything: the ride, the carry from `o`'s lane (its x anywhere in the
+    /// window) to its class's bin and the dwell, the least travel from that
+    /// bin to an approach point over objects across `y_range_m` of heights
+    /// `heights_m`, the lag and the descent. None without a bin for it.
+    pub fn min_gap_after_s(
+        &self,
+        o: &Obj,
+        y_range_m: (f64, f64),
+        heights_m: &[f64],
+    ) -> Option<f64> {
+        let p = &self.picker;
+        let (bx, by) = self.bin(&o.class)?;
+        let bin = self.bin_mm((bx, by));
+        let xs = [
+            p.reach_x_min_m,
+            p.reach_x_max_m,
+            bx.clamp(p.reach_x_min_m, p.reach_x_max_m),
+        ];
+        let out = xs
+            .iter()
+            .map(|&x| {
+                let at = p
+                    .frame
+                    .to_machine_mm(Vector3::new(x, o.traj.y_m, o.height_m));
+                p.travel_s(at, bin)
+            })
+            .fold(f64::INFINITY, f64::min);
+        let ys = [y_range_m.0, y_range_m.1, by.clamp(y_range_m.0, y_range_m.1)];
+        let mut back = f64::INFINITY;
+        for &x in &xs {
+            for &y in &ys {
+                for &h in heights_m {
+                    let at = p
+                        .frame
+                        .to_machine_mm(Vector3::new(x, y, h + p.approach_height_m));
+                    back = back.min(p.travel_s(bin, at));
+                }
+            }
+        }
+        Some(p.track_s + out + self.release_dwell_s + back + p.lag_s + p.descend_s)
+    }
+
+    /// The shortest time any two consecutive contacts of this CNC can be
+    /// apart, for objects across `y_range_m` of heights `heights_m`: the
+    /// ride, the carry to a bin and its dwell, the travel from that bin
+    /// back to an approach point, the lag and the descent, each at its
+    /// least. A lower bound (the oracle's bound rests on it).
+    pub fn min_cycle_s(&self, y_range_m: (f64, f64), heights_m: &[f64]) -> f64 {
+        let p = &self.picker;
+        let mut best = f64::INFINITY;
+        for (_, (bx, by)) in &self.bins {
+            let bin = self.bin_mm((*bx, *by));
+            // Travel is shortest straight across from the bin: the window's
+            // ends and the bin's own x and y, clamped into range, cover it.
+            let xs = [
+                p.reach_x_min_m,
+                p.reach_x_max_m,
+                bx.clamp(p.reach_x_min_m, p.reach_x_max_m),
+            ];
+            let ys = [y_range_m.0, y_range_m.1, by.clamp(y_range_m.0, y_range_m.1)];
+            let (mut out, mut back) = (f64::INFINITY, f64::INFINITY);
+            for &x in &xs {
+                for &y in &ys {
+                    for &h in heights_m {
+                        let at = |dz: f64| p.frame.to_machine_mm(Vector3::new(x, y, h + dz));
+                        out = out.min(p.travel_s(at(0.0), bin));
+                        back = back.min(p.travel_s(bin, at(p.approach_height_m)));
+                    }
+                }
+            }
+            best = best.min(out + back);
+        }
+        p.track_s + self.release_dwell_s + best + p.lag_s + p.descend_s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> CncModel {
+        CncModel::from_params(&MotionParams::default())
+    }
+
+    fn obj(x_m: f64, y_m: f64) -> Obj {
+        Obj {
+            key: 1,
+            class: "red_box".into(),
+            traj: Trajectory {
+                x_m,
+                y_m,
+                t0_s: 0.0,
+                vx_mps: 0.2,
+            },
+            height_m: 0.04,
+            confidence: 0.9,
+        }
+    }
+
+    #[test]
+    fn a_slot_is_the_motion_controllers_intercept_plus_the_ride_and_the_carry() {
+        let m = model();
+        let o = obj(1.0, 0.3);
+        let park = m
+            .picker
+            .frame
+            .to_machine_mm(Vector3::new(2.3, 0.4, m.picker.safe_z_m));
+        let s = m.slot(&o, 0.0, park).unwrap();
+        let i = m.picker.intercept(&o.traj, 0.04, park, 0.0).unwrap();
+        assert_eq!(s.contact_at_s, i.contact_at_s);
+        assert!(s.done_at_s > s.contact_at_s + m.picker.track_s + m.release_dwell_s);
+        let (enter, leave) = m.window(&o.traj).unwrap();
+        assert!(s.contact_at_s >= enter - 1e-9 && s.contact_at_s <= leave + 1e-9);
+        // No bin, no slot; a later start, a later contact or none.
+        assert!(m
+            .slot(
+                &Obj {
+                    class: "green_disc".into(),
+                    ..o.clone()
+                },
+                0.0,
+                park
+            )
+            .is_none());
+        let later = m.slot(&o, s.done_at_s, s.end_mm);
+        assert!(later.is_none_or(|l| l.contact_at_s >= s.contact_at_s));
+    }
+
+    #[test]
+    fn the_minimum_cycle_bounds_every_pair_of_consecutive_picks() {
+        let m = model();
+        let lanes = [0.075, 0.225, 0.375, 0.525];
+        let min = m.min_cycle_s((0.0, 0.6), &[0.04]);
+        assert!(
+            min > m.picker.track_s + m.release_dwell_s && min < 10.0,
+            "{min}"
+        );
+        let park = m
+            .picker
+            .frame
+            .to_machine_mm(Vector3::new(2.3, 0.4, m.picker.safe_z_m));
+        for (k, &y) in lanes.iter().enumerate() {
+            for &y2 in &lanes {
+                let a = obj(1.6, y);
+                let s = m.slot(&a, 0.0, park).unwrap();
+                for dx in 0..40 {
+                    let b = Obj {
+                        key: 2,
+                        ..obj(1.6 - 0.02 * dx as f64, y2)
+                    };
+                    if let Some(t) = m.slot(&b, s.done_at_s, s.end_mm) {
+                        assert!(
+                            t.contact_at_s - s.contact_at_s >= min - 1e-6,
+                            "lane {k}: {} < {min}",
+                            t.contact_at_s - s.contact_at_s
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The scheduler's pure core over arrival lists: no object is ever given
+//! to two CNCs or twice, under every policy; the same arrivals give the
+//! same assignments; no policy beats the oracle's bound (or, on small
+//! runs, its exact optimum).
+
+use cncpick::sched::eval::run;
+use cncpick::sched::oracle::{exact, upper_bound, Start};
+use cncpick::sched::policy::{Policy, Scheduler};
+use cncpick::sched::reach::{CncModel, Obj};
+use cncpick::sched::scenario;
+use proptest::prelude::*;
+use std::collections::HashSet;
+
+fn cncs(bins: &[&[usize]]) -> Vec<CncModel> {
+    scenario::cell(bins)
+}
+
+fn starts(models: &[CncModel]) -> Vec<Start> {
+    scenario::parked(models)
+}
+
+fn arrivals(seed: u64, per_min: f64, seconds: f64, fail: f64) -> (Vec<Obj>, Vec<bool>) {
+    scenario::poisson(seed, per_min, seconds, 0.2, fail)
+}
+
+fn policies() -> Vec<Policy> {
+    Policy::all(4)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_object_is_ever_assigned_twice_or_beyond_a_queue_under_any_policy(
+        seed in any::<u64>(),
+        per_min in 30.0f64..240.0,
+        queue_max in 1usize..3,
+        min_confidence in 0.0f64..0.8,
+    ) {
+        let models = cncs(&[&[0, 1, 2], &[0, 1], &[1, 2], &[0, 2]]);
+        let (objs, ok) = arrivals(seed, per_min, 40.0, 0.05);
+        for policy in policies() {
+            let label = policy.label();
+            let mut s = Scheduler::new(policy, models.clone(), queue_max, min_confidence);
+            let r = run(&mut s, &starts(&models), &objs, &ok, 0.1);
+            let mut seen = HashSet::new();
+            for (key, cnc, _) in &r.assignments {
+                prop_assert!(seen.insert(*key), "{label}: object {key} assigned twice");
+                let o = objs.iter().find(|o| o.key == *key).unwrap();
+                prop_assert!(o.confidence >= min_confidence, "{label}: low confidence assigned");
+                prop_assert!(models[*cnc].bin(&o.class).is_some(), "{label}: no bin for it on CNC {cnc}");
+            }
+            prop_assert_eq!(r.picked + r.failed, r.assignments.len(), "{}: a pick was lost", label);
+            prop_assert!(r.assignments.len() + r.passed <= objs.len());
+        }
+    }
+}
+
+#[test]
+fn the_same_arrivals_give_the_same_assignments() {
+    let all: &[usize] = &[0, 1, 2];
+    let models = cncs(&[all; 4]);
+    let (objs, ok) = arrivals(7, 150.0, 30.0, 0.05);
+    for policy in policies() {
+        let a = run(
+            &mut Scheduler::new(policy.clone(), models.clone(), 1, 0.0),
+            &starts(&models),
+            &objs,
+            &ok,
+            0.1,
+        );
+        let b = run(
+            &mut Scheduler::new(policy.clone(), models.clone(), 1, 0.0),
+            &starts(&models),
+            &objs,
+            &ok,
+            0.1,
+        );
+        assert_eq!(a.assignments, b.assignments, "{}", policy.label());
+        assert!(a.picked > 0);
+    }
+}
+
+#[test]
+fn no_policy_beats_the_oracle() {
+    let models = cncs(&[&[0, 1, 2], &[0, 1], &[1, 2], &[0, 2]]);
+    for seed in 1..3 {
+        let (objs, ok) = arrivals(seed, 200.0, 30.0, 0.05);
+        let (span, heights) = scenario::bound_span();
+        let bound = upper_bound(&models, &objs, &ok, span, &heights);
+        for policy in policies() {
+            let label = policy.label();
+            let r = run(
+                &mut Scheduler::new(policy, models.clone(), 1, 0.0),
+                &starts(&models),
+                &objs,
+                &ok,
+                0.1,
+            );
+            assert!(
+                r.picked <= bound,
+                "seed {seed} {label}: {} > bound {bound}",
+                r.picked
+            );
+        }
+    }
+    // Small runs: against the exact optimum.
+    let all: &[usize] = &[0, 1, 2];
+    let two = cncs(&[all, all]);
+    for seed in 10..13 {
+        let (mut objs, mut ok) = arrivals(seed, 90.0, 10.0, 0.0);
+        objs.truncate(8);
+        ok.truncate(8);
+        assert_eq!(objs.len(), 8);
+        let best = exact(&two, &starts(&two), &objs, &ok);
+        for policy in policies() {
+            let r = run(
+                &mut Scheduler::new(policy.clone(), two.clone(), 1, 0.0),
+                &starts(&two),
+                &objs,
+                &ok,
+                0.05,
+            );
+            assert!(
+                r.picked <= best,
+                "seed {seed} {}: {} > exact {best}",
+                policy.label(),
+                r.picked
+            );
+        }
+    }
+}
