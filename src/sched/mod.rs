@@ -6,5 +6,6 @@
 pub mod eval;
 pub mod oracle;
 pub mod policy;
+pub mod protocol;
 pub mod reach;
 pub mod scenario;

@@ -127,6 +127,42 @@ impl Scheduler {
         }
     }
 
+    /// Objects to bypass now, with the reason: no CNC has a bin for the
+    /// class, or no active CNC with one can still touch it, even if it
+    /// dropped everything it has been given (from where it is free at
+    /// `now_s`). An object too uncertain is left to the next detection.
+    pub fn bypass(&self, cncs: &[CncState], objs: &[Obj], now_s: f64) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for o in objs {
+            let binned: Vec<usize> = (0..self.models.len())
+                .filter(|&i| self.models[i].bin(&o.class).is_some())
+                .collect();
+            if binned.is_empty() {
+                out.push((
+                    o.key,
+                    format!("class {:?} is not picked by any CNC", o.class),
+                ));
+                continue;
+            }
+            let reachable = binned.iter().any(|&i| {
+                let c = &cncs[i];
+                c.active && self.models[i].slot(o, now_s.max(0.0), c.at_mm).is_some()
+            });
+            if !reachable {
+                let active = binned.iter().filter(|&&i| cncs[i].active).count();
+                out.push((
+                    o.key,
+                    if active == 0 {
+                        format!("no active CNC has a bin for {:?}", o.class)
+                    } else {
+                        "no CNC can reach it in time".to_string()
+                    },
+                ));
+            }
+        }
+        out
+    }
+
     /// Forgets an object (picked, missed, bypassed, gone).
     pub fn forget(&mut self, key: u64) {
         self.allotted.remove(&key);

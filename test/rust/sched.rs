@@ -130,3 +130,53 @@ fn no_policy_beats_the_oracle() {
         }
     }
 }
+
+#[test]
+fn objects_no_cnc_can_take_are_bypassed_with_a_reason() {
+    use cncpick::sched::policy::CncState;
+    let models = cncs(&[&[0], &[0, 2]]);
+    let parked = starts(&models);
+    let mut states: Vec<CncState> = parked
+        .iter()
+        .map(|s| CncState {
+            active: true,
+            free_at_s: 0.0,
+            at_mm: s.at_mm,
+            queued: 0,
+        })
+        .collect();
+    let (objs, _) = arrivals(3, 60.0, 60.0, 0.0);
+    let s = Scheduler::new(Policy::Greedy, models.clone(), 1, 0.0);
+    // At their first sighting: only the class nobody bins is bypassed.
+    let early: Vec<Obj> = objs
+        .iter()
+        .map(|o| Obj {
+            traj: cncpick::kinematics::Trajectory {
+                t0_s: 0.0,
+                ..o.traj
+            },
+            ..o.clone()
+        })
+        .collect();
+    let out = s.bypass(&states, &early, 0.0);
+    assert!(!out.is_empty());
+    for (key, why) in &out {
+        let o = early.iter().find(|o| o.key == *key).unwrap();
+        assert_eq!(o.class, "green_disc", "{why}");
+        assert!(why.contains("not picked by any CNC"), "{why}");
+    }
+    // Long after: every object is past every window.
+    let late = s.bypass(&states, &early, 100.0);
+    assert_eq!(late.len(), early.len());
+    assert!(late
+        .iter()
+        .filter(|(k, _)| early.iter().any(|o| o.key == *k && o.class != "green_disc"))
+        .all(|(_, why)| why == "no CNC can reach it in time"));
+    // With the only blue_bar CNC inactive, blue bars are bypassed at once.
+    states[1].active = false;
+    let out = s.bypass(&states, &early, 0.0);
+    assert!(out.iter().any(
+        |(k, why)| early.iter().any(|o| o.key == *k && o.class == "blue_bar")
+            && why.contains("no active CNC")
+    ));
+}
