@@ -1,7 +1,8 @@
 //! Benchmark `scheduler`: each policy's picks against the offline oracle's
 //! bound on the same arrivals, with the reach model shared with the motion
 //! controller. The load: Poisson arrivals at 100 objects/min on 4 lanes,
-//! 4 CNCs, 5 % of objects unpickable (injected failures). Then 2x overload
+//! 4 CNCs, 5 % of objects unpickable (injected failures); each CNC may hold
+//! two picks (the one it is making and the next). Then 2x overload
 //! (200/min): lookahead's picks over greedy's. And the decision latency of
 //! each policy with 200 live objects. Prints one JSON object on its last
 //! line. Run with `bench/run scheduler`.
@@ -36,7 +37,7 @@ fn load(models: &[CncModel], per_min: f64) -> (Vec<Vec<usize>>, Vec<usize>) {
     for seed in SEEDS {
         let (objs, ok) = poisson(seed, per_min, SECONDS, BELT_MPS, FAIL);
         for (k, policy) in policies().into_iter().enumerate() {
-            let mut s = Scheduler::new(policy, models.to_vec(), 1, 0.0);
+            let mut s = Scheduler::new(policy, models.to_vec(), 2, 0.0);
             let r = run(&mut s, &parked(models), &objs, &ok, 0.1);
             picks[k].push(r.picked);
         }

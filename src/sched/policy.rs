@@ -13,8 +13,8 @@
 //! - **Lookahead** (rollout over every object seen so far): for each of
 //!   the few objects a CNC could take next (those that free it soonest), the picks that would follow if
 //!   every CNC then went greedy are counted over all the objects seen, and
-//!   the choice with the most is made (Bertsekas' rollout: never worse
-//!   than greedy on what has been seen). Made again at every decision.
+//!   the choice with the most is made, the one using the least CNC time
+//!   on a tie (Bertsekas' rollout). Made again at every decision.
 
 use super::reach::{CncModel, Obj, Slot};
 use nalgebra::Vector3;
@@ -299,23 +299,28 @@ impl Scheduler {
 
     /// How many of `objs` (less `skip`) the CNCs would pick from `cncs` if
     /// each, whenever it comes free (earliest first), took the object that
-    /// frees it soonest: the base policy the lookahead improves on.
-    fn rollout(&self, cncs: &[CncState], objs: &[&Obj], skip: &HashSet<u64>) -> usize {
+    /// frees it soonest (the base policy the lookahead improves on), and
+    /// the CNC time those picks take, waiting included.
+    fn rollout(&self, cncs: &[CncState], objs: &[&Obj], skip: &HashSet<u64>) -> (usize, f64) {
         let mut state: Vec<Option<CncState>> =
             cncs.iter().map(|c| c.active.then_some(*c)).collect();
         let mut taken = skip.clone();
         let mut picks = 0;
+        let mut used_s = 0.0;
         loop {
             let next = state
                 .iter()
                 .enumerate()
                 .filter_map(|(i, c)| c.map(|c| (i, c)))
                 .min_by(|a, b| a.1.free_at_s.total_cmp(&b.1.free_at_s).then(a.0.cmp(&b.0)));
-            let Some((i, c)) = next else { return picks };
+            let Some((i, c)) = next else {
+                return (picks, used_s);
+            };
             match self.soonest(i, &c, objs, &taken, 1).first() {
                 Some(&(slot, key)) => {
                     taken.insert(key);
                     picks += 1;
+                    used_s += slot.done_at_s - c.free_at_s;
                     state[i] = Some(CncState {
                         free_at_s: slot.done_at_s,
                         at_mm: slot.end_mm,
@@ -329,10 +334,11 @@ impl Scheduler {
     }
 
     /// Rollout: each CNC with room, upstream first, considers the few
-    /// objects it could touch soonest; for each, the picks that would
+    /// objects that would free it soonest; for each, the picks that would
     /// follow over every object seen so far if all CNCs then went greedy
-    /// are counted, and the choice with the most wins (the sooner on a
-    /// tie). Never worse than greedy on the objects seen.
+    /// are counted, and the choice with the most wins; on a tie, the one
+    /// whose picks use the least CNC time (shorter cycles leave room for
+    /// objects not yet seen).
     fn lookahead(&mut self, cncs: &mut [CncState], objs: &[&Obj]) -> Vec<Decision> {
         const CANDIDATES: usize = 4;
         let mut out = Vec::new();
@@ -340,7 +346,7 @@ impl Scheduler {
         for &i in &self.order.clone() {
             while self.has_room(&cncs[i]) {
                 let options = self.soonest(i, &cncs[i], objs, &taken, CANDIDATES);
-                let mut best: Option<(usize, Slot, u64)> = None;
+                let mut best: Option<((usize, f64), Slot, u64)> = None;
                 for (slot, key) in options {
                     let mut after = cncs.to_vec();
                     after[i] = CncState {
@@ -351,8 +357,13 @@ impl Scheduler {
                     };
                     let mut skip = taken.clone();
                     skip.insert(key);
-                    let score = 1 + self.rollout(&after, objs, &skip);
-                    if best.as_ref().is_none_or(|b| score > b.0) {
+                    let (picks, used_s) = self.rollout(&after, objs, &skip);
+                    let score = (1 + picks, used_s + slot.done_at_s - cncs[i].free_at_s);
+                    // More picks; on a tie, less CNC time used for them.
+                    let better = |b: &(usize, f64)| {
+                        score.0 > b.0 || (score.0 == b.0 && score.1 < b.1 - 1e-9)
+                    };
+                    if best.as_ref().is_none_or(|b| better(&b.0)) {
                         best = Some((score, slot, key));
                     }
                 }
