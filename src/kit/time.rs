@@ -14,6 +14,21 @@ pub fn from_duration(d: Duration) -> Time {
     }
 }
 
+/// A stamp as seconds.
+pub fn seconds(t: &Time) -> f64 {
+    to_duration(t).as_secs_f64()
+}
+
+/// Seconds as a stamp (negative ones as 0).
+pub fn from_seconds(s: f64) -> Time {
+    from_duration(Duration::from_secs_f64(s.max(0.0)))
+}
+
+/// Wall-clock seconds since the epoch. Only shells call this.
+pub fn wall_now_s() -> f64 {
+    seconds(&wall_now())
+}
+
 /// Wall-clock time as a ROS stamp. Only shells call this; cores take time as input.
 pub fn wall_now() -> Time {
     let d = std::time::SystemTime::now()

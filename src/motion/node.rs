@@ -30,7 +30,7 @@ use crate::kit::node::{self, NodeContext};
 use crate::kit::params::Params;
 use crate::kit::retry::{Backoff, DeadLetters, RetryPolicy};
 use crate::kit::spin::SharedNode;
-use crate::kit::time::{from_duration, to_duration, wall_now};
+use crate::kit::time::{from_duration, seconds, wall_now, wall_now_s};
 use crate::kit::trace::trace_id;
 use crate::msgs::action::PickObject;
 use crate::msgs::msg as m;
@@ -68,14 +68,6 @@ type SharedLive = Arc<Mutex<Live>>;
 
 fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn seconds(t: &r2r::builtin_interfaces::msg::Time) -> f64 {
-    to_duration(t).as_secs_f64()
-}
-
-fn wall_s() -> f64 {
-    seconds(&wall_now())
 }
 
 /// Runs `fut` to completion on a runtime of its own, on a thread of its
@@ -447,7 +439,7 @@ impl Ctx {
         let from = Vector3::from(lock(&self.live).machine_mm);
         self.g
             .set_poll_period(Duration::from_secs_f64(self.p.poll_busy_s));
-        let now = wall_s;
+        let now = wall_now_s;
         let clock = Clock {
             now_s: &now,
             time_scale: 1.0,
@@ -469,7 +461,7 @@ impl Ctx {
                 };
                 feedback(
                     code,
-                    (*contact_at.lock().unwrap_or_else(|e| e.into_inner()) - wall_s()).max(0.0),
+                    (*contact_at.lock().unwrap_or_else(|e| e.into_inner()) - wall_now_s()).max(0.0),
                 );
             },
         )
@@ -864,7 +856,7 @@ impl Steps for MotionNode {
                 let from = Vector3::from(lock(&ctx.live).machine_mm);
                 let verdict = {
                     let l = lock(&ctx.live);
-                    check_goal(&req.goal, &ctx.p, &l, from, wall_s())
+                    check_goal(&req.goal, &ctx.p, &l, from, wall_now_s())
                 };
                 if let Err(why) = verdict {
                     ctx.counters.add(REJECTED, 1);

@@ -343,7 +343,7 @@ impl Scheduler {
         const CANDIDATES: usize = 4;
         let mut out = Vec::new();
         let mut taken = HashSet::new();
-        for &i in &self.order.clone() {
+        for &i in &self.order {
             while self.has_room(&cncs[i]) {
                 let options = self.soonest(i, &cncs[i], objs, &taken, CANDIDATES);
                 let mut best: Option<((usize, f64), Slot, u64)> = None;

@@ -118,35 +118,46 @@ impl CncModel {
         heights_m: &[f64],
     ) -> Option<f64> {
         let p = &self.picker;
-        let (bx, by) = self.bin(&o.class)?;
-        let bin = self.bin_mm((bx, by));
+        let bin = self.bin(&o.class)?;
+        let (out, _) = self.least_travels_s(bin, (o.traj.y_m, o.traj.y_m), &[o.height_m]);
+        let (_, back) = self.least_travels_s(bin, y_range_m, heights_m);
+        Some(p.track_s + out + self.release_dwell_s + back + p.lag_s + p.descend_s)
+    }
+
+    /// The least travel from an object's top to the bin at `bin` (out),
+    /// and from there to an approach point (back), over objects anywhere
+    /// in the window, across `y_range_m`, of heights `heights_m`. Travel is
+    /// shortest straight across from the bin: the window's ends and the
+    /// bin's own x and y, clamped into range, cover it.
+    fn least_travels_s(
+        &self,
+        bin: (f64, f64),
+        y_range_m: (f64, f64),
+        heights_m: &[f64],
+    ) -> (f64, f64) {
+        let p = &self.picker;
+        let bin_mm = self.bin_mm(bin);
         let xs = [
             p.reach_x_min_m,
             p.reach_x_max_m,
-            bx.clamp(p.reach_x_min_m, p.reach_x_max_m),
+            bin.0.clamp(p.reach_x_min_m, p.reach_x_max_m),
         ];
-        let out = xs
-            .iter()
-            .map(|&x| {
-                let at = p
-                    .frame
-                    .to_machine_mm(Vector3::new(x, o.traj.y_m, o.height_m));
-                p.travel_s(at, bin)
-            })
-            .fold(f64::INFINITY, f64::min);
-        let ys = [y_range_m.0, y_range_m.1, by.clamp(y_range_m.0, y_range_m.1)];
-        let mut back = f64::INFINITY;
+        let ys = [
+            y_range_m.0,
+            y_range_m.1,
+            bin.1.clamp(y_range_m.0, y_range_m.1),
+        ];
+        let (mut out, mut back) = (f64::INFINITY, f64::INFINITY);
         for &x in &xs {
             for &y in &ys {
                 for &h in heights_m {
-                    let at = p
-                        .frame
-                        .to_machine_mm(Vector3::new(x, y, h + p.approach_height_m));
-                    back = back.min(p.travel_s(bin, at));
+                    let at = |dz: f64| p.frame.to_machine_mm(Vector3::new(x, y, h + dz));
+                    out = out.min(p.travel_s(at(0.0), bin_mm));
+                    back = back.min(p.travel_s(bin_mm, at(p.approach_height_m)));
                 }
             }
         }
-        Some(p.track_s + out + self.release_dwell_s + back + p.lag_s + p.descend_s)
+        (out, back)
     }
 
     /// The shortest time any two consecutive contacts of this CNC can be
@@ -156,29 +167,14 @@ impl CncModel {
     /// least. A lower bound (the oracle's bound rests on it).
     pub fn min_cycle_s(&self, y_range_m: (f64, f64), heights_m: &[f64]) -> f64 {
         let p = &self.picker;
-        let mut best = f64::INFINITY;
-        for (_, (bx, by)) in &self.bins {
-            let bin = self.bin_mm((*bx, *by));
-            // Travel is shortest straight across from the bin: the window's
-            // ends and the bin's own x and y, clamped into range, cover it.
-            let xs = [
-                p.reach_x_min_m,
-                p.reach_x_max_m,
-                bx.clamp(p.reach_x_min_m, p.reach_x_max_m),
-            ];
-            let ys = [y_range_m.0, y_range_m.1, by.clamp(y_range_m.0, y_range_m.1)];
-            let (mut out, mut back) = (f64::INFINITY, f64::INFINITY);
-            for &x in &xs {
-                for &y in &ys {
-                    for &h in heights_m {
-                        let at = |dz: f64| p.frame.to_machine_mm(Vector3::new(x, y, h + dz));
-                        out = out.min(p.travel_s(at(0.0), bin));
-                        back = back.min(p.travel_s(bin, at(p.approach_height_m)));
-                    }
-                }
-            }
-            best = best.min(out + back);
-        }
+        let best = self
+            .bins
+            .iter()
+            .map(|(_, bin)| {
+                let (out, back) = self.least_travels_s(*bin, y_range_m, heights_m);
+                out + back
+            })
+            .fold(f64::INFINITY, f64::min);
         p.track_s + self.release_dwell_s + best + p.lag_s + p.descend_s
     }
 }

@@ -9,6 +9,7 @@ use crate::kit::call::call;
 use crate::kit::lifecycle::State;
 use crate::kit::node::ServedNode;
 use crate::kit::spin::{create_node, SharedNode, Spinner};
+use crate::kit::time::{from_seconds, wall_now_s};
 use crate::motion::node::MotionNode;
 use crate::motion::params::MotionParams;
 use crate::motion::pick::Job;
@@ -30,14 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const CALL: Duration = Duration::from_secs(5);
-
-fn time_of(s: f64) -> r2r::builtin_interfaces::msg::Time {
-    crate::kit::time::from_duration(Duration::from_secs_f64(s.max(0.0)))
-}
-
-fn wall_s() -> f64 {
-    crate::kit::time::to_duration(&crate::kit::time::wall_now()).as_secs_f64()
-}
 
 /// The cell, the state manager, `cnc_1`, and a probe with the clients a
 /// scheduler would use (ROS_DOMAIN_ID as set by the caller).
@@ -215,14 +208,14 @@ impl NodeCell {
         let id = self.assign(epoch).await?;
         // The world's clock and the wall clock run together (scale 1): the
         // goal is stamped in wall time, as the tracker's tracks are.
-        let offset = wall_s() - self.cell.clock.now().as_secs_f64();
+        let offset = wall_now_s() - self.cell.clock.now().as_secs_f64();
         let mut g = PickObject::Goal {
             epoch,
             class_id: class,
             ..Default::default()
         };
         g.object_id.uuid = id.to_vec();
-        g.position.header.stamp = time_of(job.traj.t0_s + offset);
+        g.position.header.stamp = from_seconds(job.traj.t0_s + offset);
         g.position.point.x = job.traj.x_m;
         g.position.point.y = job.traj.y_m;
         g.position.point.z = job.height_m;

@@ -30,7 +30,7 @@ use crate::kit::node::{self, NodeContext};
 use crate::kit::params::Params;
 use crate::kit::retry::{Backoff, DeadLetters, RetryPolicy};
 use crate::kit::spin::SharedNode;
-use crate::kit::time::{from_duration, to_duration, wall_now};
+use crate::kit::time::{from_duration, seconds, wall_now};
 use crate::kit::trace::{object_span, trace_id};
 use crate::msgs::msg as m;
 use crate::msgs::srv::RegisterObject;
@@ -56,10 +56,6 @@ pub const CONFIRMED: &str = "confirmed";
 pub const REGISTERED: &str = "registered";
 pub const REGISTER_FAILED: &str = "register_failed";
 pub const LOST: &str = "lost";
-
-fn seconds(t: &Time) -> f64 {
-    to_duration(t).as_secs_f64()
-}
 
 fn stamp(t_s: f64) -> Time {
     from_duration(Duration::from_secs_f64(t_s.max(0.0)))

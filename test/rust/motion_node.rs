@@ -9,6 +9,7 @@ mod common;
 use cncpick::kit::call::{call, send_goal};
 use cncpick::kit::lifecycle::State;
 use cncpick::kit::testing::DomainLease;
+use cncpick::kit::time::{from_seconds, wall_now_s};
 use cncpick::motion::params::MotionParams;
 use cncpick::msgs::action::PickObject;
 use cncpick::msgs::msg::PickOutcome;
@@ -22,14 +23,6 @@ use futures::StreamExt;
 use std::time::Duration;
 
 const CALL: Duration = Duration::from_secs(5);
-
-fn time_of(s: f64) -> r2r::builtin_interfaces::msg::Time {
-    cncpick::kit::time::from_duration(Duration::from_secs_f64(s))
-}
-
-fn wall_s() -> f64 {
-    cncpick::kit::time::to_duration(&cncpick::kit::time::wall_now()).as_secs_f64()
-}
 
 /// The harness's cell, state manager, `cnc_1` and probe, in a DDS domain
 /// of its own.
@@ -105,7 +98,7 @@ async fn picks_through_the_action_are_recorded_and_a_hostile_goal_moves_nothing(
         ..Default::default()
     };
     g.object_id.uuid = id.to_vec();
-    g.position.header.stamp = time_of(wall_s());
+    g.position.header.stamp = from_seconds(wall_now_s());
     g.position.point.x = 1.9;
     g.position.point.y = -0.5;
     g.position.point.z = 0.04;
