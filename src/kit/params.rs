@@ -573,3 +573,58 @@ impl<P: NodeParams> r2r::RosParams for Bridge<P> {
             })
     }
 }
+
+/// An `rcl_interfaces/ParameterValue` as a JSON value (NotSet: null).
+pub fn value_of_msg(v: &r2r::rcl_interfaces::msg::ParameterValue) -> Value {
+    match v.type_ {
+        1 => Value::Bool(v.bool_value),
+        2 => Value::from(v.integer_value),
+        3 => Value::from(v.double_value),
+        4 => Value::String(v.string_value.clone()),
+        5 => Value::from(v.byte_array_value.clone()),
+        6 => Value::from(v.bool_array_value.clone()),
+        7 => Value::from(v.integer_array_value.clone()),
+        8 => Value::from(v.double_array_value.clone()),
+        9 => Value::from(v.string_array_value.clone()),
+        _ => Value::Null,
+    }
+}
+
+/// Another node's parameters, read through its `get_parameters` service
+/// (`client`, bounded by `timeout`) and checked as that node checks them:
+/// every parameter `P` has, or an error naming the node and the key.
+pub async fn read_remote<P: NodeParams>(
+    client: &r2r::Client<r2r::rcl_interfaces::srv::GetParameters::Service>,
+    node: &str,
+    timeout: std::time::Duration,
+) -> Result<P, ParamError> {
+    let names: Vec<String> = P::specs().iter().map(|s| s.name.to_string()).collect();
+    let request = r2r::rcl_interfaces::srv::GetParameters::Request {
+        names: names.clone(),
+    };
+    let service = format!("{node}/get_parameters");
+    let answer = crate::kit::call::call(client, &service, &request, timeout)
+        .await
+        .map_err(|e| err(node, "-", e.to_string()))?;
+    if answer.values.len() != names.len() {
+        return Err(err(
+            node,
+            "-",
+            format!(
+                "asked for {} parameters, got {}",
+                names.len(),
+                answer.values.len()
+            ),
+        ));
+    }
+    let mut p = P::default();
+    for (k, v) in names.iter().zip(&answer.values) {
+        let v = value_of_msg(v);
+        if v.is_null() {
+            return Err(err(node, k, "not set on that node"));
+        }
+        p = apply_one(&p, k, v, node)?;
+    }
+    p.validate().map_err(|problem| err(node, "-", problem))?;
+    Ok(p)
+}

@@ -28,13 +28,15 @@ pub struct Run {
 }
 
 /// Runs `sched` over `arrivals` from `starts` until every object has been
-/// picked, lost or passed by.
+/// picked, lost or passed by, deciding every `step_s` and committing picks
+/// that touch within `horizon_s` (as the node does; infinite: all).
 pub fn run(
     sched: &mut Scheduler,
     starts: &[Start],
     arrivals: &[Obj],
     pickable: &[bool],
     step_s: f64,
+    horizon_s: f64,
 ) -> Run {
     let mut out = Run {
         per_cnc: vec![0; starts.len()],
@@ -114,7 +116,7 @@ pub fn run(
         }
         let objs: Vec<Obj> = open.iter().map(|k| arrivals[index[k]].clone()).collect();
         let t0 = std::time::Instant::now();
-        let decisions = sched.decide(&state, &objs);
+        let decisions = sched.decide_until(&state, &objs, t + horizon_s, Default::default());
         out.decide_s.push(t0.elapsed().as_secs_f64());
         for d in decisions {
             open.remove(&d.key);

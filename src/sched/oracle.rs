@@ -12,14 +12,15 @@
 //!   interval) pairs whose interval meets the object's window, and the
 //!   largest such matching (a max flow) bounds every schedule.
 //!
-//! - [`lagrangian_bound`]: a tighter proven bound. After picking `o`, CNC
-//!   i touches nothing for at least `d_i(o)`: the ride, the carry from
-//!   `o`'s own lane to its class's bin, the dwell, the least travel from
-//!   that bin back to any approach point, the lag and the descent
-//!   ([`CncModel::min_gap_after_s`]). Relaxing "each object once" with a
-//!   price `λ_o` per object leaves one longest path per CNC over a time
-//!   grid (contact times rounded down, gaps rounded down: every real
-//!   schedule is a path), and `Σ λ_o + Σ_i path_i(1 − λ)` bounds every
+//! - [`lagrangian_bound`]: a tighter proven bound. A pick of `o` by CNC i
+//!   keeps it busy for at least `a_i(b, o)` before the contact (from bin
+//!   `b`, where its last pick ended, to over `o`'s own lane, the lag, the
+//!   descent) and `d_i(o)` after it (the ride, the carry from `o`'s lane
+//!   to its class's bin `b(o)`, the dwell): two contacts are at least
+//!   `d_i(o) + a_i(b(o), o')` apart ([`CncModel::pick_parts_s`]). Relaxing
+//!   "each object once" with a price `λ_o` per object leaves one longest
+//!   path per CNC over a grid of (time, bin) states (times and durations
+//!   rounded down: every real schedule is a path), and `Σ λ_o + Σ_i path_i(1 − λ)` bounds every
 //!   schedule for any `λ ≥ 0`; subgradient steps lower it.
 //!
 //! Objects marked unpickable (the run's injected failures: a grip that
@@ -202,6 +203,15 @@ pub fn lagrangian_bound(
     if todo.is_empty() {
         return 0;
     }
+    // A pick of object o at contact c keeps its CNC busy over [c - a, c +
+    // d] at least (`CncModel::pick_parts_s`): the gantry is free at s = c - a
+    // for it and again at s + a + d. Time starts early enough for any
+    // first pick's approach (the CNCs are parked long before).
+    let lead = models
+        .iter()
+        .flat_map(|m| todo.iter().filter_map(|&k| m.pick_parts_s(&objs[k])))
+        .flat_map(|(a, _, _)| a)
+        .fold(0.0, f64::max);
     let t0 = todo
         .iter()
         .filter_map(|&k| {
@@ -210,28 +220,51 @@ pub fn lagrangian_bound(
                 .filter_map(|m| m.window(&objs[k].traj).map(|w| w.0))
                 .reduce(f64::min)
         })
-        .fold(f64::INFINITY, f64::min);
-    // Per CNC: each object's (first grid step, last grid step, gap steps).
+        .fold(f64::INFINITY, f64::min)
+        - lead
+        - grid_s;
+    // Per CNC, a state per bin (where its last pick ended; the first may
+    // start from any). An arc: taking object k from bin `from`, free from
+    // grid step `first` to `last` for it, busy `busy` steps, ending over
+    // bin `to`. Rounded so that every real schedule fits the grid:
+    // floor(x) - floor(y) >= floor(x - y).
+    struct Arc {
+        k: usize,
+        from: usize,
+        to: usize,
+        first: i64,
+        last: i64,
+        busy: i64,
+    }
     let cell = |t: f64| ((t - t0) / grid_s).floor() as i64;
-    let mut arcs: Vec<Vec<(usize, i64, i64, i64)>> = Vec::new();
+    let mut cncs: Vec<(usize, Vec<Arc>)> = Vec::new();
     let mut steps = 0i64;
     for m in models {
-        let mut a = Vec::new();
+        let mut arcs = Vec::new();
         for &k in &todo {
             let o = &objs[k];
-            let (Some(_), Some((enter, leave))) = (m.bin(&o.class), m.window(&o.traj)) else {
+            let (Some((approach, depart, to)), Some((enter, leave))) =
+                (m.pick_parts_s(o), m.window(&o.traj))
+            else {
                 continue;
             };
-            let Some(gap) = m.min_gap_after_s(o, y_range_m, heights_m) else {
-                continue;
-            };
-            // Rounded so that every real contact and gap fits the grid.
-            let (first, last) = (cell(enter), cell(leave));
-            let gap = ((gap / grid_s).floor() as i64).max(1);
-            steps = steps.max(last + gap + 1);
-            a.push((k, first, last, gap));
+            let after = (depart / grid_s).floor() as i64;
+            for (from, a) in approach.iter().enumerate() {
+                let ahead = (a / grid_s).floor() as i64;
+                let (first, last) = (cell(enter) - ahead, cell(leave) - ahead);
+                let busy = (ahead + after).max(1);
+                steps = steps.max(last + busy + 1);
+                arcs.push(Arc {
+                    k,
+                    from,
+                    to,
+                    first,
+                    last,
+                    busy,
+                });
+            }
         }
-        arcs.push(a);
+        cncs.push((m.bins.len().max(1), arcs));
     }
     let steps = steps.max(1) as usize;
     let mut price = vec![0.0f64; objs.len()];
@@ -240,38 +273,49 @@ pub fn lagrangian_bound(
     for _ in 0..iterations {
         let mut used = vec![0u32; objs.len()];
         let mut total: f64 = todo.iter().map(|&k| price[k]).sum();
-        for a in &arcs {
-            // value[t]: the most weight from grid step t on; starts by step.
+        for (nb, arcs) in &cncs {
+            let nb = *nb;
             let mut starts: Vec<Vec<usize>> = vec![Vec::new(); steps];
-            for (n, &(_, first, last, _)) in a.iter().enumerate() {
-                for t in first.max(0)..=last {
+            for (n, a) in arcs.iter().enumerate() {
+                for t in a.first.max(0)..=a.last {
                     if (t as usize) < steps {
                         starts[t as usize].push(n);
                     }
                 }
             }
-            let mut value = vec![0.0f64; steps + 1];
-            let mut choice: Vec<Option<usize>> = vec![None; steps];
+            // value[t * nb + b]: the most weight from grid step t on, free
+            // over bin b.
+            let mut value = vec![0.0f64; (steps + 1) * nb];
+            let mut choice: Vec<Option<usize>> = vec![None; steps * nb];
             for t in (0..steps).rev() {
-                value[t] = value[t + 1];
+                for b in 0..nb {
+                    value[t * nb + b] = value[(t + 1) * nb + b];
+                }
                 for &n in &starts[t] {
-                    let (k, _, _, gap) = a[n];
-                    let w = 1.0 - price[k];
-                    let next = (t + gap as usize).min(steps);
-                    if w > 0.0 && w + value[next] > value[t] {
-                        value[t] = w + value[next];
-                        choice[t] = Some(n);
+                    let a = &arcs[n];
+                    let w = 1.0 - price[a.k];
+                    let next = (t + a.busy as usize).min(steps);
+                    let v = w + value[next * nb + a.to];
+                    if w > 0.0 && v > value[t * nb + a.from] {
+                        value[t * nb + a.from] = v;
+                        choice[t * nb + a.from] = Some(n);
                     }
                 }
             }
-            total += value[0];
+            let (mut b, top) =
+                (0..nb)
+                    .map(|b| (b, value[b]))
+                    .fold((0, f64::MIN), |x, y| if y.1 > x.1 { y } else { x });
+            total += top;
             // Walk the path to count what it used.
             let mut t = 0;
             while t < steps {
-                match choice[t] {
-                    Some(n) if value[t] > value[t + 1] => {
-                        used[a[n].0] += 1;
-                        t += a[n].3 as usize;
+                match choice[t * nb + b] {
+                    Some(n) if value[t * nb + b] > value[(t + 1) * nb + b] => {
+                        let a = &arcs[n];
+                        used[a.k] += 1;
+                        t += a.busy as usize;
+                        b = a.to;
                     }
                     _ => t += 1,
                 }

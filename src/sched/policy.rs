@@ -82,6 +82,10 @@ pub struct Scheduler {
     order: Vec<usize>,
     allotted: BTreeMap<u64, usize>,
     taken: Vec<f64>,
+    /// Picks touching later than this are left for a later decision,
+    /// but for the objects in `urgent`.
+    until_s: f64,
+    urgent: HashSet<u64>,
 }
 
 impl Scheduler {
@@ -108,12 +112,30 @@ impl Scheduler {
             order,
             allotted: BTreeMap::new(),
             taken,
+            until_s: f64::INFINITY,
+            urgent: HashSet::new(),
         }
     }
 
     /// The assignments to make now, for `objs` (the unassigned objects)
     /// and the CNCs as `cncs` says. Each object at most once.
     pub fn decide(&mut self, cncs: &[CncState], objs: &[Obj]) -> Vec<Decision> {
+        self.decide_until(cncs, objs, f64::INFINITY, HashSet::new())
+    }
+
+    /// As [`Scheduler::decide`], committing only picks that touch by
+    /// `until_s` (a rolling horizon: what need not be decided now is
+    /// decided later, knowing more; the plans still look at every object),
+    /// and any pick of an object in `urgent` (taken from a CNC that left).
+    pub fn decide_until(
+        &mut self,
+        cncs: &[CncState],
+        objs: &[Obj],
+        until_s: f64,
+        urgent: HashSet<u64>,
+    ) -> Vec<Decision> {
+        self.until_s = until_s;
+        self.urgent = urgent;
         let mut objs: Vec<&Obj> = objs
             .iter()
             .filter(|o| o.confidence >= self.min_confidence)
@@ -168,6 +190,11 @@ impl Scheduler {
         self.allotted.remove(&key);
     }
 
+    /// Whether a pick is to be committed now.
+    fn due(&self, slot: &Slot, key: u64) -> bool {
+        slot.contact_at_s <= self.until_s || self.urgent.contains(&key)
+    }
+
     fn has_room(&self, c: &CncState) -> bool {
         c.active && c.queued < self.queue_max
     }
@@ -201,7 +228,9 @@ impl Scheduler {
                             .total_cmp(&b.0.contact_at_s)
                             .then(a.1.cmp(&b.1))
                     });
-                let Some((slot, key)) = best else { break };
+                let Some((slot, key)) = best.filter(|b| self.due(&b.0, b.1)) else {
+                    break;
+                };
                 taken.insert(key);
                 Self::commit(&mut out, &mut cncs[i], key, i, slot);
             }
@@ -367,7 +396,9 @@ impl Scheduler {
                         best = Some((score, slot, key));
                     }
                 }
-                let Some((_, slot, key)) = best else { break };
+                let Some((_, slot, key)) = best.filter(|b| self.due(&b.1, b.2)) else {
+                    break;
+                };
                 taken.insert(key);
                 Self::commit(&mut out, &mut cncs[i], key, i, slot);
             }

@@ -7,8 +7,13 @@
 //! For each assignment the policy makes:
 //! 1. compare-and-set DETECTED → ASSIGNED in the state manager, carrying
 //!    the CNC's epoch ([`Command::Assign`]);
-//! 2. once accepted, the PickObject goal to the CNC with that epoch
-//!    ([`Command::SendGoal`]);
+//! 2. once accepted, the object waits in the CNC's queue (ASSIGNED) until
+//!    the CNC has no goal in flight and the planned contact is at most
+//!    `goal_lead_s` away (a motion controller takes one pick at a time,
+//!    and only one it will meet within `motion_wait_for_trigger_s`); then
+//!    the PickObject goal goes to the CNC with that epoch
+//!    ([`Command::SendGoal`]), soonest contact first; the goal's end (its
+//!    result) frees the CNC for the next;
 //! 3. a goal not accepted within `goal_accept_s` (refused, or no answer):
 //!    the assignment is revoked, ASSIGNED → DETECTED ([`Command::Revoke`]),
 //!    and the object may not be assigned again until a backoff has passed
@@ -16,7 +21,8 @@
 //! 4. an object still not being picked `assignment_to_pickup_s` after its
 //!    assignment is revoked the same way;
 //! 5. a CNC that leaves Active, or comes back with another epoch: every
-//!    object it holds and has not started is revoked at once.
+//!    object it holds and has not started is revoked at once, with no
+//!    backoff (the object did nothing wrong).
 //!
 //! An object's own events (from `objects/events`) end its assignment when
 //! it is picked, dropped, missed or bypassed, whoever moved it.
@@ -30,6 +36,8 @@ pub struct Timeouts {
     pub assignment_to_pickup_s: f64,
     pub backoff_initial_s: f64,
     pub backoff_max_s: f64,
+    /// A goal goes out at most this long before its planned contact, s.
+    pub goal_lead_s: f64,
 }
 
 impl Default for Timeouts {
@@ -39,6 +47,7 @@ impl Default for Timeouts {
             assignment_to_pickup_s: 30.0,
             backoff_initial_s: 0.5,
             backoff_max_s: 8.0,
+            goal_lead_s: 3.0,
         }
     }
 }
@@ -48,6 +57,8 @@ impl Default for Timeouts {
 pub enum Stage {
     /// DETECTED → ASSIGNED asked of the state manager.
     Assigning,
+    /// ASSIGNED; waiting in the CNC's queue for its goal to go out.
+    Queued,
     /// ASSIGNED; the goal is out, not yet accepted.
     GoalSent,
     /// The CNC accepted the goal.
@@ -84,10 +95,14 @@ pub enum Command {
 }
 
 /// An object's state as the state manager published it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectNews {
     Detected,
-    Assigned,
+    /// ASSIGNED to `cnc` in `epoch`.
+    Assigned {
+        cnc: String,
+        epoch: u64,
+    },
     Picking,
     /// PICKED, DROPPED, MISSED or BYPASSED.
     Finished,
@@ -100,6 +115,8 @@ struct Held {
     stage: Stage,
     assigned_at_s: f64,
     goal_at_s: f64,
+    /// The planned contact, s.
+    contact_at_s: f64,
 }
 
 /// The protocol's state: what is assigned to whom, and which objects are
@@ -136,8 +153,21 @@ impl Dispatcher {
         self.held.get(&key).map(|h| (h.cnc.clone(), h.stage))
     }
 
-    /// The policy gave `key` to `cnc` (in `epoch`): ask the state manager.
-    pub fn assign(&mut self, key: u64, cnc: &str, epoch: u64, now_s: f64) -> Vec<Command> {
+    /// Every hold: object, CNC, stage (by key).
+    pub fn holds(&self) -> impl Iterator<Item = (u64, &str, Stage)> + '_ {
+        self.held.iter().map(|(k, h)| (*k, h.cnc.as_str(), h.stage))
+    }
+
+    /// The policy gave `key` to `cnc` (in `epoch`), planning contact at
+    /// `contact_at_s`: ask the state manager.
+    pub fn assign(
+        &mut self,
+        key: u64,
+        cnc: &str,
+        epoch: u64,
+        contact_at_s: f64,
+        now_s: f64,
+    ) -> Vec<Command> {
         if !self.assignable(key, now_s) {
             return Vec::new();
         }
@@ -149,6 +179,7 @@ impl Dispatcher {
                 stage: Stage::Assigning,
                 assigned_at_s: now_s,
                 goal_at_s: now_s,
+                contact_at_s,
             },
         );
         vec![Command::Assign {
@@ -171,13 +202,71 @@ impl Dispatcher {
             self.held.remove(&key);
             return Vec::new();
         }
-        h.stage = Stage::GoalSent;
-        h.goal_at_s = now_s;
-        vec![Command::SendGoal {
-            key,
-            cnc: h.cnc.clone(),
-            epoch: h.epoch,
-        }]
+        h.stage = Stage::Queued;
+        self.release(now_s)
+    }
+
+    /// The goals that may go out now: for each CNC with no goal in flight,
+    /// its queued object with the soonest planned contact, once that is
+    /// within `goal_lead_s`.
+    pub fn release(&mut self, now_s: f64) -> Vec<Command> {
+        let busy: std::collections::BTreeSet<&str> = self
+            .held
+            .values()
+            .filter(|h| matches!(h.stage, Stage::GoalSent | Stage::Accepted | Stage::Picking))
+            .map(|h| h.cnc.as_str())
+            .collect();
+        let mut next: BTreeMap<&str, (f64, u64)> = BTreeMap::new();
+        for (k, h) in &self.held {
+            if h.stage != Stage::Queued || busy.contains(h.cnc.as_str()) {
+                continue;
+            }
+            let e = next.entry(h.cnc.as_str()).or_insert((h.contact_at_s, *k));
+            if (h.contact_at_s, *k) < *e {
+                *e = (h.contact_at_s, *k);
+            }
+        }
+        let lead = self.timeouts.goal_lead_s;
+        let due: Vec<u64> = next
+            .values()
+            .filter(|(contact, _)| contact - now_s <= lead)
+            .map(|(_, k)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for k in due {
+            if let Some(h) = self.held.get_mut(&k) {
+                h.stage = Stage::GoalSent;
+                h.goal_at_s = now_s;
+                out.push(Command::SendGoal {
+                    key: k,
+                    cnc: h.cnc.clone(),
+                    epoch: h.epoch,
+                });
+            }
+        }
+        out
+    }
+
+    /// The CNC's goal for `key` ended (its result came): the CNC is free
+    /// for the next. The object's own events say how a pick ended; a goal
+    /// that ended before its pick started leaves the object ASSIGNED, so
+    /// it is revoked (harmless if it did start: the compare-and-set fails).
+    pub fn goal_done(&mut self, key: u64, now_s: f64) -> Vec<Command> {
+        let mut out = match self.held.get(&key).map(|h| h.stage) {
+            Some(Stage::Picking) => {
+                self.held.remove(&key);
+                Vec::new()
+            }
+            Some(Stage::Accepted) => self.revoke(
+                key,
+                "the CNC's goal ended before its pick started",
+                now_s,
+                true,
+            ),
+            _ => Vec::new(),
+        };
+        out.extend(self.release(now_s));
+        out
     }
 
     /// The CNC's answer to a goal.
@@ -188,15 +277,33 @@ impl Dispatcher {
                     h.stage = Stage::Accepted;
                     Vec::new()
                 } else {
-                    self.revoke(key, "the CNC refused the goal", now_s)
+                    self.revoke(key, "the CNC refused the goal", now_s, true)
                 }
             }
             _ => Vec::new(),
         }
     }
 
-    /// An object's new state from `objects/events`.
-    pub fn object(&mut self, key: u64, news: ObjectNews) {
+    /// The state manager's answer to an Assign never came (the call timed
+    /// out): the object may be ASSIGNED or not, so it is revoked (a
+    /// compare-and-set, harmless if it was not) and backs off.
+    pub fn assign_unknown(&mut self, key: u64, now_s: f64) -> Vec<Command> {
+        match self.held.get_mut(&key) {
+            Some(h) if h.stage == Stage::Assigning => {
+                h.stage = Stage::Queued;
+                self.revoke(
+                    key,
+                    "the state manager did not answer the assignment",
+                    now_s,
+                    true,
+                )
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// An object's new state from `objects/events` (at `now_s`).
+    pub fn object(&mut self, key: u64, news: ObjectNews, now_s: f64) {
         match news {
             ObjectNews::Picking => {
                 if let Some(h) = self.held.get_mut(&key) {
@@ -217,7 +324,19 @@ impl Dispatcher {
                     self.held.remove(&key);
                 }
             }
-            ObjectNews::Assigned => {}
+            // ASSIGNED by no request of ours (a scheduler before a
+            // restart): adopted into its CNC's queue, its goal sent when
+            // the CNC is free, so it is picked or revoked, never stuck.
+            ObjectNews::Assigned { cnc, epoch } => {
+                self.held.entry(key).or_insert(Held {
+                    cnc,
+                    epoch,
+                    stage: Stage::Queued,
+                    assigned_at_s: now_s,
+                    goal_at_s: now_s,
+                    contact_at_s: now_s,
+                });
+            }
         }
     }
 
@@ -237,7 +356,7 @@ impl Dispatcher {
             format!("CNC {cnc} is not active")
         };
         lost.into_iter()
-            .flat_map(|k| self.revoke(k, &why, now_s))
+            .flat_map(|k| self.revoke(k, &why, now_s, false))
             .collect()
     }
 
@@ -259,21 +378,30 @@ impl Dispatcher {
                 }
             })
             .collect();
-        due.into_iter()
-            .flat_map(|(k, why)| self.revoke(k, why, now_s))
-            .collect()
+        let mut out: Vec<Command> = due
+            .into_iter()
+            .flat_map(|(k, why)| self.revoke(k, why, now_s, true))
+            .collect();
+        out.extend(self.release(now_s));
+        out
     }
 
-    /// Takes `key` back from its CNC, and backs it off.
-    fn revoke(&mut self, key: u64, why: &str, now_s: f64) -> Vec<Command> {
+    /// Takes `key` back from its CNC, and backs it off if `backoff` (the
+    /// object's assignment failed, not its CNC).
+    fn revoke(&mut self, key: u64, why: &str, now_s: f64, backoff: bool) -> Vec<Command> {
         let Some(h) = self.held.remove(&key) else {
             return Vec::new();
         };
-        let failures = self.backoff.get(&key).map_or(0, |b| b.1) + 1;
-        let t = self.timeouts;
-        let wait = (t.backoff_initial_s * 2f64.powi(failures as i32 - 1)).min(t.backoff_max_s);
-        self.backoff.insert(key, (now_s + wait, failures));
         let mut out = Vec::new();
+        let failures = if backoff {
+            let failures = self.backoff.get(&key).map_or(0, |b| b.1) + 1;
+            let t = self.timeouts;
+            let wait = (t.backoff_initial_s * 2f64.powi(failures as i32 - 1)).min(t.backoff_max_s);
+            self.backoff.insert(key, (now_s + wait, failures));
+            failures
+        } else {
+            0
+        };
         // Nothing to revoke if the state manager never said ASSIGNED.
         if h.stage != Stage::Assigning {
             out.push(Command::Revoke {
@@ -299,7 +427,7 @@ mod tests {
 
     fn goal_out(d: &mut Dispatcher, key: u64, cnc: &str, now: f64) {
         assert_eq!(
-            d.assign(key, cnc, 1, now),
+            d.assign(key, cnc, 1, now + 1.0, now),
             vec![Command::Assign {
                 key,
                 cnc: cnc.into(),
@@ -314,6 +442,15 @@ mod tests {
                 epoch: 1
             }]
         );
+    }
+
+    fn revoked(c: &[Command]) -> Vec<u64> {
+        c.iter()
+            .filter_map(|c| match c {
+                Command::Revoke { key, .. } => Some(*key),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
@@ -349,14 +486,47 @@ mod tests {
     }
 
     #[test]
+    fn a_cnc_gets_one_goal_at_a_time_soonest_contact_first_within_the_lead() {
+        let mut d = Dispatcher::new(Timeouts::default());
+        // Contact at 10 s: the goal waits until 3 s before it.
+        d.assign(1, "1", 1, 10.0, 0.0);
+        assert_eq!(d.assign_answered(1, true, 0.1), vec![]);
+        assert_eq!(d.stage(1), Some(("1".into(), Stage::Queued)));
+        d.assign(2, "1", 1, 8.0, 0.2);
+        assert_eq!(d.assign_answered(2, true, 0.3), vec![]);
+        assert_eq!(d.tick(4.9), vec![]);
+        let c = d.tick(5.0);
+        assert!(
+            matches!(&c[..], [Command::SendGoal { key: 2, .. }]),
+            "{c:?}"
+        );
+        assert_eq!(d.goal_answered(2, true, 5.1), vec![]);
+        // Object 1 is due too, but CNC 1 has a goal in flight.
+        assert_eq!(d.tick(7.5), vec![]);
+        d.object(2, ObjectNews::Picking, 8.0);
+        assert_eq!(d.tick(8.5), vec![]);
+        let c = d.goal_done(2, 9.0);
+        assert!(
+            matches!(&c[..], [Command::SendGoal { key: 1, .. }]),
+            "{c:?}"
+        );
+        assert_eq!(d.queued("1"), 1);
+        // A goal that ends without its pick starting: the object is revoked.
+        d.goal_answered(1, true, 9.1);
+        let c = d.goal_done(1, 9.5);
+        assert_eq!(revoked(&c), vec![1], "{c:?}");
+        assert_eq!(d.queued("1"), 0);
+    }
+
+    #[test]
     fn an_accepted_goal_is_held_until_picked_or_assignment_to_pickup_s() {
         let mut d = Dispatcher::new(Timeouts::default());
         goal_out(&mut d, 1, "1", 0.0);
-        goal_out(&mut d, 2, "1", 0.0);
+        d.assign(2, "1", 1, 1.0, 0.0);
+        assert_eq!(d.assign_answered(2, true, 0.0), vec![]);
         assert_eq!(d.goal_answered(1, true, 0.5), vec![]);
-        assert_eq!(d.goal_answered(2, true, 0.5), vec![]);
         assert_eq!(d.queued("1"), 2);
-        d.object(1, ObjectNews::Picking);
+        d.object(1, ObjectNews::Picking, 1.0);
         assert_eq!(d.tick(29.0), vec![]);
         // Object 2 never started: revoked at 30 s; object 1 is picking.
         let c = d.tick(30.0);
@@ -365,7 +535,7 @@ mod tests {
             "{c:?}"
         );
         assert_eq!(d.stage(1), Some(("1".into(), Stage::Picking)));
-        d.object(1, ObjectNews::Finished);
+        d.object(1, ObjectNews::Finished, 30.0);
         assert_eq!(d.queued("1"), 0);
         assert!(d.assignable(1, 30.0));
     }
@@ -373,44 +543,65 @@ mod tests {
     #[test]
     fn a_cnc_leaving_active_or_changing_epoch_loses_what_it_has_not_started() {
         let mut d = Dispatcher::new(Timeouts::default());
-        for k in 1..=3 {
-            goal_out(&mut d, k, "1", 0.0);
-            d.goal_answered(k, true, 0.1);
+        goal_out(&mut d, 3, "1", 0.0);
+        d.goal_answered(3, true, 0.1);
+        for k in 1..=2 {
+            d.assign(k, "1", 1, 0.5, 0.0);
+            d.assign_answered(k, true, 0.1);
         }
         goal_out(&mut d, 9, "2", 0.0);
-        d.object(3, ObjectNews::Picking);
+        d.object(3, ObjectNews::Picking, 0.15);
         assert_eq!(d.cnc("1", true, 1, 0.2), vec![]);
         let c = d.cnc("1", false, 1, 0.3);
-        let keys: Vec<u64> = c
-            .iter()
-            .filter_map(|c| match c {
-                Command::Revoke { key, .. } => Some(*key),
-                _ => None,
-            })
-            .collect();
         assert_eq!(
-            keys,
+            revoked(&c),
             vec![1, 2],
             "the pick in progress is the CNC's to finish"
         );
+        // Not the objects' fault: no backoff, at once assignable again.
+        assert!(d.assignable(1, 0.3) && d.assignable(2, 0.3));
         assert_eq!(d.stage(9), Some(("2".into(), Stage::GoalSent)));
         // A new epoch on CNC 2: its unstarted goal goes too.
-        assert!(matches!(
-            &d.cnc("2", true, 2, 0.4)[..],
-            [Command::Revoke { key: 9, .. }]
-        ));
+        assert_eq!(revoked(&d.cnc("2", true, 2, 0.4)), vec![9]);
     }
 
     #[test]
     fn a_refused_assignment_or_another_actor_ends_the_hold_without_a_revoke() {
         let mut d = Dispatcher::new(Timeouts::default());
-        d.assign(4, "1", 1, 0.0);
+        d.assign(4, "1", 1, 1.0, 0.0);
         // Assigning twice is a no-op while it is held.
-        assert_eq!(d.assign(4, "2", 1, 0.0), vec![]);
+        assert_eq!(d.assign(4, "2", 1, 1.0, 0.0), vec![]);
         assert_eq!(d.assign_answered(4, false, 0.1), vec![]);
         assert!(d.assignable(4, 0.1));
         goal_out(&mut d, 5, "1", 0.0);
-        d.object(5, ObjectNews::Detected);
+        d.object(5, ObjectNews::Detected, 0.2);
         assert!(d.assignable(5, 0.2) && d.tick(100.0).is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_assignment_is_revoked_and_an_orphan_is_adopted() {
+        let mut d = Dispatcher::new(Timeouts::default());
+        d.assign(4, "1", 1, 1.0, 0.0);
+        let c = d.assign_unknown(4, 2.0);
+        assert_eq!(revoked(&c), vec![4], "{c:?}");
+        assert!(!d.assignable(4, 2.1) && d.assignable(4, 2.5));
+        // ASSIGNED by a scheduler before a restart: its goal goes out.
+        d.object(
+            8,
+            ObjectNews::Assigned {
+                cnc: "2".into(),
+                epoch: 3,
+            },
+            5.0,
+        );
+        let c = d.tick(5.0);
+        assert_eq!(
+            c,
+            vec![Command::SendGoal {
+                key: 8,
+                cnc: "2".into(),
+                epoch: 3
+            }]
+        );
     }
 }

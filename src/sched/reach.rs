@@ -106,22 +106,24 @@ impl CncModel {
         })
     }
 
-    /// The least time after touching `o` before this CNC can touch
-    /// anything: the ride, the carry from `o`'s lane (its x anywhere in the
-    /// window) to its class's bin and the dwell, the least travel from that
-    /// bin to an approach point over objects across `y_range_m` of heights
-    /// `heights_m`, the lag and the descent. None without a bin for it.
-    pub fn min_gap_after_s(
-        &self,
-        o: &Obj,
-        y_range_m: (f64, f64),
-        heights_m: &[f64],
-    ) -> Option<f64> {
+    /// The least time a pick of `o` keeps this CNC busy, split at the
+    /// contact. Before it, from each of its bins (as `bins` lists them) to
+    /// over `o` (anywhere in the window), the lag and the descent
+    /// (`approach`); after it, the ride, the carry to `o`'s bin and the
+    /// dwell (`depart`); and which bin that is. Every pick ends over a
+    /// bin, so two contacts lie at least the first's depart and the
+    /// second's approach from the first's bin apart. None without a bin.
+    pub fn pick_parts_s(&self, o: &Obj) -> Option<(Vec<f64>, f64, usize)> {
         let p = &self.picker;
-        let bin = self.bin(&o.class)?;
-        let (out, _) = self.least_travels_s(bin, (o.traj.y_m, o.traj.y_m), &[o.height_m]);
-        let (_, back) = self.least_travels_s(bin, y_range_m, heights_m);
-        Some(p.track_s + out + self.release_dwell_s + back + p.lag_s + p.descend_s)
+        let lane = (o.traj.y_m, o.traj.y_m);
+        let to = self.bins.iter().position(|(c, _)| *c == o.class)?;
+        let (out, _) = self.least_travels_s(self.bins[to].1, lane, &[o.height_m]);
+        let approach = self
+            .bins
+            .iter()
+            .map(|(_, b)| self.least_travels_s(*b, lane, &[o.height_m]).1 + p.lag_s + p.descend_s)
+            .collect();
+        Some((approach, p.track_s + out + self.release_dwell_s, to))
     }
 
     /// The least travel from an object's top to the bin at `bin` (out),

@@ -9,6 +9,7 @@
 pub mod belt;
 pub mod cell;
 pub mod faults;
+pub mod graph;
 pub mod grbl;
 pub mod harness;
 pub mod node;

@@ -20,8 +20,6 @@ use crate::sim::grbl::machine::Config;
 use crate::sim::harness::PickCell;
 use crate::sim::params::SimParams;
 use crate::state::lifecycle::ObjState;
-use crate::state::node::StateNode;
-use crate::state::params::StateParams;
 use anyhow::Context as _;
 use futures::StreamExt;
 use nalgebra::Vector3;
@@ -64,21 +62,7 @@ impl NodeCell {
         let homing = sim.cnc_homing;
         let cell = PickCell::start_linked(sim, 1.0, board, Some(&link))?;
         let ctx = r2r::Context::create()?;
-        let state = ServedNode::start(
-            &ctx,
-            "state_manager",
-            "/cell",
-            StateParams {
-                database_path: dir.join("state.sqlite").display().to_string(),
-                snapshot_period_s: 0.0,
-                ..StateParams::default()
-            },
-            |c| Ok(StateNode::new(c)),
-        )?;
-        anyhow::ensure!(
-            state.change_state("configure").await && state.change_state("activate").await,
-            "the state manager did not come up"
-        );
+        let state = crate::sim::graph::state_manager(&ctx, dir).await?;
         let params = MotionParams {
             port: link.display().to_string(),
             homing,

@@ -4,7 +4,7 @@
 //! runs, its exact optimum).
 
 use cncpick::sched::eval::run;
-use cncpick::sched::oracle::{exact, upper_bound, Start};
+use cncpick::sched::oracle::{exact, lagrangian_bound, upper_bound, Start};
 use cncpick::sched::policy::{Policy, Scheduler};
 use cncpick::sched::reach::{CncModel, Obj};
 use cncpick::sched::scenario;
@@ -42,7 +42,7 @@ proptest! {
         for policy in policies() {
             let label = policy.label();
             let mut s = Scheduler::new(policy, models.clone(), queue_max, min_confidence);
-            let r = run(&mut s, &starts(&models), &objs, &ok, 0.1);
+            let r = run(&mut s, &starts(&models), &objs, &ok, 0.1, f64::INFINITY);
             let mut seen = HashSet::new();
             for (key, cnc, _) in &r.assignments {
                 prop_assert!(seen.insert(*key), "{label}: object {key} assigned twice");
@@ -68,6 +68,7 @@ fn the_same_arrivals_give_the_same_assignments() {
             &objs,
             &ok,
             0.1,
+            f64::INFINITY,
         );
         let b = run(
             &mut Scheduler::new(policy.clone(), models.clone(), 1, 0.0),
@@ -75,6 +76,7 @@ fn the_same_arrivals_give_the_same_assignments() {
             &objs,
             &ok,
             0.1,
+            f64::INFINITY,
         );
         assert_eq!(a.assignments, b.assignments, "{}", policy.label());
         assert!(a.picked > 0);
@@ -87,7 +89,12 @@ fn no_policy_beats_the_oracle() {
     for seed in 1..3 {
         let (objs, ok) = arrivals(seed, 200.0, 30.0, 0.05);
         let (span, heights) = scenario::bound_span();
-        let bound = upper_bound(&models, &objs, &ok, span, &heights);
+        let flow = upper_bound(&models, &objs, &ok, span, &heights);
+        let bound = lagrangian_bound(&models, &objs, &ok, span, &heights, 0.02, 100, 0);
+        assert!(
+            bound <= flow,
+            "seed {seed}: lagrangian {bound} > flow {flow}"
+        );
         for policy in policies() {
             let label = policy.label();
             let r = run(
@@ -96,6 +103,7 @@ fn no_policy_beats_the_oracle() {
                 &objs,
                 &ok,
                 0.1,
+                f64::INFINITY,
             );
             assert!(
                 r.picked <= bound,
@@ -113,6 +121,14 @@ fn no_policy_beats_the_oracle() {
         ok.truncate(8);
         assert_eq!(objs.len(), 8);
         let best = exact(&two, &starts(&two), &objs, &ok);
+        // Three bins each: the bound's (time, bin) states are never below
+        // the truth.
+        let (span, heights) = scenario::bound_span();
+        let tight = lagrangian_bound(&two, &objs, &ok, span, &heights, 0.02, 200, best);
+        assert!(
+            best <= tight,
+            "seed {seed}: exact {best} > lagrangian {tight}"
+        );
         for policy in policies() {
             let r = run(
                 &mut Scheduler::new(policy.clone(), two.clone(), 1, 0.0),
@@ -120,6 +136,7 @@ fn no_policy_beats_the_oracle() {
                 &objs,
                 &ok,
                 0.05,
+                f64::INFINITY,
             );
             assert!(
                 r.picked <= best,

@@ -1,0 +1,446 @@
+//! The scheduler node's core on a fake clock, against a stand-in state
+//! manager (compare-and-set on each object's state, as the real one) and
+//! stand-in CNCs that accept goals, start and finish picks: CNC 1 dies
+//! mid-run (its statuses stop, its goals go unanswered); what it held and
+//! had not started is revoked within 1 s and goes to CNC 2, nothing stays
+//! ASSIGNED, no object is picked twice, and the input log replays to the
+//! same decisions.
+
+use cncpick::motion::params::MotionParams;
+use cncpick::sched::core::{replay, Config, Core, Input, Logged, ObjectId, Output, TrackIn};
+use cncpick::sched::policy::Policy;
+use cncpick::sched::protocol::Timeouts;
+use cncpick::state::lifecycle::ObjState;
+use std::collections::BTreeMap;
+
+const BELT_MPS: f64 = 0.2;
+const CLASSES: [(&str, f64); 3] = [("red_box", 0.04), ("green_disc", 0.02), ("blue_bar", 0.03)];
+
+fn cnc_params(id: &str, origin_x_m: f64) -> MotionParams {
+    MotionParams {
+        cnc_id: id.into(),
+        origin_x_m,
+        reach_x_min_m: origin_x_m - 0.6,
+        reach_x_max_m: origin_x_m,
+        bin_classes: CLASSES.iter().map(|c| c.0.to_string()).collect(),
+        bin_x_m: vec![origin_x_m - 0.3; 3],
+        bin_y_m: vec![0.68; 3],
+        ..MotionParams::default()
+    }
+}
+
+fn config(policy: Policy) -> Config {
+    Config {
+        policy,
+        cnc_ids: vec!["1".into(), "2".into()],
+        queue_max: 3,
+        min_confidence: 0.5,
+        heights_m: CLASSES.iter().map(|(c, h)| (c.to_string(), *h)).collect(),
+        timeouts: Timeouts::default(),
+        status_timeout_s: 0.5,
+        commit_horizon_s: 4.0,
+        decide_period_s: 0.05,
+    }
+}
+
+fn id_of(k: u64) -> ObjectId {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&k.to_le_bytes());
+    id
+}
+
+enum Due {
+    In(Input),
+    /// The CNC starts picking (ASSIGNED → PICKING).
+    Start(ObjectId, String),
+    /// The pick ends (PICKED), and the goal's result comes.
+    End(ObjectId, String),
+}
+
+/// The stand-in world: objects on the belt, the state manager's states,
+/// CNCs that pick (unless dead), and what is due later.
+struct Cell {
+    core: Core,
+    now: f64,
+    log: Vec<Logged>,
+    /// Every output, with its time.
+    outputs: Vec<(f64, Output)>,
+    /// Object: its arrival time, lane y, class.
+    objects: BTreeMap<ObjectId, (f64, f64, &'static str)>,
+    /// Object: state, holder.
+    states: BTreeMap<ObjectId, (ObjState, String)>,
+    /// Every transition: time, object, from, to, CNC.
+    history: Vec<(f64, ObjectId, ObjState, ObjState, String)>,
+    due: Vec<(f64, Due)>,
+    dead: Vec<String>,
+}
+
+impl Cell {
+    fn new(policy: Policy) -> Cell {
+        Cell {
+            core: Core::new(config(policy)),
+            now: 0.0,
+            log: Vec::new(),
+            outputs: Vec::new(),
+            objects: BTreeMap::new(),
+            states: BTreeMap::new(),
+            history: Vec::new(),
+            due: Vec::new(),
+            dead: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, input: Input) {
+        self.log.push(Logged {
+            now_s: self.now,
+            input: input.clone(),
+        });
+        for o in self.core.step(self.now, input) {
+            self.outputs.push((self.now, o.clone()));
+            self.carry_out(o);
+        }
+    }
+
+    fn later(&mut self, after_s: f64, d: Due) {
+        self.due.push((self.now + after_s, d));
+    }
+
+    /// The state manager's compare-and-set; the event follows 2 ms later.
+    fn cas(&mut self, id: ObjectId, from: ObjState, to: ObjState, cnc: &str) -> bool {
+        let Some((s, holder)) = self.states.get(&id).cloned() else {
+            return false;
+        };
+        let held = matches!(s, ObjState::Assigned | ObjState::Picking);
+        if s != from || (held && holder != cnc) {
+            return false;
+        }
+        let holder = if matches!(to, ObjState::Assigned | ObjState::Picking) {
+            cnc.to_string()
+        } else {
+            String::new()
+        };
+        self.states.insert(id, (to, holder));
+        self.history.push((self.now, id, from, to, cnc.to_string()));
+        self.later(
+            0.002,
+            Due::In(Input::Event {
+                id,
+                state: to.id(),
+                cnc: cnc.into(),
+                epoch: 1,
+            }),
+        );
+        true
+    }
+
+    fn carry_out(&mut self, o: Output) {
+        match o {
+            Output::Assign { id, cnc, .. } => {
+                let ok = self.cas(id, ObjState::Detected, ObjState::Assigned, &cnc);
+                self.later(
+                    0.004,
+                    Due::In(Input::AssignAnswer {
+                        id,
+                        accepted: Some(ok),
+                    }),
+                );
+            }
+            Output::SendGoal { id, cnc, traj, .. } => {
+                if self.dead.contains(&cnc) {
+                    return; // no answer: the goal times out
+                }
+                self.later(0.005, Due::In(Input::GoalAnswer { id, accepted: true }));
+                // The CNC starts as the object enters its window.
+                let x_min = if cnc == "1" { 2.0 } else { 2.8 };
+                let start = traj.t0_s + (x_min - traj.x_m) / traj.vx_mps;
+                self.due
+                    .push((start.max(self.now + 0.1), Due::Start(id, cnc)));
+            }
+            Output::Revoke { id, cnc, .. } => {
+                self.cas(id, ObjState::Assigned, ObjState::Detected, &cnc);
+            }
+            Output::Finish { id, to, .. } => {
+                let to = ObjState::from_id(to).expect("a state");
+                self.cas(id, ObjState::Detected, to, "");
+            }
+            Output::Alert { .. } => {}
+        }
+    }
+
+    fn world(&mut self, d: Due) {
+        match d {
+            Due::In(i) => self.feed(i),
+            Due::Start(id, cnc)
+                if !self.dead.contains(&cnc)
+                    && self.cas(id, ObjState::Assigned, ObjState::Picking, &cnc) =>
+            {
+                self.later(1.0, Due::End(id, cnc));
+            }
+            Due::End(id, cnc) if !self.dead.contains(&cnc) => {
+                self.cas(id, ObjState::Picking, ObjState::Picked, &cnc);
+                self.later(0.003, Due::In(Input::GoalDone { id }));
+            }
+            _ => {}
+        }
+    }
+
+    fn tracks(&self) -> Input {
+        let tracks = self
+            .objects
+            .iter()
+            .filter(|(id, _)| {
+                !matches!(
+                    self.states.get(*id).map(|s| s.0),
+                    Some(ObjState::Picked | ObjState::Picking)
+                )
+            })
+            .filter_map(|(id, &(t0, y, class))| {
+                let x = 0.5 + BELT_MPS * (self.now - t0);
+                (x < 4.0).then(|| TrackIn {
+                    id: *id,
+                    x_m: x,
+                    y_m: y,
+                    class: class.into(),
+                    confidence: 0.9,
+                })
+            })
+            .collect();
+        Input::Tracks {
+            stamp_s: self.now,
+            belt_mps: BELT_MPS,
+            tracks,
+        }
+    }
+
+    /// Runs to `until_s` in 1 ms steps: an object every `every_s` until
+    /// 16 s before the end (registered DETECTED as it arrives), tracks at
+    /// 30 Hz, statuses of live CNCs at 10 Hz, ticks at 20 Hz; `kill` kills
+    /// a CNC at a time.
+    fn run(&mut self, until_s: f64, every_s: f64, kill: Option<(f64, &str)>) {
+        let mut k = 0u64;
+        let mut next_arrival = 0.5;
+        let ms = |t: f64| (t * 1000.0).round() as u64;
+        while self.now < until_s {
+            let step = ms(self.now);
+            if let Some((at, cnc)) = kill {
+                if step == ms(at) {
+                    self.dead.push(cnc.into());
+                }
+            }
+            // Arrivals stop 16 s before the end: the belt empties.
+            if self.now >= next_arrival && self.now < until_s - 16.0 {
+                k += 1;
+                next_arrival += every_s;
+                let id = id_of(k);
+                let lane = (k * 7 % 4) as f64;
+                self.objects.insert(
+                    id,
+                    (self.now, 0.075 + 0.15 * lane, CLASSES[(k % 3) as usize].0),
+                );
+                self.states.insert(id, (ObjState::Detected, String::new()));
+                self.later(
+                    0.01,
+                    Due::In(Input::Event {
+                        id,
+                        state: ObjState::Detected.id(),
+                        cnc: String::new(),
+                        epoch: 0,
+                    }),
+                );
+            }
+            let mut now_due: Vec<Due> = Vec::new();
+            let mut rest = Vec::new();
+            for (t, d) in self.due.drain(..) {
+                if ms(t) <= step {
+                    now_due.push(d);
+                } else {
+                    rest.push((t, d));
+                }
+            }
+            self.due = rest;
+            for d in now_due {
+                self.world(d);
+            }
+            if step % 100 == 0 {
+                for cnc in ["1", "2"] {
+                    if !self.dead.iter().any(|d| d == cnc) {
+                        self.feed(Input::Status {
+                            cnc: cnc.into(),
+                            active: true,
+                            epoch: 1,
+                            at_mm: [-300.0, -375.0, -70.0],
+                        });
+                    }
+                }
+            }
+            if step % 33 == 0 {
+                let t = self.tracks();
+                self.feed(t);
+            }
+            if step % 50 == 0 {
+                self.feed(Input::Tick);
+            }
+            self.now = (step + 1) as f64 / 1000.0;
+        }
+    }
+}
+
+fn models() -> [Input; 2] {
+    [
+        Input::Model {
+            params: Box::new(cnc_params("1", 2.6)),
+        },
+        Input::Model {
+            params: Box::new(cnc_params("2", 3.4)),
+        },
+    ]
+}
+
+#[test]
+fn a_dead_cnc_loses_its_pending_objects_within_a_second_to_the_live_one() {
+    let mut cell = Cell::new(Policy::Lookahead);
+    for m in models() {
+        cell.feed(m);
+    }
+    let kill_at = 20.0;
+    cell.run(50.0, 2.5, Some((kill_at, "1")));
+
+    // CNC 1 worked before it died; what it held and had not started then:
+    let held_at_kill: Vec<ObjectId> = cell
+        .states
+        .keys()
+        .filter(|id| {
+            let last = cell.history.iter().rfind(|h| h.1 == **id && h.0 <= kill_at);
+            matches!(last, Some((_, _, _, ObjState::Assigned, c)) if c == "1")
+        })
+        .copied()
+        .collect();
+    let picked_by_1 = cell
+        .history
+        .iter()
+        .filter(|h| h.3 == ObjState::Picked && h.4 == "1")
+        .count();
+    assert!(picked_by_1 >= 3, "CNC 1 picked {picked_by_1} before dying");
+    assert!(!held_at_kill.is_empty(), "CNC 1 held nothing when it died");
+    for id in &held_at_kill {
+        let revoked = cell
+            .history
+            .iter()
+            .find(|h| {
+                h.1 == *id
+                    && h.0 > kill_at
+                    && h.2 == ObjState::Assigned
+                    && h.3 == ObjState::Detected
+            })
+            .map(|h| h.0);
+        let t = revoked.unwrap_or_else(|| panic!("{id:?} was never revoked"));
+        assert!(
+            t - kill_at <= 1.0,
+            "{id:?} revoked {:.3} s after the kill",
+            t - kill_at
+        );
+    }
+    // At least one went to CNC 2 within the second, and CNC 1 was given
+    // nothing once it was seen to be dead (0.5 s of silence).
+    let reassigned = cell.history.iter().any(|h| {
+        held_at_kill.contains(&h.1)
+            && h.3 == ObjState::Assigned
+            && h.4 == "2"
+            && h.0 - kill_at <= 1.0
+    });
+    assert!(reassigned, "no object of CNC 1's went to CNC 2 within 1 s");
+    assert!(
+        !cell
+            .history
+            .iter()
+            .any(|h| h.0 > kill_at + 0.6 && h.3 == ObjState::Assigned && h.4 == "1"),
+        "a dead CNC was given work"
+    );
+    // Once the belt has emptied, nothing is left ASSIGNED; nothing was
+    // started twice.
+    let stuck: Vec<_> = cell
+        .states
+        .iter()
+        .filter(|(_, s)| s.0 == ObjState::Assigned)
+        .collect();
+    assert!(stuck.is_empty(), "left ASSIGNED: {stuck:?}");
+    let mut picking: BTreeMap<ObjectId, usize> = BTreeMap::new();
+    for h in &cell.history {
+        if h.3 == ObjState::Picking {
+            *picking.entry(h.1).or_default() += 1;
+        }
+    }
+    assert!(picking.values().all(|&n| n == 1), "an object started twice");
+    // CNC 2 kept picking after the kill.
+    assert!(cell
+        .history
+        .iter()
+        .any(|h| h.0 > kill_at + 5.0 && h.3 == ObjState::Picked && h.4 == "2"));
+
+    // The same input log, replayed through a fresh core, gives the same
+    // decisions, in the same order.
+    let live: Vec<Output> = cell.outputs.iter().map(|(_, o)| o.clone()).collect();
+    let text: String = cell
+        .log
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap() + "\n")
+        .collect();
+    let parsed: Vec<Logged> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(replay(config(Policy::Lookahead), &parsed), live);
+}
+
+#[test]
+fn objects_nobody_can_pick_end_bypassed_or_missed_with_the_reason() {
+    let mut cell = Cell::new(Policy::Greedy);
+    cell.feed(Input::Model {
+        params: Box::new(MotionParams {
+            bin_classes: vec!["red_box".into()],
+            bin_x_m: vec![2.3],
+            bin_y_m: vec![0.68],
+            ..cnc_params("1", 2.6)
+        }),
+    });
+    cell.feed(Input::Model {
+        params: Box::new(MotionParams {
+            bin_classes: vec!["red_box".into()],
+            bin_x_m: vec![3.1],
+            bin_y_m: vec![0.68],
+            ..cnc_params("2", 3.4)
+        }),
+    });
+    // CNC 2 is dead from the start; objects every 0.3 s overload CNC 1.
+    cell.dead.push("2".into());
+    cell.run(30.0, 0.3, None);
+    let reasons: Vec<String> = cell
+        .outputs
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Output::Finish { why, .. } => Some(why.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("binned by no CNC")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("left the last reach window")),
+        "{reasons:?}"
+    );
+    // Every red box past both windows ended, one way or the other.
+    for (id, &(t0, _, class)) in &cell.objects {
+        let past = 0.5 + BELT_MPS * (30.0 - t0) > 3.5;
+        let s = cell.states[id].0;
+        if past {
+            assert!(s.is_terminal(), "{class} {id:?} past the windows is {s}");
+        }
+        if class != "red_box" {
+            assert!(s == ObjState::Bypassed || !past, "{class} ended {s}");
+        }
+    }
+}
