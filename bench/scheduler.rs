@@ -21,7 +21,7 @@ const SECONDS: f64 = 300.0;
 const BELT_MPS: f64 = 0.2;
 const FAIL: f64 = 0.05;
 /// The Lagrangian bound's time grid and subgradient steps.
-const GRID_S: f64 = 0.02;
+const GRID_S: f64 = 0.01;
 const ITERATIONS: usize = 300;
 /// Which classes each CNC has a bin for: every class has two or three.
 const BINS: [&[usize]; 4] = [&[0, 1, 2], &[0, 1], &[1, 2], &[0, 2]];

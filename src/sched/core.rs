@@ -171,7 +171,11 @@ struct Cnc {
 struct Entry {
     key: u64,
     state: Option<ObjState>,
+    /// The last track seen of it (predicted on at the belt's speed once
+    /// the tracker drops it, so an object the tracker lost still ends).
     track: Option<(TrackIn, Trajectory)>,
+    /// In the latest TrackArray: only such objects are assigned.
+    tracked: bool,
     /// The CNC (index) and the pick as planned, while held.
     plan: Option<(usize, Slot)>,
     /// A Finish is out for it.
@@ -222,23 +226,6 @@ impl Core {
             .collect()
     }
 
-    /// How many objects are held (assigned and not finished), by CNC id.
-    pub fn held(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for (_, cnc, _) in self.dispatcher.holds() {
-            *out.entry(cnc.to_string()).or_insert(0) += 1;
-        }
-        out
-    }
-
-    /// Objects followed (not yet finished).
-    pub fn live(&self) -> usize {
-        self.objects
-            .values()
-            .filter(|e| !e.state.is_some_and(ObjState::is_terminal))
-            .count()
-    }
-
     fn entry(&mut self, id: ObjectId) -> &mut Entry {
         let next = &mut self.next_key;
         let keys = &mut self.keys;
@@ -250,6 +237,7 @@ impl Core {
                 key,
                 state: None,
                 track: None,
+                tracked: false,
                 plan: None,
                 finishing: false,
             }
@@ -271,7 +259,7 @@ impl Core {
                 tracks,
             } => {
                 for e in self.objects.values_mut() {
-                    e.track = None;
+                    e.tracked = false;
                 }
                 for t in tracks {
                     let traj = Trajectory {
@@ -280,16 +268,16 @@ impl Core {
                         t0_s: stamp_s,
                         vx_mps: belt_mps,
                     };
-                    let id = t.id;
-                    self.entry(id).track = Some((t, traj));
+                    let e = self.entry(t.id);
+                    e.track = Some((t, traj));
+                    e.tracked = true;
                 }
-                // Finished objects no track follows any more are forgotten.
+                // Objects no track follows any more are forgotten once
+                // finished (or if the state manager never had them).
                 let gone: Vec<ObjectId> = self
                     .objects
                     .iter()
-                    .filter(|(_, e)| {
-                        e.track.is_none() && e.state.is_some_and(ObjState::is_terminal)
-                    })
+                    .filter(|(_, e)| !e.tracked && e.state.is_none_or(ObjState::is_terminal))
                     .map(|(id, _)| *id)
                     .collect();
                 for id in gone {
@@ -469,7 +457,16 @@ impl Core {
         }
     }
 
+    /// The object as the policy takes it, while a track follows it.
     fn obj(&self, e: &Entry) -> Option<Obj> {
+        if !e.tracked {
+            return None;
+        }
+        self.last_seen(e)
+    }
+
+    /// The object as last seen, predicted on.
+    fn last_seen(&self, e: &Entry) -> Option<Obj> {
         let (t, traj) = e.track.as_ref()?;
         Some(Obj {
             key: e.key,

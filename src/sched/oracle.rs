@@ -13,11 +13,12 @@
 //!   largest such matching (a max flow) bounds every schedule.
 //!
 //! - [`lagrangian_bound`]: a tighter proven bound. A pick of `o` by CNC i
-//!   keeps it busy for at least `a_i(b, o)` before the contact (from bin
-//!   `b`, where its last pick ended, to over `o`'s own lane, the lag, the
-//!   descent) and `d_i(o)` after it (the ride, the carry from `o`'s lane
-//!   to its class's bin `b(o)`, the dwell): two contacts are at least
-//!   `d_i(o) + a_i(b(o), o')` apart ([`CncModel::pick_parts_s`]). Relaxing
+//!   with its contact at `t` keeps it busy for at least `a_i(b, o, t)`
+//!   before (from bin `b`, where its last pick ended, to over `o` where it
+//!   is at `t`, the lag, the descent) and `d_i(o, t)` after (the ride, the
+//!   carry from there to its class's bin `b(o)`, the dwell): two contacts
+//!   are at least `d_i(o, t) + a_i(b(o), o', t')` apart
+//!   ([`CncModel::pick_parts_s`], at its least over each grid step). Relaxing
 //!   "each object once" with a price `λ_o` per object leaves one longest
 //!   path per CNC over a grid of (time, bin) states (times and durations
 //!   rounded down: every real schedule is a path), and `Σ λ_o + Σ_i path_i(1 − λ)` bounds every
@@ -209,7 +210,12 @@ pub fn lagrangian_bound(
     // first pick's approach (the CNCs are parked long before).
     let lead = models
         .iter()
-        .flat_map(|m| todo.iter().filter_map(|&k| m.pick_parts_s(&objs[k])))
+        .flat_map(|m| {
+            todo.iter().filter_map(|&k| {
+                let w = m.window(&objs[k].traj)?;
+                m.pick_parts_s(&objs[k], w)
+            })
+        })
         .flat_map(|(a, _, _)| a)
         .fold(0.0, f64::max);
     let t0 = todo
@@ -224,81 +230,90 @@ pub fn lagrangian_bound(
         - lead
         - grid_s;
     // Per CNC, a state per bin (where its last pick ended; the first may
-    // start from any). An arc: taking object k from bin `from`, free from
-    // grid step `first` to `last` for it, busy `busy` steps, ending over
-    // bin `to`. Rounded so that every real schedule fits the grid:
+    // start from any). An arc: taking object k with its contact in grid
+    // step c, from bin `from`: the gantry is free for it from step `start`
+    // (c less the approach), busy `busy` steps, then over bin `to`. Times
+    // rounded down, so that every real schedule is a path:
     // floor(x) - floor(y) >= floor(x - y).
     struct Arc {
         k: usize,
-        from: usize,
         to: usize,
-        first: i64,
-        last: i64,
-        busy: i64,
+        busy: usize,
     }
     let cell = |t: f64| ((t - t0) / grid_s).floor() as i64;
-    let mut cncs: Vec<(usize, Vec<Arc>)> = Vec::new();
-    let mut steps = 0i64;
+    // Per CNC: its bins, its arcs, and by start step (from bin, arc).
+    struct Cnc {
+        nb: usize,
+        arcs: Vec<Arc>,
+        by_start: Vec<Vec<(usize, usize)>>,
+    }
+    let mut cncs: Vec<Cnc> = Vec::new();
+    let mut steps = 0usize;
     for m in models {
+        let nb = m.bins.len().max(1);
         let mut arcs = Vec::new();
+        let mut starts: Vec<(usize, usize, usize)> = Vec::new();
         for &k in &todo {
             let o = &objs[k];
-            let (Some((approach, depart, to)), Some((enter, leave))) =
-                (m.pick_parts_s(o), m.window(&o.traj))
-            else {
+            let Some((enter, leave)) = m.window(&o.traj) else {
                 continue;
             };
-            let after = (depart / grid_s).floor() as i64;
-            for (from, a) in approach.iter().enumerate() {
-                let ahead = (a / grid_s).floor() as i64;
-                let (first, last) = (cell(enter) - ahead, cell(leave) - ahead);
-                let busy = (ahead + after).max(1);
-                steps = steps.max(last + busy + 1);
-                arcs.push(Arc {
-                    k,
-                    from,
-                    to,
-                    first,
-                    last,
-                    busy,
-                });
+            for c in cell(enter)..=cell(leave) {
+                let from_s = (t0 + c as f64 * grid_s).max(enter);
+                let to_s = (t0 + (c + 1) as f64 * grid_s).min(leave);
+                let Some((approach, depart, to)) = m.pick_parts_s(o, (from_s, to_s.max(from_s)))
+                else {
+                    continue;
+                };
+                let after = (depart / grid_s).floor() as i64;
+                for (from, a) in approach.iter().enumerate() {
+                    let ahead = (a / grid_s).floor() as i64;
+                    let start = (c - ahead).max(0) as usize;
+                    let busy = (ahead + after).max(1) as usize;
+                    steps = steps.max(start + busy + 1);
+                    starts.push((start, from, arcs.len()));
+                    arcs.push(Arc { k, to, busy });
+                }
             }
         }
-        cncs.push((m.bins.len().max(1), arcs));
+        let mut by_start: Vec<Vec<(usize, usize)>> = Vec::new();
+        for (start, from, n) in starts {
+            if by_start.len() <= start {
+                by_start.resize(start + 1, Vec::new());
+            }
+            by_start[start].push((from, n));
+        }
+        cncs.push(Cnc { nb, arcs, by_start });
     }
-    let steps = steps.max(1) as usize;
+    let steps = steps.max(1);
     let mut price = vec![0.0f64; objs.len()];
     let mut best = (flow.min(todo.len())) as f64;
     let mut step_size = 1.0;
+    // value[t * nb + b]: the most weight from grid step t on, free over
+    // bin b (buffers reused across iterations).
+    let mut value: Vec<f64> = Vec::new();
+    let mut choice: Vec<Option<usize>> = Vec::new();
     for _ in 0..iterations {
         let mut used = vec![0u32; objs.len()];
         let mut total: f64 = todo.iter().map(|&k| price[k]).sum();
-        for (nb, arcs) in &cncs {
+        for Cnc { nb, arcs, by_start } in &cncs {
             let nb = *nb;
-            let mut starts: Vec<Vec<usize>> = vec![Vec::new(); steps];
-            for (n, a) in arcs.iter().enumerate() {
-                for t in a.first.max(0)..=a.last {
-                    if (t as usize) < steps {
-                        starts[t as usize].push(n);
-                    }
-                }
-            }
-            // value[t * nb + b]: the most weight from grid step t on, free
-            // over bin b.
-            let mut value = vec![0.0f64; (steps + 1) * nb];
-            let mut choice: Vec<Option<usize>> = vec![None; steps * nb];
+            value.clear();
+            value.resize((steps + 1) * nb, 0.0);
+            choice.clear();
+            choice.resize(steps * nb, None);
             for t in (0..steps).rev() {
                 for b in 0..nb {
                     value[t * nb + b] = value[(t + 1) * nb + b];
                 }
-                for &n in &starts[t] {
+                for &(from, n) in by_start.get(t).map_or(&[][..], |v| &v[..]) {
                     let a = &arcs[n];
                     let w = 1.0 - price[a.k];
-                    let next = (t + a.busy as usize).min(steps);
+                    let next = (t + a.busy).min(steps);
                     let v = w + value[next * nb + a.to];
-                    if w > 0.0 && v > value[t * nb + a.from] {
-                        value[t * nb + a.from] = v;
-                        choice[t * nb + a.from] = Some(n);
+                    if w > 0.0 && v > value[t * nb + from] {
+                        value[t * nb + from] = v;
+                        choice[t * nb + from] = Some(n);
                     }
                 }
             }
@@ -314,7 +329,7 @@ pub fn lagrangian_bound(
                     Some(n) if value[t * nb + b] > value[(t + 1) * nb + b] => {
                         let a = &arcs[n];
                         used[a.k] += 1;
-                        t += a.busy as usize;
+                        t += a.busy;
                         b = a.to;
                     }
                     _ => t += 1,

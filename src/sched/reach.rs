@@ -106,43 +106,51 @@ impl CncModel {
         })
     }
 
-    /// The least time a pick of `o` keeps this CNC busy, split at the
-    /// contact. Before it, from each of its bins (as `bins` lists them) to
-    /// over `o` (anywhere in the window), the lag and the descent
-    /// (`approach`); after it, the ride, the carry to `o`'s bin and the
-    /// dwell (`depart`); and which bin that is. Every pick ends over a
-    /// bin, so two contacts lie at least the first's depart and the
-    /// second's approach from the first's bin apart. None without a bin.
-    pub fn pick_parts_s(&self, o: &Obj) -> Option<(Vec<f64>, f64, usize)> {
+    /// The least time a pick of `o` with its contact between the times
+    /// `contact_s` keeps this CNC busy, split at the contact. Before it,
+    /// from each of its bins (as `bins` lists them) to over `o` where it is
+    /// then, the lag and the descent (`approach`); after it, the ride, the
+    /// carry to `o`'s bin and the dwell (`depart`); and which bin that is.
+    /// Every pick ends over a bin, so two contacts lie at least the first's
+    /// depart and the second's approach from the first's bin apart. None
+    /// without a bin for `o`.
+    pub fn pick_parts_s(&self, o: &Obj, contact_s: (f64, f64)) -> Option<(Vec<f64>, f64, usize)> {
         let p = &self.picker;
         let lane = (o.traj.y_m, o.traj.y_m);
+        let span = |dt: f64| {
+            let (a, b) = (o.traj.x_at(contact_s.0 + dt), o.traj.x_at(contact_s.1 + dt));
+            (a.min(b), a.max(b))
+        };
         let to = self.bins.iter().position(|(c, _)| *c == o.class)?;
-        let (out, _) = self.least_travels_s(self.bins[to].1, lane, &[o.height_m]);
+        let (out, _) = self.least_travels_s(self.bins[to].1, span(p.track_s), lane, &[o.height_m]);
         let approach = self
             .bins
             .iter()
-            .map(|(_, b)| self.least_travels_s(*b, lane, &[o.height_m]).1 + p.lag_s + p.descend_s)
+            .map(|(_, b)| {
+                self.least_travels_s(*b, span(0.0), lane, &[o.height_m]).1 + p.lag_s + p.descend_s
+            })
             .collect();
         Some((approach, p.track_s + out + self.release_dwell_s, to))
     }
 
     /// The least travel from an object's top to the bin at `bin` (out),
-    /// and from there to an approach point (back), over objects anywhere
-    /// in the window, across `y_range_m`, of heights `heights_m`. Travel is
-    /// shortest straight across from the bin: the window's ends and the
+    /// and from there to an approach point (back), over objects across
+    /// `x_range_m` and `y_range_m`, of heights `heights_m`. Travel is
+    /// shortest straight across from the bin: the ranges' ends and the
     /// bin's own x and y, clamped into range, cover it.
     fn least_travels_s(
         &self,
         bin: (f64, f64),
+        x_range_m: (f64, f64),
         y_range_m: (f64, f64),
         heights_m: &[f64],
     ) -> (f64, f64) {
         let p = &self.picker;
         let bin_mm = self.bin_mm(bin);
         let xs = [
-            p.reach_x_min_m,
-            p.reach_x_max_m,
-            bin.0.clamp(p.reach_x_min_m, p.reach_x_max_m),
+            x_range_m.0,
+            x_range_m.1,
+            bin.0.clamp(x_range_m.0, x_range_m.1),
         ];
         let ys = [
             y_range_m.0,
@@ -173,7 +181,8 @@ impl CncModel {
             .bins
             .iter()
             .map(|(_, bin)| {
-                let (out, back) = self.least_travels_s(*bin, y_range_m, heights_m);
+                let window = (p.reach_x_min_m, p.reach_x_max_m);
+                let (out, back) = self.least_travels_s(*bin, window, y_range_m, heights_m);
                 out + back
             })
             .fold(f64::INFINITY, f64::min);

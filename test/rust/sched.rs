@@ -90,7 +90,7 @@ fn no_policy_beats_the_oracle() {
         let (objs, ok) = arrivals(seed, 200.0, 30.0, 0.05);
         let (span, heights) = scenario::bound_span();
         let flow = upper_bound(&models, &objs, &ok, span, &heights);
-        let bound = lagrangian_bound(&models, &objs, &ok, span, &heights, 0.02, 100, 0);
+        let bound = lagrangian_bound(&models, &objs, &ok, span, &heights, 0.02, 20, 0);
         assert!(
             bound <= flow,
             "seed {seed}: lagrangian {bound} > flow {flow}"

@@ -73,6 +73,8 @@ struct Cell {
     history: Vec<(f64, ObjectId, ObjState, ObjState, String)>,
     due: Vec<(f64, Due)>,
     dead: Vec<String>,
+    /// Objects the tracker has lost (no longer in the tracks).
+    lost: Vec<ObjectId>,
 }
 
 impl Cell {
@@ -87,6 +89,7 @@ impl Cell {
             history: Vec::new(),
             due: Vec::new(),
             dead: Vec::new(),
+            lost: Vec::new(),
         }
     }
 
@@ -196,7 +199,9 @@ impl Cell {
             })
             .filter_map(|(id, &(t0, y, class))| {
                 let x = 0.5 + BELT_MPS * (self.now - t0);
-                (x < 4.0).then(|| TrackIn {
+                // A lost object drops out of the tracks past x 1.2 m.
+                let lost = self.lost.contains(id) && x > 1.2;
+                (x < 4.0 && !lost).then(|| TrackIn {
                     id: *id,
                     x_m: x,
                     y_m: y,
@@ -412,8 +417,17 @@ fn objects_nobody_can_pick_end_bypassed_or_missed_with_the_reason() {
         }),
     });
     // CNC 2 is dead from the start; objects every 0.3 s overload CNC 1.
+    // The tracker loses two red boxes (objects 3 and 6) before the windows.
     cell.dead.push("2".into());
+    cell.lost = vec![id_of(3), id_of(6)];
     cell.run(30.0, 0.3, None);
+    for k in [3, 6] {
+        assert_eq!(
+            cell.states[&id_of(k)].0,
+            ObjState::Missed,
+            "a lost object still ends"
+        );
+    }
     let reasons: Vec<String> = cell
         .outputs
         .iter()
