@@ -6,8 +6,9 @@
 //!   asked again every second until it answers.
 //! - One task owns the core and takes one input at a time, at the wall
 //!   clock's time (the injected clock); with `input_log_path` set, each
-//!   input is written there first as a JSON line, and [`replay`] of that
-//!   file gives the same decisions.
+//!   input is written there first as a JSON line (the file starts afresh
+//!   at each configure, with the core), and [`replay`] of that file gives
+//!   the same decisions.
 //! - Out: compare-and-set calls to the state manager (bounded, retried
 //!   with one request id), `assignments` (Assignment, once the state
 //!   manager has said ASSIGNED), the `cnc_<id>/pick` goals (bounded by
@@ -350,6 +351,8 @@ pub struct SchedNode {
     counters: Counters,
     namespace: String,
     core: Arc<Mutex<Option<Core>>>,
+    /// The input log (`input_log_path`), from configure to cleanup.
+    log: Arc<Mutex<Option<std::io::BufWriter<std::fs::File>>>>,
     prepared: Option<Prepared>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -363,6 +366,7 @@ impl SchedNode {
             counters: c.counters.clone(),
             namespace: c.namespace(),
             core: Arc::new(Mutex::new(None)),
+            log: Arc::new(Mutex::new(None)),
             prepared: None,
             tasks: Vec::new(),
         }
@@ -420,6 +424,14 @@ impl Steps for SchedNode {
             self.gate.clone(),
         );
         drop(n);
+        // A new core, and a new log: a replay starts from a fresh core.
+        *lock(&self.log) = if p.input_log_path.is_empty() {
+            None
+        } else {
+            let f = std::fs::File::create(&p.input_log_path)
+                .map_err(|e| anyhow::anyhow!("input_log_path {}: {e}", p.input_log_path))?;
+            Some(std::io::BufWriter::new(f))
+        };
         *lock(&self.core) = Some(Core::new(config));
         self.prepared = Some(Prepared {
             transition,
@@ -447,16 +459,6 @@ impl Steps for SchedNode {
             counters: self.counters.clone(),
             p: p.clone(),
         };
-        let mut log = if p.input_log_path.is_empty() {
-            None
-        } else {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p.input_log_path)
-                .map_err(|e| anyhow::anyhow!("input_log_path {}: {e}", p.input_log_path))?;
-            Some(std::io::BufWriter::new(f))
-        };
         let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
         let reliable = QosProfile::default().reliable().keep_last(100);
         let mut tracks = n.subscribe::<m::TrackArray>(TRACKS_TOPIC, reliable.clone())?;
@@ -475,12 +477,13 @@ impl Steps for SchedNode {
 
         // The core: one input at a time.
         {
-            let core = self.core.clone();
+            let (core, log) = (self.core.clone(), self.log.clone());
             let path = p.input_log_path.clone();
             self.tasks.push(tokio::spawn(async move {
                 while let Some(input) = rx.recv().await {
                     let now_s = wall_now_s();
-                    if let Some(w) = &mut log {
+                    let mut log = lock(&log);
+                    if let Some(w) = log.as_mut() {
                         let line = Logged {
                             now_s,
                             input: input.clone(),
@@ -490,9 +493,10 @@ impl Steps for SchedNode {
                             && w.flush().is_ok();
                         if !ok {
                             tracing::error!("input_log_path {path}: write failed; logging stops");
-                            log = None;
+                            *log = None;
                         }
                     }
+                    drop(log);
                     let outs = lock(&core)
                         .as_mut()
                         .map(|c| c.step(now_s, input))
@@ -620,6 +624,7 @@ impl Steps for SchedNode {
         self.stop();
         self.prepared = None;
         *lock(&self.core) = None;
+        *lock(&self.log) = None;
     }
 }
 
