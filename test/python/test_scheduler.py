@@ -178,7 +178,13 @@ def scheduler(spawn, rclpy_node, tmp_path):
         30,
     ), "".join(proc.stderr)
     yield around, proc
+    # Let the goal finish and the action server go before the node, so the
+    # context shuts down whole (a participant left alive at exit leaves its
+    # shared memory behind).
     around.finish.set_result(True)
+    spin_until(executor, lambda: False, 0.5)
+    around.action.destroy()
+    executor.remove_node(around.cnc)
     around.cnc.destroy_node()
 
 
