@@ -4,12 +4,14 @@
 //! shell; the shared pieces every node needs live in [`kit`].
 
 pub mod camera;
+pub mod cell;
 pub mod demo;
 pub mod detector;
 pub mod example;
 pub mod interop;
 pub mod kinematics;
 pub mod kit;
+pub mod manager;
 pub mod motion;
 pub mod sched;
 pub mod sim;

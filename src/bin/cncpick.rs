@@ -18,9 +18,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the main job. Until the simulated cell lands this is the demo
-    /// graph: two r2r nodes exchanging cncpick_msgs over DDS, with a report.
-    Run(SourceArgs),
+    /// Run the main job: the whole cell from its params files (default: the
+    /// simulated cell, params/sim.yaml), brought up in order by the manager,
+    /// for --duration-s, with live KPIs and a report at the end.
+    Run(cncpick::cell::run::RunArgs),
+    /// Check every node's parameters in the params files (with -p
+    /// overrides and CNCPICK_PARAM_<NODE>__<NAME> variables) and print the graph.
+    CheckConfig {
+        /// Params files, in order (default: params/sim.yaml).
+        #[arg(long = "params-file")]
+        params_file: Vec<std::path::PathBuf>,
+        /// node.name:=value
+        #[arg(short = 'p', long = "param")]
+        param: Vec<String>,
+        /// Print the graph as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The demo graph: two r2r nodes exchanging cncpick_msgs over DDS, with a report.
+    Demo(SourceArgs),
     /// Check the ROS environment and say what is wrong.
     CheckEnv,
     /// Start a GRBL 1.1h emulator on a new PTY, print its path, and run
@@ -152,7 +168,13 @@ fn main() {
                 std::process::exit(2);
             }
         },
-        Command::Run(args) => args.config().and_then(|cfg| {
+        Command::Run(args) => std::process::exit(cncpick::cell::run::main(args)),
+        Command::CheckConfig {
+            params_file,
+            param,
+            json,
+        } => std::process::exit(cncpick::cell::run::check_config(params_file, &param, json)),
+        Command::Demo(args) => args.config().and_then(|cfg| {
             run(|ctx| async move {
                 println!(
                     "cncpick: demo graph on ROS_DOMAIN_ID {}: {} frames at {} Hz, {} objects each",

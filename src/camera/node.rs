@@ -121,6 +121,7 @@ impl CapturePump {
                 let drops = self.drops.get_or_insert_with(|| DropCounter::new(fps));
                 let missing = drops.frame(to_duration(&stamp).as_secs_f64());
                 self.counters.add(FRAMES, 1);
+                self.counters.add(crate::kit::health::MESSAGES, 1);
                 self.counters.add(FRAMES_DROPPED, missing);
                 let frame = Arc::new(Frame {
                     seq: self.k,
@@ -187,6 +188,7 @@ async fn relay_sim(
             return;
         }
         counters.add(FRAMES, 1);
+        counters.add(crate::kit::health::MESSAGES, 1);
         counters.add(
             FRAMES_DROPPED,
             drops.frame(to_duration(&frame.stamp).as_secs_f64()),

@@ -150,7 +150,17 @@ impl Worked {
                 }
             }
         }
-        match self.detector.detect(&frame.image) {
+        let t0 = std::time::Instant::now();
+        let detected = self.detector.detect(&frame.image);
+        self.counters.add(crate::kit::health::MESSAGES, 1);
+        self.counters.set(
+            crate::kit::health::LATENCY_US,
+            t0.elapsed().as_micros() as u64,
+        );
+        if detected.is_err() {
+            self.counters.add(crate::kit::health::ERRORS, 1);
+        }
+        match detected {
             Ok(found) => {
                 self.counters.add(FRAMES, 1);
                 self.counters.add(DETECTIONS, found.len() as u64);

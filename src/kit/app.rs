@@ -80,10 +80,10 @@ impl RunningNode {
 
 /// Checks the environment (exiting with an explanation if it is broken),
 /// creates the ROS context, and runs `body` on a multi-threaded runtime.
-pub fn run<F, Fut>(body: F) -> anyhow::Result<()>
+pub fn run<T, F, Fut>(body: F) -> anyhow::Result<T>
 where
     F: FnOnce(r2r::Context) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     init_tracing();
     crate::kit::env::require_or_exit();

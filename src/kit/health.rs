@@ -13,6 +13,14 @@ use tokio::task::JoinHandle;
 pub const HEARTBEAT_TOPIC: &str = "heartbeat";
 pub const DIAGNOSTICS_TOPIC: &str = "/diagnostics";
 
+/// Counter keys every node reports the same way, for the manager's per-node
+/// metrics: messages handled and errors among them (running counts), and
+/// gauges: work queued, and the latest processing latency in microseconds.
+pub const MESSAGES: &str = "messages";
+pub const ERRORS: &str = "errors";
+pub const QUEUE_DEPTH: &str = "queue_depth";
+pub const LATENCY_US: &str = "latency_us";
+
 /// The diagnostic level for a lifecycle state: a node that is configured or
 /// idle is fine; one handling an error is not; a finalized one is gone.
 pub fn level_of(state: State) -> u8 {
@@ -36,6 +44,13 @@ impl Counters {
             .unwrap_or_else(|e| e.into_inner())
             .entry(key.to_string())
             .or_insert(0) += n;
+    }
+    /// Sets a gauge (a value that goes up and down, e.g. a queue's depth).
+    pub fn set(&self, key: &str, v: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), v);
     }
     pub fn get(&self, key: &str) -> u64 {
         self.0

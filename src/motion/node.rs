@@ -409,6 +409,7 @@ impl Ctx {
         let trace = trace_id(&object);
         let mut result = PickObject::Result::default();
         self.counters.add(PICKS, 1);
+        self.counters.add(crate::kit::health::MESSAGES, 1);
         if let Err(e) = self
             .transition(
                 goal.epoch,
@@ -499,6 +500,7 @@ impl Ctx {
                 // object is recorded.
                 self.g.stop_safely(super::grbl::client::STOP_WAIT).await;
                 self.counters.add(FAULTS, 1);
+                self.counters.add(crate::kit::health::ERRORS, 1);
                 (ObjState::Missed, FAULT_V, e.to_string())
             }
         };

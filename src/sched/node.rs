@@ -164,6 +164,7 @@ impl Shell {
             Ok(a) => Some((a.accepted, a.error)),
             Err(e) => {
                 self.counters.add(CALL_FAILED, 1);
+                self.counters.add(crate::kit::health::ERRORS, 1);
                 tracing::error!(trace_id = %trace_id(id), "{from} → {to}: {e}");
                 self.alert(
                     m::Alert::ERROR as u8,
@@ -511,6 +512,7 @@ impl Steps for SchedNode {
             self.tasks.push(tokio::spawn(async move {
                 while let Some(msg) = tracks.next().await {
                     let (input, bad) = tracks_input(&msg);
+                    counters.add(crate::kit::health::MESSAGES, 1);
                     if bad > 0 {
                         counters.add("bad_tracks", bad as u64);
                         tracing::warn!("scheduler: {bad} tracks with a bad id or position dropped");

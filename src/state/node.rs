@@ -327,6 +327,7 @@ impl Keeper {
 
     fn store_failed(&self, e: &StoreError, object: Option<&[u8; 16]>) -> String {
         self.counters.add(STORE_ERRORS, 1);
+        self.counters.add(crate::kit::health::ERRORS, 1);
         let full = matches!(e, StoreError::DiskFull { .. });
         let msg = e.to_string();
         tracing::error!(
@@ -353,6 +354,7 @@ impl Keeper {
     fn handle(&mut self, c: Command) {
         match c {
             Command::Register(req, reply) => {
+                self.counters.add(crate::kit::health::MESSAGES, 1);
                 let mut out = RegisterObject::Response::default();
                 let now_ns = wall_ns();
                 match registration(&req, now_ns) {
@@ -373,6 +375,7 @@ impl Keeper {
                 let _ = reply.send(out);
             }
             Command::Transition(req, reply) => {
+                self.counters.add(crate::kit::health::MESSAGES, 1);
                 let mut out = TransitionObject::Response::default();
                 match transition_request(&req) {
                     Err(e) => out.error = e,

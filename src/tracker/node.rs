@@ -337,6 +337,7 @@ impl Steps for TrackerNode {
                             Ok(o) => observations.push(o),
                             Err(e) => {
                                 counters.add(BAD_DETECTIONS, 1);
+                                counters.add(crate::kit::health::ERRORS, 1);
                                 tracing::warn!("tracker: frame {}: {e}", msg.frame_seq);
                             }
                         }
@@ -350,8 +351,11 @@ impl Steps for TrackerNode {
                         );
                         continue;
                     }
+                    let t0 = std::time::Instant::now();
                     let changes = s.tracker.step(t_s, &observations);
+                    counters.set(crate::kit::health::LATENCY_US, t0.elapsed().as_micros() as u64);
                     counters.add(FRAMES, 1);
+                    counters.add(crate::kit::health::MESSAGES, 1);
                     for id in &changes.confirmed {
                         counters.add(CONFIRMED, 1);
                         let _ = register_tx.send(*id);

@@ -11,7 +11,7 @@ import tomllib
 
 from conftest import REPO
 
-NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example", "sim", "camera", "detector", "tracker", "state_manager", "cnc"]
+NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example", "sim", "camera", "detector", "tracker", "state_manager", "cnc", "scheduler", "manager"]
 
 
 def fresh_workspace():
@@ -38,7 +38,7 @@ def fresh_workspace():
             shutil.rmtree(entry)
         else:
             entry.unlink()
-    ignore = shutil.ignore_patterns("target", ".git", "build", "install", "log", ".cncpick", "__pycache__", ".pytest_cache")
+    ignore = shutil.ignore_patterns("target", ".git", "build", "install", "log", ".cncpick", "__pycache__", ".pytest_cache", "runs")
     shutil.copytree(REPO, ws, ignore=ignore, symlinks=True, dirs_exist_ok=True)
     cfg = ws / ".cargo" / "config.toml"
     if cfg.exists():

@@ -1,5 +1,5 @@
 //! The demo graph over real DDS: two r2r nodes exchanging cncpick_msgs, in
-//! one process (`cncpick run`) and as two processes.
+//! one process (`cncpick demo`) and as two processes.
 
 use cncpick::kit::testing::DomainLease;
 use std::process::{Command, Stdio};
@@ -17,7 +17,7 @@ fn cncpick_run_reports_every_object_answered_once() {
     let lease = DomainLease::acquire().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cncpick"))
         .args([
-            "run",
+            "demo",
             "--frames",
             "30",
             "--rate-hz",
@@ -83,7 +83,7 @@ fn source_and_registry_in_separate_processes_exchange_messages() {
 #[test]
 fn a_bad_rate_is_refused_naming_the_option() {
     let out = Command::new(env!("CARGO_BIN_EXE_cncpick"))
-        .args(["run", "--rate-hz", "0"])
+        .args(["demo", "--rate-hz", "0"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,0 +1,95 @@
+"""The whole cell on a cell computer with a full ROS 2 install:
+
+    ros2 launch cncpick cell.launch.py params_file:=/path/to/cell.yaml
+
+The nodes come from the params file exactly as `cncpick check-config` and
+`./cncpick run` read it (src/cell/spec.rs; test/python/test_launch.py checks
+that the two agree):
+- a `sim` node when the file has a `sim` section (the simulated cell);
+- state_manager, camera, detector, tracker;
+- one `cnc_<id>` node (executable `cnc`) per id in the scheduler's `cnc_ids`;
+- the scheduler;
+- the manager, given the others' names in bring-up order. It configures and
+  activates them in that order, watches their heartbeats, and brings a
+  respawned node (respawn=True below) back to active.
+
+Each node gets its own section of the file (plus any `/**` section), passed
+as a dictionary, so the file's sections can be named by the bare node name.
+"""
+
+import yaml
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+NAMESPACE = "cell"
+# The scheduler's default CNCs (src/sched/params.rs) when its section names none.
+DEFAULT_CNC_IDS = ["1", "2"]
+
+
+def read_params(path):
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: the top level must map node names to ros__parameters")
+    return doc
+
+
+def section(doc, name):
+    """Node `name`'s parameters: the `/**` section, then its own."""
+    out = {}
+    for key in ("/**", f"/**/{name}", name, f"{NAMESPACE}/{name}", f"/{NAMESPACE}/{name}"):
+        out.update((doc.get(key) or {}).get("ros__parameters") or {})
+    return out
+
+
+def cell_nodes(doc):
+    """[(node name, executable)] in bring-up order."""
+    cnc_ids = [str(c) for c in section(doc, "scheduler").get("cnc_ids", DEFAULT_CNC_IDS)]
+    nodes = [("sim", "sim")] if any(k in doc for k in ("sim", f"{NAMESPACE}/sim", f"/{NAMESPACE}/sim", "/**/sim")) else []
+    nodes += [(n, n) for n in ("state_manager", "camera", "detector", "tracker")]
+    nodes += [(f"cnc_{i}", "cnc") for i in cnc_ids]
+    nodes.append(("scheduler", "scheduler"))
+    return nodes, cnc_ids
+
+
+def launch_cell(context, *args, **kwargs):
+    params_file = LaunchConfiguration("params_file").perform(context)
+    doc = read_params(params_file)
+    nodes, cnc_ids = cell_nodes(doc)
+    actions = [
+        Node(
+            package="cncpick",
+            executable=executable,
+            name=name,
+            namespace=NAMESPACE,
+            parameters=[section(doc, name)],
+            respawn=True,
+            respawn_delay=1.0,
+            output="screen",
+        )
+        for name, executable in nodes
+    ]
+    manager = section(doc, "manager")
+    manager.update({"node_names": [n for n, _ in nodes], "cnc_ids": cnc_ids})
+    actions.append(
+        Node(
+            package="cncpick",
+            executable="manager",
+            name="manager",
+            namespace=NAMESPACE,
+            parameters=[manager],
+            output="screen",
+        )
+    )
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument("params_file", description="The cell's params file (see params/cell.yaml)"),
+            OpaqueFunction(function=launch_cell),
+        ]
+    )

@@ -1,0 +1,7 @@
+//! Running the cell: its node graph from the params files ([`spec`]), where
+//! the nodes run ([`host`]), the main job ([`run`]) and its report.
+
+pub mod host;
+pub mod report;
+pub mod run;
+pub mod spec;

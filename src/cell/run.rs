@@ -1,0 +1,466 @@
+//! The main job (`cncpick run`): the whole cell from its params files (by
+//! default the simulated cell, `params/sim.yaml`), brought up in order by
+//! the manager, run for a set time with a progress bar and live KPIs, then
+//! brought down, with a report (KPIs, latency percentiles, per-CNC and
+//! per-lane tables), a plot and the run's files in its output folder.
+//!
+//! Exit codes: 0 the run went and its invariants held; 3 the cell did not
+//! come up; 4 an invariant broke (an object picked twice, or stuck);
+//! 2 bad parameters; 1 any other error.
+
+use super::host::{serve, Processes};
+use super::report::{plot_html, AlertRec, EventRec, Heard, PickRec, Report, TruthRec};
+use super::spec::{check, CellArgs, CellSpec};
+use crate::kit::app::RunningNode;
+use crate::kit::node::ServedNode;
+use crate::kit::time::{seconds, wall_now_s};
+use crate::manager::node::{Manager, Supervisor, ALERTS_TOPIC};
+use crate::manager::params::ManagerParams;
+use crate::msgs::msg as m;
+use futures::StreamExt;
+use r2r::QosProfile;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Params files, in order (later wins). Default: params/sim.yaml.
+    #[arg(long = "params-file")]
+    pub params_file: Vec<PathBuf>,
+    /// A parameter of one node, node.name:=value (YAML value), e.g.
+    /// scheduler.policy:=greedy or sim.arrival_rate_per_min:=100.
+    #[arg(short = 'p', long = "param")]
+    pub param: Vec<String>,
+    /// How long the cell runs once up, s.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration_s: f64,
+    /// One process per node (as ros2 launch runs them) instead of all in this one.
+    #[arg(long)]
+    pub processes: bool,
+    /// Where the run's files go (database, logs, report, plot). Default: runs/<time>.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The Prometheus endpoint (host:port; port 0 picks one; '' for none).
+    #[arg(long)]
+    pub metrics_bind: Option<String>,
+    /// Where the node executables are (--processes). Default: next to this one.
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// No progress bar (plain log lines instead).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+pub const EXIT_NOT_UP: i32 = 3;
+pub const EXIT_INVARIANT: i32 = 4;
+
+fn default_params_file() -> PathBuf {
+    let here = PathBuf::from("params/sim.yaml");
+    if here.is_file() {
+        return here;
+    }
+    // target/<profile>/cncpick → the repository.
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent()?.parent()?.parent().map(Path::to_path_buf))
+        .map(|repo| super::spec::default_params_file(&repo))
+        .unwrap_or(here)
+}
+
+/// The run folder's own params file: in the simulated cell, the PTY links,
+/// the CNCs' ports and the database live in the run folder, so runs do not
+/// collide and each starts from an empty store.
+fn run_params(out: &Path, spec: &CellSpec) -> String {
+    let mut y = String::from("# Written by cncpick run: this run's paths (later files win).\n");
+    let q = |p: PathBuf| format!("'{}'", p.display().to_string().replace('\'', "''"));
+    let links: Vec<String> = spec
+        .cnc_ids
+        .iter()
+        .map(|id| q(out.join(format!("cnc_{id}"))))
+        .collect();
+    y += &format!(
+        "sim:\n  ros__parameters:\n    cnc_pty_links: [{}]\n",
+        links.join(", ")
+    );
+    for id in &spec.cnc_ids {
+        y += &format!(
+            "cnc_{id}:\n  ros__parameters:\n    port: {}\n",
+            q(out.join(format!("cnc_{id}")))
+        );
+    }
+    y += &format!(
+        "state_manager:\n  ros__parameters:\n    database_path: {}\n",
+        q(out.join("state.sqlite"))
+    );
+    y
+}
+
+struct Observer {
+    heard: Arc<Mutex<Heard>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    node: RunningNode,
+}
+
+impl Observer {
+    fn start(ctx: &r2r::Context, sim: bool, t0: f64) -> anyhow::Result<Observer> {
+        let node = RunningNode::start(ctx, "run_observer", "/cell")?;
+        let heard: Arc<Mutex<Heard>> = Arc::default();
+        let mut tasks = Vec::new();
+        let reliable = QosProfile::default().reliable().keep_last(1000);
+        let mut n = node.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events =
+            n.subscribe::<m::ObjectEvent>("objects/events", crate::kit::qos::events())?;
+        let mut picks = n.subscribe::<m::PickResult>("pick_results", reliable.clone())?;
+        let mut alerts = n.subscribe::<m::Alert>(ALERTS_TOPIC, reliable.clone())?;
+        let truth = if sim {
+            Some(n.subscribe::<m::Truth>("sim/truth", reliable)?)
+        } else {
+            None
+        };
+        drop(n);
+        let h = heard.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                let Ok(object) = <[u8; 16]>::try_from(e.object_id.uuid.as_slice()) else {
+                    continue;
+                };
+                lock(&h).events.push(EventRec {
+                    seq: e.seq,
+                    object,
+                    vision_id: e.vision_id,
+                    to: e.to_state.id,
+                    cnc: e.cnc_id,
+                    stamp_s: seconds(&e.header.stamp),
+                });
+            }
+        }));
+        let h = heard.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(p) = picks.next().await {
+                lock(&h).picks.push(PickRec {
+                    cnc: p.cnc_id,
+                    outcome: p.outcome.value,
+                    cycle_time_s: p.cycle_time_s,
+                    stamp_s: seconds(&p.header.stamp),
+                });
+            }
+        }));
+        let h = heard.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(a) = alerts.next().await {
+                lock(&h).alerts.push(AlertRec {
+                    severity: a.severity,
+                    name: a.name,
+                    node: a.node,
+                    message: a.message,
+                    at_s: wall_now_s() - t0,
+                });
+            }
+        }));
+        if let Some(mut truth) = truth {
+            let h = heard.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(t) = truth.next().await {
+                    let mut g = lock(&h);
+                    for e in t.events {
+                        g.truth.push(TruthRec {
+                            sim_id: e.sim_id,
+                            kind: e.kind,
+                            stamp_s: seconds(&e.stamp),
+                        });
+                    }
+                }
+            }));
+        }
+        Ok(Observer { heard, tasks, node })
+    }
+
+    async fn stop(self) -> Heard {
+        crate::kit::app::stop_tasks(self.tasks).await;
+        self.node.stop();
+        let h = lock(&self.heard).clone();
+        h
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+enum Hosted {
+    InProcess(Vec<ServedNode>),
+    Processes(Arc<Processes>),
+}
+
+/// Runs the main job; returns the process exit code.
+pub fn main(args: RunArgs) -> i32 {
+    if std::env::var_os("RUST_LOG").is_none() {
+        crate::kit::app::init_tracing_at(Some("warn"));
+    }
+    match crate::kit::app::run(|ctx| async move { run(ctx, args).await }) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cncpick run: error: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(ctx: r2r::Context, a: RunArgs) -> anyhow::Result<i32> {
+    anyhow::ensure!(
+        a.duration_s.is_finite() && a.duration_s > 0.0,
+        "--duration-s must be a positive number of seconds, got {}",
+        a.duration_s
+    );
+    let files = if a.params_file.is_empty() {
+        vec![default_params_file()]
+    } else {
+        a.params_file.clone()
+    };
+    let out = a.out.clone().unwrap_or_else(|| {
+        let t = wall_now_s() as u64;
+        PathBuf::from("runs").join(format!("run-{t}"))
+    });
+    std::fs::create_dir_all(&out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    let out = out.canonicalize()?;
+    let first = CellArgs::new(files.clone(), &a.param)?;
+    let spec0 = match check(&first) {
+        Ok(s) => s,
+        Err(errors) => return Ok(config_errors(&errors)),
+    };
+    let mut all_files = files.clone();
+    if spec0.sim {
+        let p = out.join("run.yaml");
+        std::fs::write(&p, run_params(&out, &spec0))?;
+        all_files.push(p);
+    }
+    let args = CellArgs::new(all_files, &a.param)?;
+    let spec = match check(&args) {
+        Ok(s) => s,
+        Err(errors) => return Ok(config_errors(&errors)),
+    };
+    let mut mp: ManagerParams = args.load("manager")?;
+    mp.node_names = spec.node_names();
+    mp.cnc_ids = spec.cnc_ids.clone();
+    let mut lanes = mp.lanes;
+    if spec.sim {
+        let sim: crate::sim::params::SimParams = args.load("sim")?;
+        lanes = sim.lanes;
+        mp.lanes = sim.lanes;
+        mp.belt_length_m = sim.belt_length_m;
+    }
+    if let Some(b) = &a.metrics_bind {
+        mp.metrics_bind = b.clone();
+    }
+    println!(
+        "cncpick: the {} cell from {}: {} nodes ({}), {} s, files in {}",
+        if spec.sim { "simulated" } else { "real" },
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + "),
+        spec.nodes.len(),
+        if a.processes {
+            "one process each"
+        } else {
+            "all in this process"
+        },
+        a.duration_s,
+        out.display()
+    );
+
+    let hosted = if a.processes {
+        let bin_dir = match &a.bin_dir {
+            Some(d) => d.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        let p = Arc::new(Processes::new(
+            &bin_dir,
+            &out.join("logs"),
+            &out.join("pids.json"),
+            args.clone(),
+            &spec.nodes,
+        ));
+        p.start_all()?;
+        Hosted::Processes(p)
+    } else {
+        let mut served = Vec::new();
+        for n in &spec.nodes {
+            served.push(serve(&ctx, n, &args)?);
+        }
+        Hosted::InProcess(served)
+    };
+    let supervisor: Option<Arc<dyn Supervisor>> = match &hosted {
+        Hosted::Processes(p) => Some(p.clone() as Arc<dyn Supervisor>),
+        Hosted::InProcess(_) => None,
+    };
+    let manager = Manager::start(&ctx, mp.clone(), supervisor)?;
+    if let Some(port) = manager.metrics_port() {
+        println!("cncpick: Prometheus metrics on http://127.0.0.1:{port}/metrics");
+        std::fs::write(out.join("metrics_port"), port.to_string())?;
+    }
+    let t0 = wall_now_s();
+    let observer = Observer::start(&ctx, spec.sim, t0)?;
+
+    let bar = progress_bar(a.duration_s, a.no_progress);
+    bar.set_message("bringing the cell up");
+    let up = manager.startup().await;
+    let mut code = 0;
+    let mut start_s = wall_now_s();
+    match &up {
+        Err(e) => {
+            bar.finish_and_clear();
+            eprintln!("cncpick: the cell did not come up: {e:#}");
+            code = EXIT_NOT_UP;
+        }
+        Ok(()) => {
+            start_s = wall_now_s();
+            println!(
+                "cncpick: the cell is up ({:.1} s); running for {} s",
+                start_s - t0,
+                a.duration_s
+            );
+            std::fs::write(out.join("up"), format!("{start_s}\n"))?;
+            let stop = crate::kit::app::shutdown_signal();
+            tokio::pin!(stop);
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = &mut stop => {
+                        bar.println("cncpick: interrupted: stopping the cell");
+                        break;
+                    }
+                    _ = tick.tick() => {}
+                }
+                let ran_s = wall_now_s() - start_s;
+                let k = manager.kpis();
+                bar.set_position(ran_s.min(a.duration_s) as u64);
+                bar.set_message(format!(
+                    "picked {} missed {} dropped {} bypassed {} | success {:.2} | {:.0} objects/min | busy {:.0}%",
+                    k.picked, k.missed, k.dropped, k.bypassed, k.pick_success_rate,
+                    k.objects_per_min, k.utilisation * 100.0
+                ));
+                if ran_s >= a.duration_s {
+                    break;
+                }
+            }
+            bar.finish_and_clear();
+        }
+    }
+    let end_s = wall_now_s();
+    let restarts = manager
+        .nodes()
+        .into_iter()
+        .filter(|n| n.restarts > 0)
+        .map(|n| (n.name, n.restarts))
+        .collect();
+    if let Err(e) = manager.shutdown().await {
+        eprintln!("cncpick: taking the cell down: {e:#}");
+    }
+    let heard = observer.stop().await;
+    manager.stop().await;
+    match hosted {
+        Hosted::InProcess(served) => {
+            for n in served.into_iter().rev() {
+                n.stop().await;
+            }
+        }
+        Hosted::Processes(p) => p.stop_all(Duration::from_secs(10)),
+    }
+    if code != 0 {
+        return Ok(code);
+    }
+    let mut report = Report::of(
+        &heard,
+        end_s - start_s,
+        end_s,
+        lanes.clamp(1, 64) as u8,
+        30.0,
+        spec.sim,
+    );
+    report.restarts = restarts;
+    let text = report.text();
+    println!("{text}");
+    std::fs::write(out.join("report.txt"), &text)?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(
+        out.join("plot.html"),
+        plot_html(
+            &heard,
+            start_s,
+            end_s - start_s,
+            lanes.clamp(1, 64) as u8,
+            5.0,
+        ),
+    )?;
+    println!(
+        "cncpick: report.txt, report.json and plot.html in {}",
+        out.display()
+    );
+    if !report.invariants_hold() {
+        eprintln!("cncpick: an invariant broke (see the report)");
+        return Ok(EXIT_INVARIANT);
+    }
+    Ok(0)
+}
+
+fn config_errors(errors: &[crate::kit::params::ParamError]) -> i32 {
+    for e in errors {
+        eprintln!("cncpick: {e}");
+    }
+    2
+}
+
+fn progress_bar(duration_s: f64, hidden: bool) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let bar = ProgressBar::new(duration_s.ceil() as u64);
+    if hidden {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos:>4}/{len} s [{bar:24}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// `cncpick check-config`: checks every node's parameters in `files` (with
+/// overrides and the environment) and prints the graph they describe.
+pub fn check_config(files: Vec<PathBuf>, params: &[String], json: bool) -> i32 {
+    let files = if files.is_empty() {
+        vec![default_params_file()]
+    } else {
+        files
+    };
+    let args = match CellArgs::new(files, params) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cncpick: {e:#}");
+            return 2;
+        }
+    };
+    match check(&args) {
+        Ok(spec) => {
+            if json {
+                println!("{}", serde_json::to_string(&spec).unwrap_or_default());
+            } else {
+                println!(
+                    "config ok: {} nodes in bring-up order: {}",
+                    spec.nodes.len(),
+                    spec.node_names().join(", ")
+                );
+            }
+            0
+        }
+        Err(errors) => config_errors(&errors),
+    }
+}
