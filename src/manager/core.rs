@@ -9,7 +9,11 @@
 //! - alive but not in the state the cell wants for `recover_grace_s` (a
 //!   node's own reconnects get that long): a warning, and a reconfigure;
 //! - a recovery that fails counts against the node's breaker; an open
-//!   breaker stops recoveries for `breaker_open_s` and is critical.
+//!   breaker stops recoveries for `breaker_open_s` and is critical;
+//! - every activation of the epoch issuer (the state manager) raises every
+//!   CNC's epoch, fencing off what the CNCs had in flight: each active
+//!   epoch holder (cnc_<id>) is then re-activated, so it begins a new
+//!   epoch and can work again (architecture.md, "Epochs").
 
 use crate::kit::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::kit::lifecycle::State;
@@ -23,6 +27,10 @@ pub struct Config {
     pub recover_grace_s: f64,
     pub breaker_failures: u32,
     pub breaker_open_s: f64,
+    /// The node whose activation raises the holders' epochs.
+    pub epoch_issuer: String,
+    /// The nodes that hold an epoch from it.
+    pub epoch_holders: Vec<String>,
 }
 
 impl Default for Config {
@@ -33,6 +41,8 @@ impl Default for Config {
             recover_grace_s: 5.0,
             breaker_failures: 3,
             breaker_open_s: 60.0,
+            epoch_issuer: "state_manager".into(),
+            epoch_holders: Vec::new(),
         }
     }
 }
@@ -71,6 +81,10 @@ pub enum Input {
         node: String,
         ok: bool,
     },
+    /// `node` went through a transition to Active (its transition_event).
+    Activated {
+        node: String,
+    },
     /// The cell should (true) or need not (false) have `node` Active:
     /// startup and resume want it; shutdown and pause do not.
     Want {
@@ -87,6 +101,11 @@ pub enum Output {
     Recover {
         node: String,
         respawn: bool,
+    },
+    /// Deactivate and activate `node` (it begins a new epoch); answered
+    /// with [`Input::Recovered`].
+    Reactivate {
+        node: String,
     },
 }
 
@@ -260,6 +279,32 @@ impl ManagerCore {
                         w.not_active_since_s = (w.state != State::Active).then_some(now_s);
                     }
                     w.want_active = active;
+                }
+            }
+            Input::Activated { node } => {
+                if node == self.cfg.epoch_issuer {
+                    let issuer = node;
+                    for w in self.nodes.iter_mut() {
+                        if !self.cfg.epoch_holders.contains(&w.name)
+                            || !w.want_active
+                            || w.recovering
+                        {
+                            continue;
+                        }
+                        w.recovering = true;
+                        out.push(alert(
+                            Severity::Warning,
+                            "epoch_fenced",
+                            &w.name,
+                            format!(
+                                "{issuer} was activated again, which fences every CNC's epoch: \
+                                 re-activating it for a new one"
+                            ),
+                        ));
+                        out.push(Output::Reactivate {
+                            node: w.name.clone(),
+                        });
+                    }
                 }
             }
             Input::Tick => out.extend(self.tick(now_s)),

@@ -100,6 +100,13 @@ impl Shared {
                         s.step(Input::Recovered { node, ok });
                     });
                 }
+                Output::Reactivate { node } => {
+                    let s = self.clone();
+                    tokio::spawn(async move {
+                        let ok = s.reactivate(&node).await;
+                        s.step(Input::Recovered { node, ok });
+                    });
+                }
             }
         }
     }
@@ -227,6 +234,25 @@ impl Shared {
         }
     }
 
+    async fn reactivate(&self, node: &str) -> bool {
+        let _ops = self.ops.lock().await;
+        let r = match self.get_state(node, Duration::from_secs(2)).await {
+            Ok(State::Active) => self.transition(node, DEACTIVATE).await,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            tracing::warn!(node, "re-activating: {e:#}");
+        }
+        match self.bring_up(node).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(node, "re-activating: {e:#}");
+                false
+            }
+        }
+    }
+
     async fn startup(self: &Arc<Self>) -> anyhow::Result<()> {
         let _ops = self.ops.lock().await;
         for node in &self.params.node_names {
@@ -319,6 +345,7 @@ impl Manager {
             diag_pub,
             services,
             lcs,
+            mut issuer_events,
         ) = {
             let mut n = running.node.lock().unwrap_or_else(|e| e.into_inner());
             tasks.push(tokio::spawn(declared.declare(&mut n)?));
@@ -381,6 +408,13 @@ impl Manager {
                 )?,
                 services,
                 lcs,
+                n.subscribe::<r2r::lifecycle_msgs::msg::TransitionEvent>(
+                    &format!(
+                        "/cell/{}/transition_event",
+                        params.core_config().epoch_issuer
+                    ),
+                    QosProfile::default().reliable().keep_last(10),
+                )?,
             )
         };
         let shared = Arc::new(Shared {
@@ -400,6 +434,19 @@ impl Manager {
             Some(MetricsServer::start(&params.metrics_bind)?)
         };
 
+        // The epoch issuer's activations.
+        {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(ev) = issuer_events.next().await {
+                    if ev.goal_state.id == State::Active.id() {
+                        s.step(Input::Activated {
+                            node: s.params.core_config().epoch_issuer,
+                        });
+                    }
+                }
+            }));
+        }
         // Heartbeats.
         {
             let s = shared.clone();

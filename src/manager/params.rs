@@ -150,6 +150,8 @@ impl ManagerParams {
             recover_grace_s: self.recover_grace_s,
             breaker_failures: self.breaker_failures.max(1) as u32,
             breaker_open_s: self.breaker_open_s,
+            epoch_issuer: "state_manager".into(),
+            epoch_holders: self.cnc_ids.iter().map(|id| format!("cnc_{id}")).collect(),
         }
     }
 

@@ -533,3 +533,85 @@ fn check_config_blames_a_cnc_that_disagrees_with_the_simulated_cell() {
     assert!(CellArgs::new(vec![], &["nodot:=1".to_string()]).is_err());
     assert!(CellArgs::new(vec![repo().join("params/none.yaml")], &[]).is_err());
 }
+
+#[test]
+fn each_activation_of_the_state_manager_reactivates_the_active_cncs_for_a_new_epoch() {
+    let cfg = Config {
+        epoch_holders: names(&["cnc_1", "cnc_2"]),
+        ..Config::default()
+    };
+    let all = names(&["state_manager", "tracker", "cnc_1", "cnc_2"]);
+    let mut c = ManagerCore::new(cfg, &all);
+    // At bring-up the CNCs come after the state manager: nothing to do.
+    c.step(
+        0.0,
+        Input::Want {
+            node: "state_manager".into(),
+            active: true,
+        },
+    );
+    let out = c.step(
+        0.1,
+        Input::Activated {
+            node: "state_manager".into(),
+        },
+    );
+    assert!(out.is_empty(), "{out:?}");
+    for n in &all[1..] {
+        c.step(
+            1.0,
+            Input::Want {
+                node: n.clone(),
+                active: true,
+            },
+        );
+    }
+    // Another node's activation means nothing; the state manager's again
+    // (after a crash, a respawn, its own recovery) re-activates both CNCs.
+    assert!(c
+        .step(
+            2.0,
+            Input::Activated {
+                node: "tracker".into()
+            }
+        )
+        .is_empty());
+    let out = c.step(
+        2.0,
+        Input::Activated {
+            node: "state_manager".into(),
+        },
+    );
+    let again: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Reactivate { node } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again, vec!["cnc_1", "cnc_2"]);
+    assert_eq!(alerts(&out)[0].1, "epoch_fenced");
+    // Once each: not again while they are at it.
+    let out = c.step(
+        2.1,
+        Input::Activated {
+            node: "state_manager".into(),
+        },
+    );
+    assert!(out.is_empty(), "{out:?}");
+    c.step(
+        2.5,
+        Input::Recovered {
+            node: "cnc_1".into(),
+            ok: true,
+        },
+    );
+    let out = c.step(
+        3.0,
+        Input::Activated {
+            node: "state_manager".into(),
+        },
+    );
+    assert_eq!(recovers(&out), vec![]);
+    assert!(matches!(&out[1], Output::Reactivate { node } if node == "cnc_1"));
+}
