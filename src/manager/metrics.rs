@@ -189,15 +189,14 @@ impl MetricsCore {
         let lanes = self.cfg.lanes as usize;
         let mut lane_counts = vec![[0u32; 3]; lanes]; // picked, dropped, missed
         let mut registered = 0u32;
-        let mut cnc: BTreeMap<&str, (u32, u32, u32, f64, u32, f64)> = self
+        let mut cnc: BTreeMap<&str, CncTally> = self
             .cfg
             .cnc_ids
             .iter()
-            .map(|c| (c.as_str(), (0, 0, 0, 0.0, 0, 0.0)))
+            .map(|c| (c.as_str(), CncTally::default()))
             .collect();
         let mut cycle = (0u32, 0.0);
-        for (t, s) in self.samples.iter().filter(|(t, _)| *t >= from) {
-            let _ = t;
+        for (_, s) in self.samples.iter().filter(|(t, _)| *t >= from) {
             match s {
                 Sample::Event { object, to, .. } => {
                     let lane = self.lane_of.get(object).map(|l| *l as usize);
@@ -237,19 +236,19 @@ impl MetricsCore {
                 } => {
                     let e = cnc.entry(id.as_str()).or_default();
                     if *outcome == OUTCOME_PICKED {
-                        e.0 += 1;
-                        e.3 += cycle_time_s;
+                        e.picks += 1;
+                        e.cycle_sum_s += cycle_time_s;
                         cycle.0 += 1;
                         cycle.1 += cycle_time_s;
                     } else if *outcome != OUTCOME_REJECTED {
-                        e.1 += 1;
+                        e.failures += 1;
                     }
                 }
                 Sample::Status { cnc: id, busy, .. } => {
                     let e = cnc.entry(id.as_str()).or_default();
-                    e.4 += 1;
+                    e.statuses += 1;
                     if *busy {
-                        e.5 += 1.0;
+                        e.busy += 1;
                     }
                 }
                 _ => {}
@@ -275,15 +274,13 @@ impl MetricsCore {
             .collect();
         k.cncs = cnc
             .iter()
-            .map(
-                |(id, (picks, failures, _, cycle_sum, statuses, busy))| CncKpi {
-                    cnc_id: id.to_string(),
-                    utilisation: ratio(*busy, *statuses as f64),
-                    picks: *picks,
-                    failures: *failures,
-                    avg_cycle_time_s: ratio(*cycle_sum, *picks as f64),
-                },
-            )
+            .map(|(id, t)| CncKpi {
+                cnc_id: id.to_string(),
+                utilisation: ratio(t.busy as f64, t.statuses as f64),
+                picks: t.picks,
+                failures: t.failures,
+                avg_cycle_time_s: ratio(t.cycle_sum_s, t.picks as f64),
+            })
             .collect();
         k.utilisation = ratio(
             k.cncs.iter().map(|c| c.utilisation).sum(),
@@ -339,6 +336,16 @@ impl MetricsCore {
             None
         }
     }
+}
+
+/// One CNC's counts over the window.
+#[derive(Default)]
+struct CncTally {
+    picks: u32,
+    failures: u32,
+    cycle_sum_s: f64,
+    statuses: u32,
+    busy: u32,
 }
 
 fn is_terminal(to: u8) -> bool {

@@ -184,7 +184,10 @@ impl Shared {
             let state = match self.get_state(node, left.min(Duration::from_secs(2))).await {
                 Ok(s) => s,
                 Err(e) => {
+                    // Not there yet (starting, or respawning): ask again
+                    // shortly, within the same deadline.
                     tracing::debug!("{node}: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };

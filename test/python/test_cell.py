@@ -156,7 +156,7 @@ def test_bad_params_are_refused_before_anything_starts_naming_the_source_and_key
 
 
 def test_a_killed_node_process_is_detected_restarted_and_the_cell_recovers(
-    spawn, rclpy_node, tmp_path, sweep_stale_shm
+    sweep_stale_shm, spawn, rclpy_node, tmp_path
 ):
     """Kills every node of the cell in turn (SIGKILL), with the cell running
     in one process per node. (The `sim` node is the simulated world, not
