@@ -218,6 +218,11 @@ impl Core {
         }
     }
 
+    /// Objects held (assigned to a CNC, not yet finished).
+    pub fn held(&self) -> usize {
+        self.dispatcher.holds().count()
+    }
+
     /// The CNCs whose model is known, by id.
     pub fn models(&self) -> Vec<&str> {
         self.known

@@ -479,6 +479,7 @@ impl Steps for SchedNode {
         // The core: one input at a time.
         {
             let (core, log) = (self.core.clone(), self.log.clone());
+            let counters = self.counters.clone();
             let path = p.input_log_path.clone();
             self.tasks.push(tokio::spawn(async move {
                 while let Some(input) = rx.recv().await {
@@ -498,10 +499,19 @@ impl Steps for SchedNode {
                         }
                     }
                     drop(log);
+                    let t0 = std::time::Instant::now();
                     let outs = lock(&core)
                         .as_mut()
-                        .map(|c| c.step(now_s, input))
+                        .map(|c| {
+                            let outs = c.step(now_s, input);
+                            counters.set(crate::kit::health::QUEUE_DEPTH, c.held() as u64);
+                            outs
+                        })
                         .unwrap_or_default();
+                    counters.set(
+                        crate::kit::health::LATENCY_US,
+                        t0.elapsed().as_micros() as u64,
+                    );
                     outs.into_iter().for_each(|o| shell.execute(o));
                 }
             }));

@@ -286,7 +286,14 @@ impl Keeper {
                 TICK
             };
             match rx.recv_timeout(wait) {
-                Ok(c) => self.handle(c),
+                Ok(c) => {
+                    let t0 = std::time::Instant::now();
+                    self.handle(c);
+                    self.counters.set(
+                        crate::kit::health::LATENCY_US,
+                        t0.elapsed().as_micros() as u64,
+                    );
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }

@@ -99,6 +99,12 @@ def test_the_main_job_runs_the_simulated_cell_for_60_s_and_reports(spawn, rclpy_
     assert 0.5 < s[("cncpick_average_cycle_time_seconds", "")] < 30.0
     assert s[("cncpick_node_message_rate", '{node="detector"}')] > 1.0
     assert s[("cncpick_node_message_rate", '{node="tracker"}')] > 1.0
+    # Every node reports its latest processing time (the state manager's is a
+    # SQLite transaction; the scheduler's a decision) and the scheduler its
+    # held picks.
+    assert 0.0 < s[("cncpick_node_processing_latency_seconds", '{node="state_manager"}')] < 1.0
+    assert 0.0 < s[("cncpick_node_processing_latency_seconds", '{node="detector"}')] < 1.0
+    assert 0 <= s[("cncpick_node_queue_depth", '{node="scheduler"}')] <= 2 * 3  # 2 CNCs, queue_max 3
     assert {l for (n, l) in s if n == "cncpick_lane_congestion_score"} == {f'{{lane="{k}"}}' for k in range(4)}
 
     code = proc.wait(120)
