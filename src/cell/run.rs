@@ -109,68 +109,52 @@ impl Observer {
         let mut tasks = Vec::new();
         let reliable = QosProfile::default().reliable().keep_last(1000);
         let mut n = node.node.lock().unwrap_or_else(|e| e.into_inner());
-        let mut events =
-            n.subscribe::<m::ObjectEvent>("objects/events", crate::kit::qos::events())?;
-        let mut picks = n.subscribe::<m::PickResult>("pick_results", reliable.clone())?;
-        let mut alerts = n.subscribe::<m::Alert>(ALERTS_TOPIC, reliable.clone())?;
+        let events = n.subscribe::<m::ObjectEvent>("objects/events", crate::kit::qos::events())?;
+        let picks = n.subscribe::<m::PickResult>("pick_results", reliable.clone())?;
+        let alerts = n.subscribe::<m::Alert>(ALERTS_TOPIC, reliable.clone())?;
         let truth = if sim {
             Some(n.subscribe::<m::Truth>("sim/truth", reliable)?)
         } else {
             None
         };
         drop(n);
-        let h = heard.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(e) = events.next().await {
-                let Ok(object) = <[u8; 16]>::try_from(e.object_id.uuid.as_slice()) else {
-                    continue;
-                };
-                lock(&h).events.push(EventRec {
-                    seq: e.seq,
-                    object,
-                    vision_id: e.vision_id,
-                    to: e.to_state.id,
-                    cnc: e.cnc_id,
-                    stamp_s: seconds(&e.header.stamp),
-                });
-            }
+        tasks.push(keep(&heard, events, |h, e| {
+            let Ok(object) = <[u8; 16]>::try_from(e.object_id.uuid.as_slice()) else {
+                return;
+            };
+            h.events.push(EventRec {
+                seq: e.seq,
+                object,
+                vision_id: e.vision_id,
+                to: e.to_state.id,
+                cnc: e.cnc_id,
+                stamp_s: seconds(&e.header.stamp),
+            });
         }));
-        let h = heard.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(p) = picks.next().await {
-                lock(&h).picks.push(PickRec {
-                    cnc: p.cnc_id,
-                    outcome: p.outcome.value,
-                    cycle_time_s: p.cycle_time_s,
-                    stamp_s: seconds(&p.header.stamp),
-                });
-            }
+        tasks.push(keep(&heard, picks, |h, p| {
+            h.picks.push(PickRec {
+                cnc: p.cnc_id,
+                outcome: p.outcome.value,
+                cycle_time_s: p.cycle_time_s,
+                stamp_s: seconds(&p.header.stamp),
+            })
         }));
-        let h = heard.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(a) = alerts.next().await {
-                lock(&h).alerts.push(AlertRec {
-                    severity: a.severity,
-                    name: a.name,
-                    node: a.node,
-                    message: a.message,
-                    at_s: wall_now_s() - t0,
-                });
-            }
+        tasks.push(keep(&heard, alerts, move |h, a| {
+            h.alerts.push(AlertRec {
+                severity: a.severity,
+                name: a.name,
+                node: a.node,
+                message: a.message,
+                at_s: wall_now_s() - t0,
+            })
         }));
-        if let Some(mut truth) = truth {
-            let h = heard.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some(t) = truth.next().await {
-                    let mut g = lock(&h);
-                    for e in t.events {
-                        g.truth.push(TruthRec {
-                            sim_id: e.sim_id,
-                            kind: e.kind,
-                            stamp_s: seconds(&e.stamp),
-                        });
-                    }
-                }
+        if let Some(truth) = truth {
+            tasks.push(keep(&heard, truth, |h, t| {
+                h.truth.extend(t.events.into_iter().map(|e| TruthRec {
+                    sim_id: e.sim_id,
+                    kind: e.kind,
+                    stamp_s: seconds(&e.stamp),
+                }))
             }));
         }
         Ok(Observer { heard, tasks, node })
@@ -182,6 +166,20 @@ impl Observer {
         let h = lock(&self.heard).clone();
         h
     }
+}
+
+/// Files what `stream` brings into `heard`, with `file`.
+fn keep<T: Send + 'static>(
+    heard: &Arc<Mutex<Heard>>,
+    mut stream: impl futures::Stream<Item = T> + Unpin + Send + 'static,
+    file: impl Fn(&mut Heard, T) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let h = heard.clone();
+    tokio::spawn(async move {
+        while let Some(x) = stream.next().await {
+            file(&mut lock(&h), x);
+        }
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

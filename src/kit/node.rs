@@ -83,12 +83,44 @@ where
     C: Callbacks,
     F: FnOnce(&NodeContext<P>) -> anyhow::Result<C>,
 {
+    let Started {
+        name,
+        namespace,
+        params: initial,
+    } = started::<P>(default_name, default_namespace);
+    let result = (|| {
+        let ctx = r2r::Context::create()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(run(ctx, &name, &namespace, initial, make))
+    })();
+    if let Err(e) = result {
+        fail(default_name, &format_args!("{e:#}"));
+    }
+}
+
+/// A node process's name, namespace and validated parameters.
+pub struct Started<P> {
+    pub name: String,
+    pub namespace: String,
+    pub params: P,
+}
+
+/// Exits the process with `what` as the error of node `name`.
+pub fn fail(name: &str, what: &dyn std::fmt::Display) -> ! {
+    eprintln!("{name}: error: {what}");
+    std::process::exit(1)
+}
+
+/// The start of every node process: reads the ROS arguments, sets up
+/// logging, checks the environment and loads and validates the parameters
+/// (an error names the file or source and the key, and the process exits
+/// with 1).
+pub fn started<P: NodeParams>(default_name: &str, default_namespace: &str) -> Started<P> {
     let args: Vec<String> = std::env::args().collect();
-    let fail = |what: &dyn std::fmt::Display| -> ! {
-        eprintln!("{default_name}: error: {what}");
-        std::process::exit(1)
-    };
-    let ros = RosArgs::parse(&args).unwrap_or_else(|e| fail(&e));
+    let ros = RosArgs::parse(&args).unwrap_or_else(|e| fail(default_name, &e));
     crate::kit::app::init_tracing_at(ros.log_level.as_deref());
     crate::kit::env::require_or_exit();
     let name = ros
@@ -100,17 +132,12 @@ where
         .clone()
         .unwrap_or_else(|| default_namespace.to_string());
     let fqn = format!("{}/{}", namespace.trim_end_matches('/'), name);
-    let initial: P = load(&fqn, &ros, |k| std::env::var(k).ok()).unwrap_or_else(|e| fail(&e));
-    let result = (|| {
-        let ctx = r2r::Context::create()?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        rt.block_on(run(ctx, &name, &namespace, initial, make))
-    })();
-    if let Err(e) = result {
-        fail(&format_args!("{e:#}"));
+    let params: P =
+        load(&fqn, &ros, |k| std::env::var(k).ok()).unwrap_or_else(|e| fail(default_name, &e));
+    Started {
+        name,
+        namespace,
+        params,
     }
 }
 

@@ -771,17 +771,8 @@ fn diagnostics(view: &[NodeView]) -> DiagnosticArray {
 /// the manager until Ctrl-C or SIGTERM (bringing the cell up first when
 /// `autostart` is set, and down at the end).
 pub fn main() {
-    use crate::kit::params::{load, RosArgs};
-    let args: Vec<String> = std::env::args().collect();
-    let fail = |what: &dyn std::fmt::Display| -> ! {
-        eprintln!("manager: error: {what}");
-        std::process::exit(1)
-    };
-    let ros = RosArgs::parse(&args).unwrap_or_else(|e| fail(&e));
-    crate::kit::app::init_tracing_at(ros.log_level.as_deref());
-    crate::kit::env::require_or_exit();
-    let params: ManagerParams =
-        load("/cell/manager", &ros, |k| std::env::var(k).ok()).unwrap_or_else(|e| fail(&e));
+    use crate::kit::node::{fail, started};
+    let params = started::<ManagerParams>("manager", "/cell").params;
     let r = crate::kit::app::run(|ctx| async move {
         let manager = Manager::start(&ctx, params.clone(), None)?;
         if params.autostart {
@@ -795,6 +786,6 @@ pub fn main() {
         Ok(())
     });
     if let Err(e) = r {
-        fail(&format_args!("{e:#}"));
+        fail("manager", &format_args!("{e:#}"));
     }
 }

@@ -95,6 +95,22 @@ fn a_silent_node_is_warned_about_at_agent_heartbeat_s_and_restarted_at_critical_
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
 
+/// cnc_1 beats every 0.1 s for `n` - 1 steps after `from_s`, and nothing
+/// comes out of the core.
+fn cnc_1_beats_quietly(c: &mut ManagerCore, from_s: f64, n: u32) {
+    for k in 1..n {
+        let t = from_s + k as f64 * 0.1;
+        c.step(
+            t,
+            Input::Beat {
+                node: "cnc_1".into(),
+                state: State::Active,
+            },
+        );
+        assert!(c.step(t, Input::Tick).is_empty(), "at {t}");
+    }
+}
+
 #[test]
 fn an_exited_process_is_respawned_at_once_and_only_once() {
     let mut c = watched(5);
@@ -110,17 +126,7 @@ fn an_exited_process_is_respawned_at_once_and_only_once() {
     );
     assert_eq!(recovers(&out), vec![("tracker".to_string(), true)]);
     // While it recovers, nothing more; its old heartbeat is not held against it.
-    for k in 1..30 {
-        let t = 5.2 + k as f64 * 0.1;
-        c.step(
-            t,
-            Input::Beat {
-                node: "cnc_1".into(),
-                state: State::Active,
-            },
-        );
-        assert!(c.step(t, Input::Tick).is_empty(), "at {t}");
-    }
+    cnc_1_beats_quietly(&mut c, 5.2, 30);
     let out = c.step(
         8.2,
         Input::Recovered {
@@ -133,17 +139,7 @@ fn an_exited_process_is_respawned_at_once_and_only_once() {
         vec![(Severity::Info, "node_recovered", "tracker".to_string())]
     );
     // No second restart, and no silence warning for the old beat.
-    for k in 1..20 {
-        let t = 8.2 + k as f64 * 0.1;
-        c.step(
-            t,
-            Input::Beat {
-                node: "cnc_1".into(),
-                state: State::Active,
-            },
-        );
-        assert!(c.step(t, Input::Tick).is_empty(), "at {t}");
-    }
+    cnc_1_beats_quietly(&mut c, 8.2, 20);
 }
 
 #[test]
