@@ -3,6 +3,7 @@
 //! Every node has a pure core (no ROS types, time passed in) and a thin r2r
 //! shell; the shared pieces every node needs live in [`kit`].
 
+pub mod bag;
 pub mod camera;
 pub mod cell;
 pub mod demo;

@@ -35,6 +35,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Record topics into a rosbag2 bag (MCAP storage, metadata.yaml), as
+    /// `ros2 bag record` does. Stops at --duration-s, Ctrl-C or SIGTERM.
+    Record(RecordArgs),
+    /// Play a rosbag2 bag (ours or anyone's, MCAP storage) with its original
+    /// timing, as `ros2 bag play` does. Services on the player node
+    /// (std_srvs/Trigger): pause, resume, toggle_paused, play_next, is_paused.
+    Play(PlayArgs),
+    /// Bag tools.
+    #[command(subcommand)]
+    Bag(BagCommand),
     /// The demo graph: two r2r nodes exchanging cncpick_msgs over DDS, with a report.
     Demo(SourceArgs),
     /// Check the ROS environment and say what is wrong.
@@ -123,6 +133,75 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct RecordArgs {
+    /// The bag folder to create (must not exist).
+    #[arg(short = 'o', long)]
+    output: std::path::PathBuf,
+    /// Topics to record, by name.
+    topics: Vec<String>,
+    /// Every cncpick topic (under /cell and /sim), as they appear.
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Start a new file after this many bytes (0: never).
+    #[arg(short = 'b', long, default_value_t = 0)]
+    max_bag_size: u64,
+    /// Start a new file after this many seconds (0: never).
+    #[arg(short = 'd', long, default_value_t = 0.0)]
+    max_bag_duration_s: f64,
+    /// MCAP chunk compression: none, zstd or lz4.
+    #[arg(long, default_value = "none")]
+    compression: String,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// At most this many bytes wait for the writer; more are dropped and counted.
+    #[arg(long, default_value_t = 1 << 30)]
+    queue_max_bytes: u64,
+}
+
+#[derive(clap::Args)]
+struct PlayArgs {
+    /// The bag: a folder with metadata.yaml, or one .mcap file.
+    bag: std::path::PathBuf,
+    /// Bag seconds per second.
+    #[arg(short = 'r', long, default_value_t = 1.0)]
+    rate: f64,
+    /// Play again from the start at the end, until stopped.
+    #[arg(short = 'l', long = "loop")]
+    loop_play: bool,
+    /// Start this many seconds into the bag.
+    #[arg(long, default_value_t = 0.0)]
+    start_offset_s: f64,
+    /// Only these topics.
+    #[arg(long, num_args = 1..)]
+    topics: Vec<String>,
+    /// Publish a topic under another name: from:=to.
+    #[arg(long, num_args = 1..)]
+    remap: Vec<String>,
+    /// Publish /clock at this rate, Hz (the bag's time).
+    #[arg(long)]
+    clock: Option<f64>,
+    /// Start paused (resume or play_next through the services).
+    #[arg(long)]
+    start_paused: bool,
+    /// The player node's name (its services are <name>/pause, ...).
+    #[arg(long, default_value = "cncpick_player")]
+    node_name: String,
+}
+
+#[derive(Subcommand)]
+enum BagCommand {
+    /// What a bag holds (as `ros2 bag info`), and any damage, by file and
+    /// offset. Exit 1 if damaged, after printing what could be read.
+    Info {
+        bag: std::path::PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// A chessboard lying on the belt (no defaults: a wrong board must not pass quietly).
 #[derive(clap::Args)]
 struct BoardArgs {
@@ -174,6 +253,9 @@ fn main() {
             param,
             json,
         } => std::process::exit(cncpick::cell::run::check_config(params_file, &param, json)),
+        Command::Record(a) => record(a),
+        Command::Play(a) => play(a),
+        Command::Bag(BagCommand::Info { bag, json }) => bag_info(&bag, json),
         Command::Demo(args) => args.config().and_then(|cfg| {
             run(|ctx| async move {
                 println!(
@@ -239,6 +321,118 @@ fn main() {
         eprintln!("cncpick: error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn record(a: RecordArgs) -> anyhow::Result<()> {
+    use cncpick::bag::node::{compression, record, RecordOptions};
+    if a.topics.is_empty() && !a.all {
+        anyhow::bail!("name the topics to record, or give --all");
+    }
+    if !(a.max_bag_duration_s.is_finite() && a.max_bag_duration_s >= 0.0) {
+        anyhow::bail!(
+            "--max-bag-duration-s must be zero or more, got {}",
+            a.max_bag_duration_s
+        );
+    }
+    if let Some(d) = a.duration_s.filter(|d| !(d.is_finite() && *d > 0.0)) {
+        anyhow::bail!("--duration-s must be a positive number, got {d}");
+    }
+    let opts = RecordOptions {
+        output: a.output,
+        topics: a.topics,
+        all_cell_topics: a.all,
+        writer: cncpick::bag::writer::WriterOptions {
+            max_file_bytes: a.max_bag_size,
+            max_file_duration_ns: (a.max_bag_duration_s * 1e9) as u64,
+            compression: compression(&a.compression)?,
+            custom_data: Vec::new(),
+        },
+        duration_s: a.duration_s,
+        queue_max_bytes: a.queue_max_bytes,
+        ..RecordOptions::default()
+    };
+    run(|ctx| async move {
+        let s = record(&ctx, opts, |topic, ty| {
+            println!("recorder: recording {topic} ({ty})");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        })
+        .await?;
+        println!(
+            "recorder: {} messages, {:.1} MB in {:.2} s ({:.1} MB/s, {:.0} msg/s), {} dropped, {} files, in {}",
+            s.messages,
+            s.bytes as f64 / 1e6,
+            s.span_s,
+            if s.span_s > 0.0 { s.bytes as f64 / 1e6 / s.span_s } else { 0.0 },
+            if s.span_s > 0.0 { s.messages as f64 / s.span_s } else { 0.0 },
+            s.dropped,
+            s.info.files.len(),
+            s.info.files.first().map(|_| "the bag").unwrap_or("no file"),
+        );
+        Ok(())
+    })
+}
+
+fn play(a: PlayArgs) -> anyhow::Result<()> {
+    use cncpick::bag::node::{play, read_reporting, PlayerOptions};
+    use cncpick::bag::play::{parse_remap, PlayOptions};
+    let remap = a
+        .remap
+        .iter()
+        .map(|r| parse_remap(r))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let opts = PlayerOptions {
+        play: PlayOptions {
+            rate: a.rate,
+            start_offset_s: a.start_offset_s,
+            loop_play: a.loop_play,
+            topics: a.topics,
+            remap,
+            start_paused: a.start_paused,
+        },
+        clock_hz: a.clock,
+        node_name: a.node_name,
+    };
+    opts.play.check().map_err(anyhow::Error::msg)?;
+    let bag = read_reporting(&a.bag)?;
+    run(|ctx| async move {
+        println!(
+            "player: {} messages on {} topics from {}",
+            bag.messages.len(),
+            bag.topics.len(),
+            a.bag.display()
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let s = play(&ctx, &bag, opts).await?;
+        println!(
+            "player: published {} messages on {:?}{}",
+            s.published,
+            s.topics,
+            if s.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; skipped {:?}", s.skipped)
+            }
+        );
+        Ok(())
+    })
+}
+
+fn bag_info(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let bag = cncpick::bag::reader::open(path).map_err(anyhow::Error::msg)?;
+    let report = cncpick::bag::info_json(&bag);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", cncpick::bag::info_text(&bag));
+    }
+    if let Err(e) = bag.sound() {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn grbl_emulator(homing: bool, soft_limits: bool, time_scale: f64) -> anyhow::Result<()> {

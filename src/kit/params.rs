@@ -261,7 +261,7 @@ fn yaml_scalar(text: &str) -> Value {
     }
 }
 
-fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
+pub fn yaml_to_json(y: &yaml_rust2::Yaml) -> Value {
     use yaml_rust2::Yaml;
     match y {
         Yaml::Real(s) => s

@@ -1,0 +1,225 @@
+"""rosbag2 bags across implementations: what our recorder writes opens in
+`rosbags` (PyPI) and decodes equal to what rclpy published; a bag `rosbags`
+wrote plays through our player into rclpy, with pause, step and resume from
+rclpy; a damaged bag is reported by file and offset and what precedes the
+damage is still read and played."""
+
+import dataclasses
+import json
+import queue
+import signal
+import time
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+import cncpick_msgs.msg as MSG
+from conftest import FIXTURES, bin_path, call_service, spin_until
+from rosmsg_dict import from_dict, to_dict
+
+FIXTURE = json.loads((FIXTURES / "interop.json").read_text())
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+
+
+def plain(v):
+    """A rosbags message (dataclass, numpy arrays) as plain Python values.
+    Its constants (upper-case names in ROS 2) are left out, as rclpy does."""
+    if dataclasses.is_dataclass(v):
+        return {
+            f.name: plain(getattr(v, f.name))
+            for f in dataclasses.fields(v)
+            if f.name != "__msgtype__" and not f.name.isupper()
+        }
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def wait_line(proc, text, timeout_s, spin=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if spin:
+            spin()
+        try:
+            line = proc.lines.get(timeout=0.05)
+        except queue.Empty:
+            if proc.proc.poll() is not None:
+                break
+            continue
+        if text in line:
+            return line
+    raise AssertionError(f"no line with {text!r} in {timeout_s} s; exit={proc.proc.poll()}:\n" + "".join(proc.stderr))
+
+
+def read_with_rosbags(path):
+    out = {}
+    with AnyReader([path], default_typestore=TYPESTORE) as r:
+        conns = {c.topic: c for c in r.connections}
+        for c, _t, raw in r.messages():
+            out.setdefault(c.topic, []).append(plain(r.deserialize(raw, c.msgtype)))
+    return conns, out
+
+
+@pytest.mark.parametrize("variant", [[], ["--compression", "zstd", "--max-bag-size", "20000"]], ids=["plain", "zstd-split"])
+def test_our_bags_open_in_rosbags_and_every_message_decodes_equal(tmp_path, spawn, rclpy_node, variant):
+    node, executor = rclpy_node
+    bag = tmp_path / "bag"
+    rec = spawn([bin_path("cncpick"), "record", "-o", bag, "--all", *variant])
+    pubs = {}
+    for name in FIXTURE["messages"]:
+        qos = LATCHED if name == "ObjectEvent" else RELIABLE
+        pubs[f"/cell/bagtest/{name}"] = (node.create_publisher(getattr(MSG, name), f"/cell/bagtest/{name}", qos), name)
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    text_pub = node.create_publisher(String, "/cell/bagtest/text", RELIABLE)
+    image_pub = node.create_publisher(Image, "/sim/bagtest/image", RELIABLE)
+    outside = node.create_publisher(String, "/elsewhere/text", RELIABLE)  # not a cncpick topic
+    topics = set(pubs) | {"/cell/bagtest/text", "/sim/bagtest/image"}
+    seen = set()
+    while seen != topics:
+        line = wait_line(rec, "recorder: recording", 30, spin=lambda: executor.spin_once(timeout_sec=0.01))
+        seen.add(line.split()[2])
+    everyone = [p for p, _ in pubs.values()] + [text_pub, image_pub]
+    assert spin_until(executor, lambda: all(p.get_subscription_count() > 0 for p in everyone), 30)
+    published = {}
+    for k in range(3):
+        for topic, (p, name) in pubs.items():
+            p.publish(from_dict(getattr(MSG, name), FIXTURE["messages"][name]))
+            published.setdefault(topic, []).append(FIXTURE["messages"][name])
+    for i in range(40):
+        text_pub.publish(String(data=f"message {i}"))
+        outside.publish(String(data="not recorded"))
+    img = Image(height=48, width=64, encoding="bgr8", step=64 * 3, data=bytes(range(256)) * 36)
+    img.header.frame_id = "camera"
+    for _ in range(3):
+        image_pub.publish(img)
+    for p in everyone:
+        assert p.wait_for_all_acked(Duration(seconds=10)), "the recorder never acknowledged"
+    rec.proc.send_signal(signal.SIGINT)
+    assert rec.wait(30) == 0, "".join(rec.stderr)
+
+    conns, got = read_with_rosbags(bag)
+    assert "/elsewhere/text" not in conns
+    for topic, expected in published.items():
+        assert got.get(topic) == expected, topic
+        assert conns[topic].msgtype == f"cncpick_msgs/msg/{topic.rsplit('/', 1)[1]}"
+    assert [m["data"] for m in got["/cell/bagtest/text"]] == [f"message {i}" for i in range(40)]
+    assert got["/sim/bagtest/image"] == [to_dict(img)] * 3
+
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["version"] == 8 and meta["storage_identifier"] == "mcap"
+    assert meta["message_count"] == sum(len(v) for v in got.values())
+    assert meta["duration"]["nanoseconds"] > 0 and meta["starting_time"]["nanoseconds_since_epoch"] > 0
+    assert meta["relative_file_paths"] == [f["path"] for f in meta["files"]]
+    assert all((bag / f).is_file() for f in meta["relative_file_paths"])
+    if variant:
+        assert len(meta["files"]) > 1, "split by size"
+    by_topic = {t["topic_metadata"]["name"]: t for t in meta["topics_with_message_count"]}
+    assert set(by_topic) == topics
+    for name, t in by_topic.items():
+        tm = t["topic_metadata"]
+        assert t["message_count"] == len(got[name])
+        assert tm["serialization_format"] == "cdr"
+        assert tm["type_description_hash"].startswith("RIHS01_")
+        offered = yaml.safe_load(tm["offered_qos_profiles"])
+        assert len(offered) == 1, name
+        assert offered[0]["reliability"] == 1, "reliable"
+        assert offered[0]["durability"] == (1 if name.endswith("ObjectEvent") else 2), name
+
+
+def write_rosbags_bag(path, n=10, gap_ns=100_000_000, t0_ns=1_000_000_000_000):
+    String = TYPESTORE.types["std_msgs/msg/String"]
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        c = w.add_connection("/chatter", String.__msgtype__, typestore=TYPESTORE)
+        for i in range(n):
+            w.write(c, t0_ns + i * gap_ns, TYPESTORE.serialize_cdr(String(data=f"m{i}"), String.__msgtype__))
+
+
+def test_a_bag_written_by_rosbags_plays_into_rclpy_with_pause_step_and_resume(tmp_path, spawn, rclpy_node):
+    node, executor = rclpy_node
+    from rosgraph_msgs.msg import Clock
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    write_rosbags_bag(tmp_path / "theirs")
+    got, clock = [], []
+    node.create_subscription(String, "/renamed", lambda m: got.append(m.data), RELIABLE)
+    node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec * 10**9 + m.clock.nanosec), 10)
+    player = spawn(
+        [
+            bin_path("cncpick"), "play", tmp_path / "theirs", "--start-paused", "--rate", "2",
+            "--remap", "/chatter:=/renamed", "--clock", "50",
+        ]
+    )
+    client = {s: node.create_client(Trigger, f"/cncpick_player/{s}") for s in ["play_next", "is_paused", "resume"]}
+    assert spin_until(executor, lambda: node.count_publishers("/renamed") > 0, 30), "".join(player.stderr)
+    assert spin_until(executor, lambda: len(clock) > 0, 10), "no /clock"
+    # Paused: two steps give exactly two messages, and it stays paused.
+    for _ in range(2):
+        assert call_service(executor, client["play_next"], Trigger.Request()).success
+    assert spin_until(executor, lambda: len(got) == 2, 10)
+    assert call_service(executor, client["is_paused"], Trigger.Request()).success
+    assert not spin_until(executor, lambda: len(got) > 2, 0.5), "played on while paused"
+    paused_clock = clock[-1]
+    assert paused_clock == 1_000_000_000_000 + 100_000_000, "/clock stands at the last stepped message"
+    assert call_service(executor, client["resume"], Trigger.Request()).success
+    assert spin_until(executor, lambda: len(got) == 10, 10), got
+    assert got == [f"m{i}" for i in range(10)]
+    assert player.wait(20) == 0, "".join(player.stderr)
+    assert all(1_000_000_000_000 <= c <= 1_000_000_000_000 + 900_000_000 for c in clock), "/clock is the bag's time"
+
+
+def test_a_damaged_bag_is_named_by_file_and_offset_and_its_readable_part_plays(tmp_path, spawn, rclpy_node):
+    node, executor = rclpy_node
+    from std_msgs.msg import String
+
+    write_rosbags_bag(tmp_path / "whole", n=200, gap_ns=1_000_000)
+    mcap = next((tmp_path / "whole").glob("*.mcap"))
+    data = mcap.read_bytes()
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    info = spawn([bin_path("cncpick"), "bag", "info", cut, "--json"])
+    assert info.wait(30) == 1
+    err = "".join(info.stderr)
+    assert f"{cut}: offset " in err and "truncated" in err, err
+    report = json.loads("".join(info.lines.queue))
+    assert report["damage"][0]["file"] == str(cut)
+    readable = report["messages"]
+    assert 0 < readable < 200, report
+
+    got = []
+    node.create_subscription(String, "/chatter", lambda m: got.append(m.data), RELIABLE)
+    player = spawn([bin_path("cncpick"), "play", cut, "--start-paused"])
+    from std_srvs.srv import Trigger
+
+    resume = node.create_client(Trigger, "/cncpick_player/resume")
+    assert spin_until(executor, lambda: node.count_publishers("/chatter") > 0, 30)
+    assert call_service(executor, resume, Trigger.Request()).success
+    assert spin_until(executor, lambda: len(got) == readable, 20), (len(got), readable)
+    assert got == [f"m{i}" for i in range(readable)]
+    assert player.wait(20) == 0
+    assert f"{cut}: offset" in "".join(player.stderr)
+
+
+def test_bad_player_options_are_refused_naming_the_option(tmp_path, spawn):
+    write_rosbags_bag(tmp_path / "b")
+    p = spawn([bin_path("cncpick"), "play", tmp_path / "b", "--rate", "0"])
+    assert p.wait(30) != 0
+    assert "--rate" in "".join(p.stderr)
+    p = spawn([bin_path("cncpick"), "play", tmp_path / "missing"])
+    assert p.wait(30) != 0
+    assert "missing: no such bag" in "".join(p.stderr)
