@@ -3,11 +3,13 @@
 //! survives damage, player timeline, and the recorder and player shells),
 //! plus the golden-bag regression replay.
 
+pub mod cli;
 pub mod metadata;
 pub mod node;
 pub mod play;
 pub mod qos;
 pub mod reader;
+pub mod regress;
 pub mod schema;
 pub mod writer;
 

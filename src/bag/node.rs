@@ -29,9 +29,17 @@ pub struct RecordOptions {
     pub output: PathBuf,
     /// Topics by name (each recorded once it appears in the graph).
     pub topics: Vec<String>,
+    /// Topics whose type is known beforehand (`pkg/msg/Type`): subscribed
+    /// at once, before any publisher appears, so nothing published after
+    /// the recorder starts is missed while discovery runs.
+    pub known: Vec<(String, String)>,
     /// Every cncpick topic: everything under /cell and /sim (actions' hidden
     /// topics aside).
     pub all_cell_topics: bool,
+    /// Topics never recorded.
+    pub exclude: Vec<String>,
+    /// Types never recorded (`pkg/msg/Type`; e.g. images in a long run).
+    pub exclude_types: Vec<String>,
     pub writer: WriterOptions,
     /// Stop after this long (None: at Ctrl-C or SIGTERM).
     pub duration_s: Option<f64>,
@@ -46,7 +54,10 @@ impl Default for RecordOptions {
         RecordOptions {
             output: PathBuf::new(),
             topics: Vec::new(),
+            known: Vec::new(),
             all_cell_topics: false,
+            exclude: Vec::new(),
+            exclude_types: Vec::new(),
             writer: WriterOptions::default(),
             duration_s: None,
             discovery_period_s: 0.25,
@@ -103,10 +114,14 @@ fn writer_thread(
                 name,
                 type_name,
                 offered,
-            } => {
-                let i = w.add_topic(&name, &type_name, &offered)?;
-                index.insert(name, i);
-            }
+            } => match w.add_topic(&name, &type_name, &offered) {
+                Ok(i) => {
+                    index.insert(name, i);
+                }
+                // One topic whose definition is not installed does not
+                // stop the others.
+                Err(e) => tracing::error!("recorder: {name}: {e}; not recorded"),
+            },
             ToWriter::Message {
                 topic,
                 log_time_ns,
@@ -131,11 +146,12 @@ fn offered(node: &SharedNode, topic: &str) -> Vec<Qos> {
         .unwrap_or_default()
 }
 
-/// Records until the duration passes or a shutdown signal; `ready` is
+/// Records until the duration passes or `stop` resolves; `ready` is
 /// called with each topic once it is subscribed.
 pub async fn record(
     ctx: &r2r::Context,
     opts: RecordOptions,
+    stop: impl std::future::Future<Output = ()>,
     ready: impl Fn(&str, &str),
 ) -> anyhow::Result<RecordSummary> {
     let writer =
@@ -162,7 +178,6 @@ pub async fn record(
         .map(|d| started + Duration::from_secs_f64(d));
     let mut discover =
         tokio::time::interval(Duration::from_secs_f64(opts.discovery_period_s.max(0.01)));
-    let stop = shutdown_signal();
     tokio::pin!(stop);
     let writer_failed = loop {
         tokio::select! {
@@ -172,15 +187,22 @@ pub async fn record(
                 if thread.is_finished() {
                     break Some(());
                 }
+                let mut found: Vec<(String, String, bool)> =
+                    opts.known.iter().map(|(n, t)| (n.clone(), t.clone(), true)).collect();
                 let graph = lock(&node).get_topic_names_and_types().unwrap_or_default();
-                for (name, types) in graph {
+                found.extend(
+                    graph.into_iter().filter_map(|(n, types)| Some((n, types.first()?.clone(), false))),
+                );
+                for (name, type_name, known) in found {
                     if subscribed.contains(&name) || failed.contains(&name) {
                         continue;
                     }
-                    if !(wanted.contains(&name) || (opts.all_cell_topics && is_cell_topic(&name))) {
+                    if opts.exclude.contains(&name)
+                        || opts.exclude_types.contains(&type_name)
+                        || !(known || wanted.contains(&name) || (opts.all_cell_topics && is_cell_topic(&name)))
+                    {
                         continue;
                     }
-                    let Some(type_name) = types.first().cloned() else { continue };
                     let offered = offered(&node, &name);
                     let sub = lock(&node).subscribe_raw(&name, &type_name, qos::adapted(&offered, RECORD_DEPTH));
                     let mut sub = match sub {

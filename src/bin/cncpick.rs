@@ -37,14 +37,18 @@ enum Command {
     },
     /// Record topics into a rosbag2 bag (MCAP storage, metadata.yaml), as
     /// `ros2 bag record` does. Stops at --duration-s, Ctrl-C or SIGTERM.
-    Record(RecordArgs),
+    Record(cncpick::bag::cli::RecordArgs),
     /// Play a rosbag2 bag (ours or anyone's, MCAP storage) with its original
     /// timing, as `ros2 bag play` does. Services on the player node
     /// (std_srvs/Trigger): pause, resume, toggle_paused, play_next, is_paused.
-    Play(PlayArgs),
+    Play(cncpick::bag::cli::PlayArgs),
     /// Bag tools.
     #[command(subcommand)]
     Bag(BagCommand),
+    /// The golden-bag regression: replay test/golden's bags through the
+    /// detector, tracker and scheduler and compare with the golden decisions.
+    #[command(subcommand)]
+    Golden(GoldenCommand),
     /// The demo graph: two r2r nodes exchanging cncpick_msgs over DDS, with a report.
     Demo(SourceArgs),
     /// Check the ROS environment and say what is wrong.
@@ -133,63 +137,6 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct RecordArgs {
-    /// The bag folder to create (must not exist).
-    #[arg(short = 'o', long)]
-    output: std::path::PathBuf,
-    /// Topics to record, by name.
-    topics: Vec<String>,
-    /// Every cncpick topic (under /cell and /sim), as they appear.
-    #[arg(short = 'a', long)]
-    all: bool,
-    /// Start a new file after this many bytes (0: never).
-    #[arg(short = 'b', long, default_value_t = 0)]
-    max_bag_size: u64,
-    /// Start a new file after this many seconds (0: never).
-    #[arg(short = 'd', long, default_value_t = 0.0)]
-    max_bag_duration_s: f64,
-    /// MCAP chunk compression: none, zstd or lz4.
-    #[arg(long, default_value = "none")]
-    compression: String,
-    /// Stop after this many seconds.
-    #[arg(long)]
-    duration_s: Option<f64>,
-    /// At most this many bytes wait for the writer; more are dropped and counted.
-    #[arg(long, default_value_t = 1 << 30)]
-    queue_max_bytes: u64,
-}
-
-#[derive(clap::Args)]
-struct PlayArgs {
-    /// The bag: a folder with metadata.yaml, or one .mcap file.
-    bag: std::path::PathBuf,
-    /// Bag seconds per second.
-    #[arg(short = 'r', long, default_value_t = 1.0)]
-    rate: f64,
-    /// Play again from the start at the end, until stopped.
-    #[arg(short = 'l', long = "loop")]
-    loop_play: bool,
-    /// Start this many seconds into the bag.
-    #[arg(long, default_value_t = 0.0)]
-    start_offset_s: f64,
-    /// Only these topics.
-    #[arg(long, num_args = 1..)]
-    topics: Vec<String>,
-    /// Publish a topic under another name: from:=to.
-    #[arg(long, num_args = 1..)]
-    remap: Vec<String>,
-    /// Publish /clock at this rate, Hz (the bag's time).
-    #[arg(long)]
-    clock: Option<f64>,
-    /// Start paused (resume or play_next through the services).
-    #[arg(long)]
-    start_paused: bool,
-    /// The player node's name (its services are <name>/pause, ...).
-    #[arg(long, default_value = "cncpick_player")]
-    node_name: String,
-}
-
 #[derive(Subcommand)]
 enum BagCommand {
     /// What a bag holds (as `ros2 bag info`), and any damage, by file and
@@ -199,6 +146,41 @@ enum BagCommand {
         /// As JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Score a bag of a run (`cncpick run --record`) offline: the main
+    /// job's report from its object events, pick results and sim truth.
+    Score {
+        bag: std::path::PathBuf,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GoldenCommand {
+    /// Replay every golden bag; exit 1 naming the first decision that changed.
+    Check {
+        #[arg(long, default_value = "test/golden")]
+        dir: std::path::PathBuf,
+    },
+    /// Accept the decisions the bags give now as golden (after a deliberate change).
+    Rewrite {
+        #[arg(long, default_value = "test/golden")]
+        dir: std::path::PathBuf,
+    },
+    /// Record new golden bags: a live simulated run (with <dir>/cell.yaml) for
+    /// the cell bag, the simulated camera (with <dir>/frames.yaml) for the
+    /// frames bag; then rewrite the decisions.
+    Rerecord {
+        #[arg(long, default_value = "test/golden")]
+        dir: std::path::PathBuf,
+        /// How long the live run goes once up, s.
+        #[arg(long, default_value_t = 10.0)]
+        duration_s: f64,
+        /// Seconds of camera frames.
+        #[arg(long, default_value_t = 8.0)]
+        frames_s: f64,
     },
 }
 
@@ -253,9 +235,13 @@ fn main() {
             param,
             json,
         } => std::process::exit(cncpick::cell::run::check_config(params_file, &param, json)),
-        Command::Record(a) => record(a),
-        Command::Play(a) => play(a),
+        Command::Record(a) => cncpick::bag::cli::record(a),
+        Command::Play(a) => cncpick::bag::cli::play(a),
         Command::Bag(BagCommand::Info { bag, json }) => bag_info(&bag, json),
+        Command::Bag(BagCommand::Score { bag, json }) => {
+            std::process::exit(cncpick::cell::run::score_bag(&bag, json))
+        }
+        Command::Golden(g) => golden(g),
         Command::Demo(args) => args.config().and_then(|cfg| {
             run(|ctx| async move {
                 println!(
@@ -323,103 +309,6 @@ fn main() {
     }
 }
 
-fn record(a: RecordArgs) -> anyhow::Result<()> {
-    use cncpick::bag::node::{compression, record, RecordOptions};
-    if a.topics.is_empty() && !a.all {
-        anyhow::bail!("name the topics to record, or give --all");
-    }
-    if !(a.max_bag_duration_s.is_finite() && a.max_bag_duration_s >= 0.0) {
-        anyhow::bail!(
-            "--max-bag-duration-s must be zero or more, got {}",
-            a.max_bag_duration_s
-        );
-    }
-    if let Some(d) = a.duration_s.filter(|d| !(d.is_finite() && *d > 0.0)) {
-        anyhow::bail!("--duration-s must be a positive number, got {d}");
-    }
-    let opts = RecordOptions {
-        output: a.output,
-        topics: a.topics,
-        all_cell_topics: a.all,
-        writer: cncpick::bag::writer::WriterOptions {
-            max_file_bytes: a.max_bag_size,
-            max_file_duration_ns: (a.max_bag_duration_s * 1e9) as u64,
-            compression: compression(&a.compression)?,
-            custom_data: Vec::new(),
-        },
-        duration_s: a.duration_s,
-        queue_max_bytes: a.queue_max_bytes,
-        ..RecordOptions::default()
-    };
-    run(|ctx| async move {
-        let s = record(&ctx, opts, |topic, ty| {
-            println!("recorder: recording {topic} ({ty})");
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-        })
-        .await?;
-        println!(
-            "recorder: {} messages, {:.1} MB in {:.2} s ({:.1} MB/s, {:.0} msg/s), {} dropped, {} files, in {}",
-            s.messages,
-            s.bytes as f64 / 1e6,
-            s.span_s,
-            if s.span_s > 0.0 { s.bytes as f64 / 1e6 / s.span_s } else { 0.0 },
-            if s.span_s > 0.0 { s.messages as f64 / s.span_s } else { 0.0 },
-            s.dropped,
-            s.info.files.len(),
-            s.info.files.first().map(|_| "the bag").unwrap_or("no file"),
-        );
-        Ok(())
-    })
-}
-
-fn play(a: PlayArgs) -> anyhow::Result<()> {
-    use cncpick::bag::node::{play, read_reporting, PlayerOptions};
-    use cncpick::bag::play::{parse_remap, PlayOptions};
-    let remap = a
-        .remap
-        .iter()
-        .map(|r| parse_remap(r))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    let opts = PlayerOptions {
-        play: PlayOptions {
-            rate: a.rate,
-            start_offset_s: a.start_offset_s,
-            loop_play: a.loop_play,
-            topics: a.topics,
-            remap,
-            start_paused: a.start_paused,
-        },
-        clock_hz: a.clock,
-        node_name: a.node_name,
-    };
-    opts.play.check().map_err(anyhow::Error::msg)?;
-    let bag = read_reporting(&a.bag)?;
-    run(|ctx| async move {
-        println!(
-            "player: {} messages on {} topics from {}",
-            bag.messages.len(),
-            bag.topics.len(),
-            a.bag.display()
-        );
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let s = play(&ctx, &bag, opts).await?;
-        println!(
-            "player: published {} messages on {:?}{}",
-            s.published,
-            s.topics,
-            if s.skipped.is_empty() {
-                String::new()
-            } else {
-                format!("; skipped {:?}", s.skipped)
-            }
-        );
-        Ok(())
-    })
-}
-
 fn bag_info(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let bag = cncpick::bag::reader::open(path).map_err(anyhow::Error::msg)?;
     let report = cncpick::bag::info_json(&bag);
@@ -433,6 +322,79 @@ fn bag_info(path: &std::path::Path, json: bool) -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+fn golden(g: GoldenCommand) -> anyhow::Result<()> {
+    use cncpick::bag::regress;
+    let lines = match g {
+        GoldenCommand::Check { dir } => regress::check(&dir),
+        GoldenCommand::Rewrite { dir } => regress::rewrite(&dir),
+        GoldenCommand::Rerecord {
+            dir,
+            duration_s,
+            frames_s,
+        } => rerecord(&dir, duration_s, frames_s).and_then(|mut l| {
+            l.extend(regress::rewrite(&dir)?);
+            Ok(l)
+        }),
+    }
+    .map_err(anyhow::Error::msg)?;
+    for l in lines {
+        println!("golden: {l}");
+    }
+    Ok(())
+}
+
+fn rerecord(dir: &std::path::Path, duration_s: f64, frames_s: f64) -> Result<Vec<String>, String> {
+    use cncpick::bag::regress;
+    let mut lines = Vec::new();
+    let (cell_bag, cell_params, _) = regress::files(dir, "cell");
+    let work = std::env::temp_dir().join(format!("cncpick-golden-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let status = std::process::Command::new(exe)
+        .arg("run")
+        .arg("--params-file")
+        .arg(&cell_params)
+        .args([
+            "--duration-s",
+            &duration_s.to_string(),
+            "--no-progress",
+            "--metrics-bind",
+            "",
+        ])
+        .arg("--out")
+        .arg(work.join("out"))
+        .arg("--record")
+        .arg(work.join("bag"))
+        .status()
+        .map_err(|e| format!("starting cncpick run: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "the live run failed ({status}); its files are in {}",
+            work.display()
+        ));
+    }
+    let live = cncpick::bag::reader::open(&work.join("bag"))?;
+    live.sound()?;
+    let sp: cncpick::sched::params::SchedParams = regress::params(&cell_params, "scheduler")?;
+    let _ = std::fs::remove_dir_all(&cell_bag);
+    let n = regress::copy_topics(
+        &live,
+        &regress::cell_topics(&sp.cnc_ids),
+        &cell_bag,
+        Vec::new(),
+    )?;
+    lines.push(format!(
+        "cell: {n} messages of a {duration_s} s live run into {}",
+        cell_bag.display()
+    ));
+    let _ = std::fs::remove_dir_all(&work);
+    let (frames_bag, frames_params, _) = regress::files(dir, "frames");
+    let _ = std::fs::remove_dir_all(&frames_bag);
+    let n = regress::render_frames(&frames_params, frames_s, &frames_bag)?;
+    lines.push(format!("frames: {n} frames into {}", frames_bag.display()));
+    Ok(lines)
 }
 
 fn grbl_emulator(homing: bool, soft_limits: bool, time_scale: f64) -> anyhow::Result<()> {

@@ -1,8 +1,11 @@
 //! The main job's report, from what a run heard: every object event, pick
 //! result, alert and (in the simulated cell) truth event. Pure: the run
 //! hands in the records, the report comes out as numbers, text and a plot.
+//! The records come from the live topics or from a bag of them.
 
+use crate::kit::time::seconds;
 use crate::manager::metrics::state_id;
+use crate::msgs::msg as m;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -49,6 +52,53 @@ pub struct Heard {
     pub picks: Vec<PickRec>,
     pub truth: Vec<TruthRec>,
     pub alerts: Vec<AlertRec>,
+}
+
+impl Heard {
+    /// Files an object event (from `objects/events`).
+    pub fn event(&mut self, e: m::ObjectEvent) {
+        let Ok(object) = <[u8; 16]>::try_from(e.object_id.uuid.as_slice()) else {
+            return;
+        };
+        self.events.push(EventRec {
+            seq: e.seq,
+            object,
+            vision_id: e.vision_id,
+            to: e.to_state.id,
+            cnc: e.cnc_id,
+            stamp_s: seconds(&e.header.stamp),
+        });
+    }
+
+    /// Files a pick result (from `pick_results`).
+    pub fn pick(&mut self, p: m::PickResult) {
+        self.picks.push(PickRec {
+            cnc: p.cnc_id,
+            outcome: p.outcome.value,
+            cycle_time_s: p.cycle_time_s,
+            stamp_s: seconds(&p.header.stamp),
+        })
+    }
+
+    /// Files an alert heard `at_s` into the run.
+    pub fn alert(&mut self, a: m::Alert, at_s: f64) {
+        self.alerts.push(AlertRec {
+            severity: a.severity,
+            name: a.name,
+            node: a.node,
+            message: a.message,
+            at_s,
+        })
+    }
+
+    /// Files the simulator's truth (from `sim/truth`).
+    pub fn truth(&mut self, t: m::Truth) {
+        self.truth.extend(t.events.into_iter().map(|e| TruthRec {
+            sim_id: e.sim_id,
+            kind: e.kind,
+            stamp_s: seconds(&e.stamp),
+        }))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]

@@ -104,6 +104,26 @@ pub fn tracks_input(msg: &m::TrackArray) -> (Input, usize) {
     )
 }
 
+/// An ObjectEvent as the core takes it (None: not a 16-byte object id).
+pub fn event_input(e: &m::ObjectEvent) -> Option<Input> {
+    Some(Input::Event {
+        id: <ObjectId>::try_from(e.object_id.uuid.as_slice()).ok()?,
+        state: e.to_state.id,
+        cnc: e.cnc_id.clone(),
+        epoch: e.epoch,
+    })
+}
+
+/// CNC `cnc`'s status as the core takes it.
+pub fn status_input(cnc: &str, s: &m::CncStatus) -> Input {
+    Input::Status {
+        cnc: cnc.to_string(),
+        active: s.lifecycle_state == crate::kit::lifecycle::State::Active.id(),
+        epoch: s.epoch,
+        at_mm: [0, 1, 2].map(|k| s.position_machine_mm.get(k).copied().unwrap_or(0.0)),
+    }
+}
+
 /// What the shell's tasks share.
 #[derive(Clone)]
 struct Shell {
@@ -536,19 +556,15 @@ impl Steps for SchedNode {
             let tx = tx.clone();
             self.tasks.push(tokio::spawn(async move {
                 while let Some(e) = events.next().await {
-                    let Ok(id) = <ObjectId>::try_from(e.object_id.uuid.as_slice()) else {
-                        tracing::warn!(
+                    match event_input(&e) {
+                        Some(input) => {
+                            let _ = tx.send(input);
+                        }
+                        None => tracing::warn!(
                             "scheduler: an event with a {}-byte object id",
                             e.object_id.uuid.len()
-                        );
-                        continue;
-                    };
-                    let _ = tx.send(Input::Event {
-                        id,
-                        state: e.to_state.id,
-                        cnc: e.cnc_id,
-                        epoch: e.epoch,
-                    });
+                        ),
+                    }
                 }
             }));
         }
@@ -557,13 +573,7 @@ impl Steps for SchedNode {
             let tx = tx.clone();
             self.tasks.push(tokio::spawn(async move {
                 while let Some(s) = sub.next().await {
-                    let _ = tx.send(Input::Status {
-                        cnc: id.clone(),
-                        active: s.lifecycle_state == crate::kit::lifecycle::State::Active.id(),
-                        epoch: s.epoch,
-                        at_mm: [0, 1, 2]
-                            .map(|k| s.position_machine_mm.get(k).copied().unwrap_or(0.0)),
-                    });
+                    let _ = tx.send(status_input(&id, &s));
                 }
             }));
         }

@@ -223,3 +223,27 @@ def test_bad_player_options_are_refused_naming_the_option(tmp_path, spawn):
     p = spawn([bin_path("cncpick"), "play", tmp_path / "missing"])
     assert p.wait(30) != 0
     assert "missing: no such bag" in "".join(p.stderr)
+
+
+def test_a_recorded_run_scores_offline_as_it_did_live(tmp_path, spawn):
+    """`cncpick run --record`: the bag holds sim/truth and the object
+    events, and `cncpick bag score` gives the run's own report from it."""
+    run = spawn(
+        [
+            bin_path("cncpick"), "run", "--duration-s", "12", "--no-progress", "--metrics-bind", "",
+            "--out", tmp_path / "out", "--record", tmp_path / "bag",
+        ]
+    )
+    assert run.wait(180) == 0, "".join(run.stderr)
+    live = json.loads((tmp_path / "out" / "report.json").read_text())
+    meta = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    topics = {t["topic_metadata"]["name"]: t for t in meta["topics_with_message_count"]}
+    assert topics["/cell/sim/truth"]["message_count"] > 0
+    assert "sensor_msgs/msg/Image" not in {t["topic_metadata"]["type"] for t in topics.values()}, "no images by default"
+    assert dict(meta["custom_data"])["sim_seed"] == "1"
+    score = spawn([bin_path("cncpick"), "bag", "score", tmp_path / "bag", "--json"])
+    assert score.wait(60) == 0, "".join(score.stderr)
+    offline = json.loads("".join(score.lines.queue))
+    assert live["objects"] > 0 and live["picked"] > 0
+    for key in ["objects", "picked", "dropped", "missed", "bypassed", "picked_twice", "event_gaps", "truth"]:
+        assert offline[key] == live[key], key

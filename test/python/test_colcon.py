@@ -11,7 +11,7 @@ import tomllib
 
 from conftest import REPO
 
-NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example", "sim", "camera", "detector", "tracker", "state_manager", "cnc", "scheduler", "manager"]
+NODE_EXECUTABLES = ["cncpick", "demo_source", "demo_registry", "kit_example", "sim", "camera", "detector", "tracker", "state_manager", "cnc", "scheduler", "manager", "recorder", "player"]
 
 
 def fresh_workspace():
