@@ -5,7 +5,7 @@
 //! writer thread through a queue bounded in bytes, so writing never runs on
 //! the spin thread or blocks a subscription; a full queue drops and counts.
 
-use crate::bag::play::{playlist, PlayOptions, Timeline};
+use crate::bag::play::{playlist, Answer, Command, PlayOptions, Timeline};
 use crate::bag::qos::{self, Qos};
 use crate::bag::reader::{self, Bag};
 use crate::bag::writer::{BagWriter, Compression, WriterOptions};
@@ -85,6 +85,14 @@ pub struct RecordSummary {
     pub dropped: u64,
     /// From the first message to the last, s.
     pub span_s: f64,
+}
+
+/// The messages the recorder has taken: how many, first and last receive time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Heard {
+    first_ns: Option<u64>,
+    last_ns: u64,
+    count: u64,
 }
 
 enum ToWriter {
@@ -167,7 +175,7 @@ pub async fn record(
             .name("bag-writer".into())
             .spawn(move || writer_thread(writer, rx, queued))?
     };
-    let times: Arc<Mutex<(Option<u64>, u64, u64)>> = Arc::new(Mutex::new((None, 0, 0)));
+    let times: Arc<Mutex<Heard>> = Arc::default();
     let mut tasks = Vec::new();
     let mut subscribed: BTreeSet<String> = BTreeSet::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
@@ -178,11 +186,17 @@ pub async fn record(
         .map(|d| started + Duration::from_secs_f64(d));
     let mut discover =
         tokio::time::interval(Duration::from_secs_f64(opts.discovery_period_s.max(0.01)));
-    tokio::pin!(stop);
+    let until_deadline = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop, until_deadline);
     let writer_failed = loop {
         tokio::select! {
             _ = &mut stop => break None,
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break None,
+            _ = &mut until_deadline => break None,
             _ = discover.tick() => {
                 if thread.is_finished() {
                     break Some(());
@@ -228,9 +242,9 @@ pub async fn record(
                             queued.fetch_add(n, Ordering::Relaxed);
                             {
                                 let mut s = lock(&times);
-                                s.0.get_or_insert(t);
-                                s.1 = t;
-                                s.2 += 1;
+                                s.first_ns.get_or_insert(t);
+                                s.last_ns = t;
+                                s.count += 1;
                             }
                             if tx.send(ToWriter::Message { topic: topic.clone(), log_time_ns: t, data }).is_err() {
                                 return;
@@ -246,10 +260,10 @@ pub async fn record(
     // Messages DDS has already delivered are still taken: stop once none
     // has come for 200 ms (2 s at most).
     let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
-    let mut seen = lock(&times).2;
+    let mut seen = lock(&times).count;
     while tokio::time::Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = lock(&times).2;
+        let now = lock(&times).count;
         if now == seen {
             break;
         }
@@ -266,12 +280,14 @@ pub async fn record(
         anyhow::bail!("the bag writer stopped early");
     }
     let info = w.close().map_err(anyhow::Error::msg)?;
-    let (first, last, messages) = *lock(&times);
+    let h = *lock(&times);
     Ok(RecordSummary {
-        messages,
+        messages: h.count,
         bytes,
         dropped: dropped.load(Ordering::Relaxed),
-        span_s: first.map_or(0.0, |f| last.saturating_sub(f) as f64 / 1e9),
+        span_s: h
+            .first_ns
+            .map_or(0.0, |f| h.last_ns.saturating_sub(f) as f64 / 1e9),
         info,
     })
 }
@@ -284,15 +300,6 @@ pub struct PlaySummary {
     /// Topics this build cannot publish, with the reason.
     pub skipped: Vec<(String, String)>,
     pub loops: u64,
-}
-
-#[derive(Debug)]
-enum Command {
-    Pause,
-    Resume,
-    Toggle,
-    Next,
-    IsPaused,
 }
 
 /// Player settings beyond what is played.
@@ -464,28 +471,21 @@ pub async fn play(
                 _ = sleep => break,
                 c = cmd_rx.recv() => {
                     let Some((c, reply)) = c else { break 'play };
-                    let mut t = lock(&timeline);
-                    let now = now_s();
-                    let (success, message) = match c {
-                        Command::Pause => (t.pause(now), "paused".to_string()),
-                        Command::Resume => (t.resume(now), "playing".to_string()),
-                        Command::Toggle => {
-                            if t.is_paused() { t.resume(now); } else { t.pause(now); }
-                            (true, if t.is_paused() { "paused" } else { "playing" }.to_string())
+                    let answer = lock(&timeline).command(now_s(), c);
+                    match answer {
+                        Answer::Reply { success, message } => {
+                            let _ = reply.send(Trigger::Response { success, message });
                         }
-                        Command::IsPaused => (t.is_paused(), String::new()),
-                        Command::Next if t.is_paused() => {
-                            t.stepped(m.log_time_ns);
-                            drop(t);
+                        Answer::PlayNext => {
+                            lock(&timeline).stepped(m.log_time_ns);
                             let ok = pubs[&m.topic].publish_raw(&m.data).is_ok();
                             summary.published += u64::from(ok);
-                            let _ = reply.send(Trigger::Response { success: ok, message: format!("played one message on {}", bag.topics[m.topic].name) });
+                            let message = format!("played one message on {}", bag.topics[m.topic].name);
+                            let _ = reply.send(Trigger::Response { success: ok, message });
                             k += 1;
                             continue 'play;
                         }
-                        Command::Next => (false, "play_next works only while paused".to_string()),
-                    };
-                    let _ = reply.send(Trigger::Response { success, message });
+                    }
                 }
             }
         }

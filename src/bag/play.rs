@@ -167,6 +167,58 @@ impl Timeline {
     }
 }
 
+/// A request to the player (its services).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    Toggle,
+    /// Play the next message now (only while paused).
+    Next,
+    IsPaused,
+}
+
+/// What the player does about a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Reply {
+        success: bool,
+        message: String,
+    },
+    /// Publish the next message now; the pause stays, moved to it.
+    PlayNext,
+}
+
+impl Timeline {
+    /// Carries out a command at `now_s`.
+    pub fn command(&mut self, now_s: f64, c: Command) -> Answer {
+        let reply = |success: bool, message: &str| Answer::Reply {
+            success,
+            message: message.to_string(),
+        };
+        match c {
+            Command::Pause => reply(self.pause(now_s), "paused"),
+            Command::Resume => reply(self.resume(now_s), "playing"),
+            Command::Toggle => {
+                if !self.pause(now_s) {
+                    self.resume(now_s);
+                }
+                reply(
+                    true,
+                    if self.is_paused() {
+                        "paused"
+                    } else {
+                        "playing"
+                    },
+                )
+            }
+            Command::IsPaused => reply(self.is_paused(), ""),
+            Command::Next if self.is_paused() => Answer::PlayNext,
+            Command::Next => reply(false, "play_next works only while paused"),
+        }
+    }
+}
+
 /// The indexes of the messages to play, in order: the chosen topics, from
 /// the start offset on. `times` are the messages' log times, `topics` their
 /// topic names.

@@ -102,6 +102,34 @@ struct FileRead {
     /// Channel id → (topic, schema id, metadata).
     channels: BTreeMap<u16, (String, u16, BTreeMap<String, String>)>,
     messages: Vec<(u16, u64, u64, Vec<u8>)>,
+    /// Past the data section: schemas and channels go to `summary`, used
+    /// only once the footer's CRC of the summary checks out.
+    in_summary: bool,
+    summary: Option<Box<FileRead>>,
+}
+
+impl FileRead {
+    /// Where schemas and channels read now go.
+    fn table(&mut self) -> &mut FileRead {
+        if self.in_summary {
+            self.summary.get_or_insert_with(Box::default)
+        } else {
+            self
+        }
+    }
+
+    /// Takes the summary's schemas and channels for ids the data section
+    /// did not give (its own chunk may have been damaged).
+    fn take_summary(&mut self) {
+        if let Some(sum) = self.summary.take() {
+            for (id, v) in sum.schemas {
+                self.schemas.entry(id).or_insert(v);
+            }
+            for (id, v) in sum.channels {
+                self.channels.entry(id).or_insert(v);
+            }
+        }
+    }
 }
 
 /// Opens a bag folder (metadata.yaml and its files; without a usable
@@ -313,15 +341,19 @@ fn walk(
                 here,
                 format!("a bad record (opcode 0x{op:02x}): {e}; skipped"),
             ),
+            // The first record of an id wins: the summary section repeats
+            // them, and a copy does not overrule what the data section said.
             Ok(Record::Schema { header, data }) => {
-                out.schemas.insert(
-                    header.id,
-                    (header.name, String::from_utf8_lossy(&data).into_owned()),
-                );
+                out.table()
+                    .schemas
+                    .entry(header.id)
+                    .or_insert((header.name, String::from_utf8_lossy(&data).into_owned()));
             }
             Ok(Record::Channel(c)) => {
-                out.channels
-                    .insert(c.id, (c.topic, c.schema_id, c.metadata));
+                out.table()
+                    .channels
+                    .entry(c.id)
+                    .or_insert((c.topic, c.schema_id, c.metadata));
             }
             Ok(Record::Message { header, data }) => out.messages.push((
                 header.channel_id,
@@ -356,12 +388,28 @@ fn walk(
             }
             // The summary section follows the data end; its framing is
             // checked too, so a truncated summary or footer is reported.
-            Ok(Record::Footer(_)) if top => {
+            Ok(Record::DataEnd(_)) if top => out.in_summary = true,
+            Ok(Record::Footer(f)) if top => {
                 if bytes.len() - off != MAGIC.len() || &bytes[off..] != MAGIC {
                     report(
                         sink,
                         off,
                         "no MCAP magic after the footer (truncated or trailing bytes)".into(),
+                    );
+                }
+                // The CRC covers the summary up to the footer's CRC field.
+                let start = f.summary_start as usize;
+                let end = off - 4;
+                let sound = f.summary_crc == 0
+                    || f.summary_start == 0
+                    || (start <= end && crc32fast::hash(&bytes[start..end]) == f.summary_crc);
+                if sound {
+                    out.take_summary();
+                } else {
+                    report(
+                        sink,
+                        start,
+                        "the summary section's CRC does not match (corrupt); its copies of schemas and channels are not used".into(),
                     );
                 }
                 return;

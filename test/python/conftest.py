@@ -99,8 +99,8 @@ class Process:
         for line in stream:
             put(line)
 
-    def next_event(self, pred, timeout_s, spin=None):
-        """The first JSON line for which pred(obj) holds, within timeout_s."""
+    def next_line(self, pred, timeout_s, spin=None):
+        """The first output line for which pred(line) holds, within timeout_s."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if spin:
@@ -111,15 +111,22 @@ class Process:
                 if self.proc.poll() is not None:
                     break
                 continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if pred(obj):
-                return obj
+            if pred(line):
+                return line
         raise AssertionError(
-            f"no matching event within {timeout_s} s; exit={self.proc.poll()} stderr:\n" + "".join(self.stderr)
+            f"no matching line within {timeout_s} s; exit={self.proc.poll()} stderr:\n" + "".join(self.stderr)
         )
+
+    def next_event(self, pred, timeout_s, spin=None):
+        """The first JSON line for which pred(obj) holds, within timeout_s."""
+
+        def matches(line):
+            try:
+                return pred(json.loads(line))
+            except ValueError:
+                return False
+
+        return json.loads(self.next_line(matches, timeout_s, spin))
 
     def wait(self, timeout_s):
         """Waits for exit and for all of its output; returns the exit code."""

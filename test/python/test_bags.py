@@ -6,13 +6,10 @@ damage is still read and played."""
 
 import dataclasses
 import json
-import queue
 import signal
-import time
 
 import numpy as np
 import pytest
-import rclpy
 import yaml
 from rclpy.duration import Duration
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -48,22 +45,6 @@ def plain(v):
     return v
 
 
-def wait_line(proc, text, timeout_s, spin=None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if spin:
-            spin()
-        try:
-            line = proc.lines.get(timeout=0.05)
-        except queue.Empty:
-            if proc.proc.poll() is not None:
-                break
-            continue
-        if text in line:
-            return line
-    raise AssertionError(f"no line with {text!r} in {timeout_s} s; exit={proc.proc.poll()}:\n" + "".join(proc.stderr))
-
-
 def read_with_rosbags(path):
     out = {}
     with AnyReader([path], default_typestore=TYPESTORE) as r:
@@ -91,7 +72,9 @@ def test_our_bags_open_in_rosbags_and_every_message_decodes_equal(tmp_path, spaw
     topics = set(pubs) | {"/cell/bagtest/text", "/sim/bagtest/image"}
     seen = set()
     while seen != topics:
-        line = wait_line(rec, "recorder: recording", 30, spin=lambda: executor.spin_once(timeout_sec=0.01))
+        line = rec.next_line(
+            lambda x: x.startswith("recorder: recording"), 30, spin=lambda: executor.spin_once(timeout_sec=0.01)
+        )
         seen.add(line.split()[2])
     everyone = [p for p, _ in pubs.values()] + [text_pub, image_pub]
     assert spin_until(executor, lambda: all(p.get_subscription_count() > 0 for p in everyone), 30)
@@ -247,3 +230,33 @@ def test_a_recorded_run_scores_offline_as_it_did_live(tmp_path, spawn):
     assert live["objects"] > 0 and live["picked"] > 0
     for key in ["objects", "picked", "dropped", "missed", "bypassed", "picked_twice", "event_gaps", "truth"]:
         assert offline[key] == live[key], key
+
+
+def test_the_player_loops_filters_topics_and_starts_at_an_offset(tmp_path, spawn, rclpy_node):
+    node, executor = rclpy_node
+    from std_msgs.msg import String
+
+    String_ = TYPESTORE.types["std_msgs/msg/String"]
+    with Writer(tmp_path / "two", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        a = w.add_connection("/a", String_.__msgtype__, typestore=TYPESTORE)
+        b = w.add_connection("/b", String_.__msgtype__, typestore=TYPESTORE)
+        for i in range(10):
+            c = a if i % 2 == 0 else b
+            w.write(c, 5_000_000_000 + i * 100_000_000, TYPESTORE.serialize_cdr(String_(data=f"m{i}"), String_.__msgtype__))
+    got_a, got_b = [], []
+    node.create_subscription(String, "/a", lambda m: got_a.append(m.data), RELIABLE)
+    node.create_subscription(String, "/b", lambda m: got_b.append(m.data), RELIABLE)
+    # Only /a, from 0.3 s in (m4, m6, m8), over and over at 10x.
+    player = spawn(
+        [bin_path("cncpick"), "play", tmp_path / "two", "--topics", "/a", "--start-offset-s", "0.3",
+         "--loop", "--rate", "10", "--start-paused"]
+    )
+    from std_srvs.srv import Trigger
+
+    resume = node.create_client(Trigger, "/cncpick_player/resume")
+    assert spin_until(executor, lambda: node.count_publishers("/a") > 0, 30), "".join(player.stderr)
+    assert call_service(executor, resume, Trigger.Request()).success
+    assert spin_until(executor, lambda: len(got_a) >= 9, 20), got_a
+    assert got_a[:9] == ["m4", "m6", "m8"] * 3
+    assert node.count_publishers("/b") == 0 and got_b == []
+    assert player.terminate(20) == 0

@@ -460,6 +460,42 @@ fn the_timeline_keeps_the_bags_gaps_scaled_by_the_rate() {
 }
 
 #[test]
+fn the_players_commands_pause_resume_toggle_and_step() {
+    use cncpick::bag::play::{Answer, Command};
+    let s = 1_000_000_000u64;
+    let mut t = Timeline::new(1.0, 0.0, 10 * s, false);
+    let ok = |m: &str| Answer::Reply {
+        success: true,
+        message: m.into(),
+    };
+    assert_eq!(
+        t.command(1.0, Command::Next),
+        Answer::Reply {
+            success: false,
+            message: "play_next works only while paused".into()
+        }
+    );
+    assert_eq!(t.command(1.0, Command::Toggle), ok("paused"));
+    assert_eq!(t.command(1.0, Command::IsPaused), ok(""));
+    assert_eq!(t.command(2.0, Command::Next), Answer::PlayNext);
+    assert_eq!(t.command(3.0, Command::Toggle), ok("playing"));
+    assert!(matches!(
+        t.command(3.0, Command::IsPaused),
+        Answer::Reply { success: false, .. }
+    ));
+    assert!(matches!(
+        t.command(3.0, Command::Resume),
+        Answer::Reply { success: false, .. }
+    ));
+    assert_eq!(t.command(4.0, Command::Pause), ok("paused"));
+    assert_eq!(t.command(5.0, Command::Resume), ok("playing"));
+    // It played 0..1 s (bag 10..11 s) and 3..4 s (bag 11..12 s): bag
+    // 12 s is where it paused, due as it resumed at 5 s; bag 13 s one second later.
+    assert_eq!(t.due_s(12 * s), Some(5.0));
+    assert_eq!(t.due_s(13 * s), Some(6.0));
+}
+
+#[test]
 fn the_playlist_honours_the_start_offset_and_the_topic_filter() {
     let s = 1_000_000_000u64;
     let times = [10 * s, 11 * s, 12 * s, 13 * s, 14 * s];

@@ -45,19 +45,19 @@ fn the_replayed_tracker_agrees_frame_for_frame_with_the_live_one() {
     assert!(a.assignments > 0 && a.assignments_same > 0, "{a:?}");
 }
 
+/// The indexes in `bag.messages` of the messages on `topic`.
+fn indexes_on<'a>(bag: &'a Bag, topic: &str) -> impl Iterator<Item = usize> + 'a {
+    let t = bag.topic_index(topic).expect("the topic is in the bag");
+    (0..bag.messages.len()).filter(move |&k| bag.messages[k].topic == t)
+}
+
 /// The cell bag with one detection moved 5 cm along the belt.
 fn perturbed(bag: &Bag) -> Bag {
-    let topic = bag.topic_index(regress::DETECTIONS).expect("detections");
-    let k = bag
-        .messages
-        .iter()
-        .enumerate()
-        .filter(|(_, msg)| msg.topic == topic)
-        .find(|(_, msg)| {
-            m::DetectionArray::from_serialized_bytes(&msg.data)
+    let k = indexes_on(bag, regress::DETECTIONS)
+        .find(|&k| {
+            m::DetectionArray::from_serialized_bytes(&bag.messages[k].data)
                 .is_ok_and(|d| !d.detections.is_empty())
         })
-        .map(|(k, _)| k)
         .expect("a frame with a detection");
     let mut d = m::DetectionArray::from_serialized_bytes(&bag.messages[k].data).unwrap();
     d.detections[0].position.x += 0.05;
@@ -99,15 +99,7 @@ fn one_blanked_frame_changes_a_detection_decision() {
         .filter(|d| d.get("detections").is_some())
         .position(|d| d["detections"].as_array().is_some_and(|a| !a.is_empty()))
         .expect("a frame with a detection");
-    let topic = bag.topic_index(regress::IMAGES).expect("images");
-    let k = bag
-        .messages
-        .iter()
-        .enumerate()
-        .filter(|(_, msg)| msg.topic == topic)
-        .nth(first_seen)
-        .map(|(k, _)| k)
-        .unwrap();
+    let k = indexes_on(&bag, regress::IMAGES).nth(first_seen).unwrap();
     let mut img =
         r2r::sensor_msgs::msg::Image::from_serialized_bytes(&bag.messages[k].data).unwrap();
     let bg: Vec<u8> = img.data[..3].to_vec();
