@@ -3,7 +3,9 @@
 //! 1. **While the cell runs:** the main job (`cncpick run --record
 //!    --record-images`, release build, the simulated cell at 30 fps) records
 //!    every cncpick topic with its camera images; from the bag: images and
-//!    MB recorded per second, and what the recorder dropped.
+//!    MB recorded per second, and what the recorder dropped. The same run
+//!    without recording, and with the default recording (no images): does
+//!    recording slow the cell? (exposure → registered latency, p50).
 //! 2. **Writer against writer, on the same messages:** the first 150 images
 //!    of that bag written by our bag writer and by the `rosbags` writer
 //!    (bench/bags_peer.py), uncompressed and with zstd, 3 rounds each
@@ -23,29 +25,54 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn live_run(dir: &Path) -> anyhow::Result<(PathBuf, u64)> {
-    let bag = dir.join("bag");
-    let out = std::process::Command::new("target/release/cncpick")
-        .args([
-            "run",
-            "--duration-s",
-            &RUN_S.to_string(),
-            "--no-progress",
-            "--metrics-bind",
-            "",
-        ])
-        .arg("--out")
-        .arg(dir.join("out"))
-        .arg("--record")
-        .arg(&bag)
-        .arg("--record-images")
-        .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// How the main job records.
+#[derive(Clone, Copy, PartialEq)]
+enum Recording {
+    Off,
+    Topics,
+    WithImages,
+}
+
+/// The main job for RUN_S; returns its report and stdout.
+fn main_job(dir: &Path, rec: Recording) -> anyhow::Result<(serde_json::Value, String)> {
+    let mut cmd = std::process::Command::new("target/release/cncpick");
+    cmd.args([
+        "run",
+        "--duration-s",
+        &RUN_S.to_string(),
+        "--no-progress",
+        "--metrics-bind",
+        "",
+    ])
+    .arg("--out")
+    .arg(dir.join("out"));
+    if rec != Recording::Off {
+        cmd.arg("--record").arg(dir.join("bag"));
+    }
+    if rec == Recording::WithImages {
+        cmd.arg("--record-images");
+    }
+    let out = cmd.output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     anyhow::ensure!(
         out.status.success(),
         "the run failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let report = serde_json::from_str(&std::fs::read_to_string(dir.join("out/report.json"))?)?;
+    Ok((report, stdout))
+}
+
+/// The run's exposure → registered latency, p50 ms.
+fn latency_p50_ms(report: &serde_json::Value) -> f64 {
+    report["exposure_to_registered_ms"]["p50"]
+        .as_f64()
+        .unwrap_or(f64::NAN)
+}
+
+/// The run that records images: the bag, what the recorder dropped, the report.
+fn live_run(dir: &Path) -> anyhow::Result<(PathBuf, u64, serde_json::Value)> {
+    let (report, stdout) = main_job(dir, Recording::WithImages)?;
     // "cncpick: recorded N messages on K topics into DIR (D dropped)"
     let dropped = stdout
         .lines()
@@ -54,15 +81,26 @@ fn live_run(dir: &Path) -> anyhow::Result<(PathBuf, u64)> {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no recorder summary in:\n{stdout}"))?;
-    Ok((bag, dropped))
+    Ok((dir.join("bag"), dropped, report))
 }
 
 fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("cncpick-bench-bags-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    // Does recording slow the cell? The same run without, and with the
+    // default recording (every topic but images).
+    let mut p50 = Vec::new();
+    for (name, rec) in [("off", Recording::Off), ("topics", Recording::Topics)] {
+        eprintln!("bags: the simulated cell for {RUN_S} s, recording {name}");
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d)?;
+        p50.push(latency_p50_ms(&main_job(&d, rec)?.0));
+    }
     eprintln!("bags: running the simulated cell for {RUN_S} s, recording with images");
-    let (bag_dir, dropped) = live_run(&dir)?;
+    let (bag_dir, dropped, with_images) = live_run(&dir)?;
+    p50.push(latency_p50_ms(&with_images));
+    eprintln!("bags: exposure -> registered p50: {p50:.1?} ms (off, topics, with images)");
     let bag = reader::open(&bag_dir).map_err(anyhow::Error::msg)?;
     bag.sound().map_err(anyhow::Error::msg)?;
     let images = bag
@@ -157,6 +195,11 @@ fn main() -> anyhow::Result<()> {
             "live_image_mb_per_s": live_mbps,
             "live_all_topics_mb_per_s": all_bytes as f64 / 1e6 / span_s,
             "live_dropped_by_recorder": dropped,
+            "exposure_to_registered_p50_ms_not_recording": p50[0],
+            "exposure_to_registered_p50_ms_recording": p50[1],
+            "exposure_to_registered_p50_ms_recording_images": p50[2],
+            "ratio_latency_recording_over_not": p50[1] / p50[0],
+            "ratio_latency_recording_images_over_not": p50[2] / p50[0],
             "messages_per_round": N,
             "mb_per_round": mb,
             "ours_mb_per_s_none": mb / o_none,

@@ -137,6 +137,9 @@ pub fn play(a: PlayArgs) -> anyhow::Result<()> {
         node_name: a.node_name,
     };
     opts.play.check().map_err(anyhow::Error::msg)?;
+    if let Some(hz) = opts.clock_hz.filter(|hz| !(hz.is_finite() && *hz > 0.0)) {
+        anyhow::bail!("--clock must be a positive rate in Hz, got {hz}");
+    }
     let bag = read_reporting(&a.bag)?;
     run(|ctx| async move {
         println!(
