@@ -101,6 +101,9 @@ enum ToWriter {
         type_name: String,
         offered: Vec<Qos>,
     },
+    /// The publishers' QoS, once known (a topic subscribed before any
+    /// publisher appeared).
+    Offered { name: String, offered: Vec<Qos> },
     Message {
         topic: String,
         log_time_ns: u64,
@@ -130,6 +133,11 @@ fn writer_thread(
                 // stop the others.
                 Err(e) => tracing::error!("recorder: {name}: {e}; not recorded"),
             },
+            ToWriter::Offered { name, offered } => {
+                if let Some(&i) = index.get(&name) {
+                    w.set_offered(i, &offered);
+                }
+            }
             ToWriter::Message {
                 topic,
                 log_time_ns,
@@ -179,6 +187,7 @@ pub async fn record(
     let mut tasks = Vec::new();
     let mut subscribed: BTreeSet<String> = BTreeSet::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut unoffered: BTreeSet<String> = BTreeSet::new();
     let wanted: BTreeSet<String> = opts.topics.iter().cloned().collect();
     let started = tokio::time::Instant::now();
     let deadline = opts
@@ -207,6 +216,15 @@ pub async fn record(
                 found.extend(
                     graph.into_iter().filter_map(|(n, types)| Some((n, types.first()?.clone(), false))),
                 );
+                // Topics subscribed before their publishers appeared: their
+                // offered QoS, once there is some.
+                for name in &unoffered.clone() {
+                    let offered = offered(&node, name);
+                    if !offered.is_empty() {
+                        let _ = tx.send(ToWriter::Offered { name: name.clone(), offered });
+                        unoffered.remove(name);
+                    }
+                }
                 for (name, type_name, known) in found {
                     if subscribed.contains(&name) || failed.contains(&name) {
                         continue;
@@ -227,6 +245,9 @@ pub async fn record(
                             continue;
                         }
                     };
+                    if offered.is_empty() {
+                        unoffered.insert(name.clone());
+                    }
                     let _ = tx.send(ToWriter::Topic { name: name.clone(), type_name: type_name.clone(), offered });
                     let (tx, queued, dropped, times, topic) =
                         (tx.clone(), queued.clone(), dropped.clone(), times.clone(), name.clone());

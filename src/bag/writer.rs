@@ -148,6 +148,15 @@ impl BagWriter {
         self.add_topic_with(name, &full, offered, definition)
     }
 
+    /// The publishers' offered QoS of a topic, learnt after it was added:
+    /// in metadata.yaml, and in the channels of files that have not
+    /// written the topic yet.
+    pub fn set_offered(&mut self, topic: usize, offered: &[Qos]) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            t.meta.offered_qos = offered.to_vec();
+        }
+    }
+
     /// As `add_topic`, with the definition given (e.g. copied from another bag).
     pub fn add_topic_with(
         &mut self,

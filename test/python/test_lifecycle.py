@@ -8,6 +8,7 @@ import pytest
 from lifecycle_msgs.msg import TransitionEvent
 from lifecycle_msgs.srv import ChangeState, GetAvailableStates, GetAvailableTransitions, GetState
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
@@ -19,7 +20,10 @@ NS = "/cell"
 class Client:
     """Calls the standard lifecycle services of node `fqn` from rclpy."""
 
-    def __init__(self, node, executor, fqn):
+    def __init__(self, node, executor, fqn, latched=False):
+        """latched: hear the node's last transitions even if our subscription
+        matched after they were published (our kit's transition_event is
+        transient_local; rclpy's is not, so not for its nodes)."""
         self.executor = executor
         self.change = node.create_client(ChangeState, f"{fqn}/change_state")
         self.get = node.create_client(GetState, f"{fqn}/get_state")
@@ -31,7 +35,9 @@ class Client:
             TransitionEvent,
             f"{fqn}/transition_event",
             lambda e: self.events.append((e.transition.id, e.transition.label, e.start_state.id, e.goal_state.id)),
-            10,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            if latched
+            else 10,
         )
 
     def call(self, client, request):

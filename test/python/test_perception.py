@@ -115,7 +115,7 @@ def test_a_camera_that_loses_its_frames_goes_to_error_and_reconnects_and_a_wrong
     sim = node.create_publisher(Image, "/cell/sim/image_raw", qos_profile_sensor_data)
     relayed = []
     node.create_subscription(Image, "/cell/camera/image_raw", relayed.append, qos_profile_sensor_data)
-    life = Client(node, executor, "/cell/camera")
+    life = Client(node, executor, "/cell/camera", latched=True)
     assert life.change_state("configure")
     assert life.change_state("activate")
     t0 = time.time_ns()
@@ -194,7 +194,7 @@ def test_a_missing_or_corrupt_video_or_an_unreadable_device_is_a_clear_error_and
     else:
         source, said = "v4l2:/dev/video-none", "cannot open"
     camera = spawn([bin_path("camera"), "--ros-args", "-p", f"source:={source}", "-p", "reconnect_attempts:=0"])
-    life = Client(node, executor, "/cell/camera")
+    life = Client(node, executor, "/cell/camera", latched=True)
     assert not life.change_state("configure")
     assert spin_until(executor, lambda: any(e[3] == ERROR_PROCESSING for e in life.events), 5), life.events
     assert spin_until(executor, lambda: life.state() == (UNCONFIGURED, "unconfigured"), 5)
@@ -207,7 +207,7 @@ def test_the_detector_refuses_a_grey_frame_by_name_and_goes_to_its_error_state(s
     node, executor = rclpy_node
     detector = spawn([bin_path("detector")])
     cam = node.create_publisher(Image, "/cell/camera/image_raw", qos_profile_sensor_data)
-    life = Client(node, executor, "/cell/detector")
+    life = Client(node, executor, "/cell/detector", latched=True)
     assert life.change_state("configure")
     assert life.change_state("activate")
     assert spin_until(executor, lambda: cam.get_subscription_count() > 0, 10)

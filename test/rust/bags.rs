@@ -169,6 +169,31 @@ fn metadata_yaml_has_every_field_ros2_bag_reads() {
 }
 
 #[test]
+fn qos_learnt_after_subscribing_goes_into_the_bag() {
+    let dir = tmp("late-qos");
+    let mut w = BagWriter::create(&dir, WriterOptions::default()).expect("creates");
+    let t = w
+        .add_topic("/cell/objects/events", "cncpick_msgs/msg/ObjectEvent", &[])
+        .expect("a known type");
+    let latched = Qos {
+        durability: 1,
+        depth: 1000,
+        ..Qos::default()
+    };
+    w.set_offered(t, &[latched]);
+    w.write(t, T0_NS, &text(0)).expect("writes");
+    let info = w.close().expect("closes");
+    assert_eq!(info.topics[0].offered_qos, vec![latched]);
+    let bag = reader::open(&dir).expect("opens");
+    assert_eq!(
+        bag.topics[0].offered_qos,
+        vec![latched],
+        "in the channel too"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bags_split_by_size_and_by_duration_read_back_whole() {
     let by_size = tmp("split-size");
     let (info, written) = write_bag(

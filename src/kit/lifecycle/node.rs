@@ -286,10 +286,17 @@ impl LifecycleHandle {
         let qos = QosProfile::services_default();
         // r2r publishers are Send but not Sync; the Mutex lets the change_state
         // task lend it across awaits.
-        let events = Mutex::new(n.create_publisher::<lm::TransitionEvent>(
-            &format!("{fqn}/transition_event"),
-            QosProfile::default().reliable().keep_last(10),
-        )?);
+        // transient_local: a monitor that asks for it (transient_local
+        // itself) hears the last transitions even if it matched late.
+        let events = Mutex::new(
+            n.create_publisher::<lm::TransitionEvent>(
+                &format!("{fqn}/transition_event"),
+                QosProfile::default()
+                    .reliable()
+                    .transient_local()
+                    .keep_last(10),
+            )?,
+        );
         let events = Arc::new(events);
         let mut tasks = Vec::new();
 
