@@ -22,6 +22,13 @@ enum Command {
     /// simulated cell, params/sim.yaml), brought up in order by the manager,
     /// for --duration-s, with live KPIs and a report at the end.
     Run(cncpick::cell::run::RunArgs),
+    /// A chaos run: the simulated cell, one process per node, with faults
+    /// injected at random seeded times (kills of every kind of node, GRBL
+    /// alarms, unplugged and noisy serial lines, vacuum failures, camera
+    /// frame drops, dropped and delayed DDS messages, a full database, bad
+    /// parameter updates); then the invariants and the recovery time per
+    /// kind of fault. Exit code 4 when one broke.
+    Chaos(cncpick::cell::chaos::ChaosArgs),
     /// Check every node's parameters in the params files (with -p
     /// overrides and CNCPICK_PARAM_<NODE>__<NAME> variables) and print the graph.
     CheckConfig {
@@ -230,6 +237,7 @@ fn main() {
             }
         },
         Command::Run(args) => std::process::exit(cncpick::cell::run::main(args)),
+        Command::Chaos(args) => std::process::exit(cncpick::cell::run::chaos_main(args)),
         Command::CheckConfig {
             params_file,
             param,

@@ -147,6 +147,29 @@ impl Processes {
             .collect()
     }
 
+    /// Each running node's pid.
+    pub fn pids(&self) -> BTreeMap<String, u32> {
+        self.lock()
+            .iter_mut()
+            .filter_map(|(n, p)| {
+                matches!(p.child.try_wait(), Ok(None)).then(|| (n.clone(), p.child.id()))
+            })
+            .collect()
+    }
+
+    /// Kills node `name`'s process with SIGKILL, as a crash would (the
+    /// manager finds it exited and restarts it); its pid, if it runs.
+    pub fn kill(&self, name: &str) -> Option<u32> {
+        let mut table = self.lock();
+        let p = table.get_mut(name)?;
+        if !matches!(p.child.try_wait(), Ok(None)) {
+            return None;
+        }
+        let pid = p.child.id();
+        let _ = p.child.kill();
+        Some(pid)
+    }
+
     /// Stops every process: SIGTERM, then SIGKILL after `grace`.
     pub fn stop_all(&self, grace: Duration) {
         let mut table = self.lock();

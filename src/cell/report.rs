@@ -18,6 +18,8 @@ pub struct EventRec {
     pub cnc: String,
     /// When the state manager accepted it, s.
     pub stamp_s: f64,
+    /// The object's x on the belt then, m.
+    pub belt_position_m: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,12 +48,27 @@ pub struct AlertRec {
     pub at_s: f64,
 }
 
+/// A stamped message and when it was heard, s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Heard2 {
+    /// Its header stamp: the exposure it describes.
+    pub stamp_s: f64,
+    pub heard_s: f64,
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Heard {
     pub events: Vec<EventRec>,
     pub picks: Vec<PickRec>,
     pub truth: Vec<TruthRec>,
     pub alerts: Vec<AlertRec>,
+    /// Every DetectionArray and TrackArray.
+    pub detections: Vec<Heard2>,
+    pub tracks: Vec<Heard2>,
+    /// Each object's first TrackArray.
+    pub first_tracked: HashMap<[u8; 16], Heard2>,
+    /// Every Assignment (stamped with the exposure it rests on).
+    pub assignments: Vec<([u8; 16], Heard2)>,
 }
 
 impl Heard {
@@ -67,6 +84,7 @@ impl Heard {
             to: e.to_state.id,
             cnc: e.cnc_id,
             stamp_s: seconds(&e.header.stamp),
+            belt_position_m: e.belt_position_m,
         });
     }
 
@@ -89,6 +107,36 @@ impl Heard {
             message: a.message,
             at_s,
         })
+    }
+
+    /// Files a DetectionArray heard at `heard_s`.
+    pub fn detections(&mut self, d: m::DetectionArray, heard_s: f64) {
+        self.detections.push(Heard2 {
+            stamp_s: seconds(&d.header.stamp),
+            heard_s,
+        });
+    }
+
+    /// Files a TrackArray heard at `heard_s`.
+    pub fn tracks(&mut self, t: m::TrackArray, heard_s: f64) {
+        let h = Heard2 {
+            stamp_s: seconds(&t.header.stamp),
+            heard_s,
+        };
+        self.tracks.push(h);
+        for tr in &t.tracks {
+            if let Ok(id) = <[u8; 16]>::try_from(tr.object_id.uuid.as_slice()) {
+                self.first_tracked.entry(id).or_insert(h);
+            }
+        }
+    }
+
+    /// Files an Assignment heard at `heard_s`.
+    pub fn assignment(&mut self, a: m::Assignment, heard_s: f64) {
+        if let Ok(id) = <[u8; 16]>::try_from(a.object_id.uuid.as_slice()) {
+            let stamp_s = seconds(&a.header.stamp);
+            self.assignments.push((id, Heard2 { stamp_s, heard_s }));
+        }
     }
 
     /// Files the simulator's truth (from `sim/truth`).
@@ -178,6 +226,20 @@ pub struct Report {
     pub picks_per_min: f64,
     /// First exposure (the vision id's stamp) to registration.
     pub exposure_to_registered_ms: Percentiles,
+    /// The pipeline, frame by frame: an exposure to its DetectionArray, and
+    /// to its TrackArray, heard by the run; an exposure to the Assignment
+    /// that rests on it (assignments are stamped with the exposure of the
+    /// frame that decided them, and published once the store took them).
+    pub exposure_to_detections_ms: Percentiles,
+    pub exposure_to_tracks_ms: Percentiles,
+    pub exposure_to_assignment_ms: Percentiles,
+    /// The same assignments split where the scheduler asked the store for
+    /// ASSIGNED (the event's stamp): the exposure to the decision, and the
+    /// store's compare-and-set to the Assignment heard.
+    pub exposure_to_decision_ms: Percentiles,
+    pub decision_to_assignment_ms: Percentiles,
+    /// The first assignment to the CNC accepting the goal (PICKING).
+    pub assigned_to_goal_accepted_s: Percentiles,
     /// Registration to the first assignment.
     pub registered_to_assigned_s: Percentiles,
     pub cycle_time_s: Percentiles,
@@ -186,6 +248,108 @@ pub struct Report {
     pub truth: Option<TruthCheck>,
     pub alerts: Vec<AlertRec>,
     pub restarts: BTreeMap<String, u32>,
+}
+
+/// One object's way through the cell: when each stage first heard of it,
+/// in seconds after its first exposure (the vision id's stamp).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trace {
+    pub object_id: String,
+    pub vision_id: String,
+    pub exposure_s: f64,
+    /// Its first frame's DetectionArray heard.
+    pub detections_s: Option<f64>,
+    /// Its first TrackArray heard.
+    pub tracked_s: Option<f64>,
+    pub registered_s: Option<f64>,
+    /// Its first Assignment heard.
+    pub assigned_s: Option<f64>,
+    /// The CNC took the pick goal (PICKING).
+    pub goal_accepted_s: Option<f64>,
+    /// The state it ended in (or was in at the end).
+    pub last_state: u8,
+}
+
+/// Every registered object's trace, in order of first exposure.
+pub fn traces(heard: &Heard) -> Vec<Trace> {
+    // Detections by their stamp in whole ms (a vision id's resolution).
+    let mut dets: HashMap<i64, f64> = HashMap::new();
+    for d in &heard.detections {
+        dets.entry((d.stamp_s * 1000.0).round() as i64)
+            .or_insert(d.heard_s);
+    }
+    let mut assigned: HashMap<[u8; 16], f64> = HashMap::new();
+    for (id, h) in &heard.assignments {
+        assigned.entry(*id).or_insert(h.heard_s);
+    }
+    let mut events = heard.events.clone();
+    events.sort_by_key(|e| e.seq);
+    events.dedup_by_key(|e| e.seq);
+    let mut out: Vec<Trace> = Vec::new();
+    let mut at: HashMap<[u8; 16], usize> = HashMap::new();
+    for e in &events {
+        let i = match at.get(&e.object) {
+            Some(i) => *i,
+            None => {
+                let Some((x, _)) = parse_vision_id(&e.vision_id) else {
+                    continue;
+                };
+                let after = |t: Option<f64>| t.map(|t| t - x);
+                out.push(Trace {
+                    object_id: uuid::Uuid::from_bytes(e.object).to_string(),
+                    vision_id: e.vision_id.clone(),
+                    exposure_s: x,
+                    detections_s: after(dets.get(&((x * 1000.0).round() as i64)).copied()),
+                    tracked_s: after(heard.first_tracked.get(&e.object).map(|h| h.heard_s)),
+                    registered_s: None,
+                    assigned_s: after(assigned.get(&e.object).copied()),
+                    goal_accepted_s: None,
+                    last_state: e.to,
+                });
+                at.insert(e.object, out.len() - 1);
+                out.len() - 1
+            }
+        };
+        let t = &mut out[i];
+        let since = e.stamp_s - t.exposure_s;
+        match e.to {
+            state_id::DETECTED => {
+                t.registered_s.get_or_insert(since);
+            }
+            PICKING => {
+                t.goal_accepted_s.get_or_insert(since);
+            }
+            _ => {}
+        }
+        t.last_state = e.to;
+    }
+    out.sort_by(|a, b| a.exposure_s.total_cmp(&b.exposure_s));
+    out
+}
+
+/// Traces as CSV, one object a row (empty where a stage never came).
+pub fn traces_csv(traces: &[Trace]) -> String {
+    use std::fmt::Write;
+    let mut s = String::from(
+        "object_id,vision_id,exposure_s,detections_s,tracked_s,registered_s,assigned_s,goal_accepted_s,last_state\n",
+    );
+    let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
+    for t in traces {
+        let _ = writeln!(
+            s,
+            "{},{},{:.6},{},{},{},{},{},{}",
+            t.object_id,
+            t.vision_id,
+            t.exposure_s,
+            f(t.detections_s),
+            f(t.tracked_s),
+            f(t.registered_s),
+            f(t.assigned_s),
+            f(t.goal_accepted_s),
+            t.last_state
+        );
+    }
+    s
 }
 
 /// `vision_{stamp_ms}_{lane}_{n}` → (stamp s, lane).
@@ -215,6 +379,7 @@ impl Report {
             exposure_s: Option<f64>,
             registered_s: Option<f64>,
             assigned_s: Option<f64>,
+            accepted_s: Option<f64>,
             last: u8,
             last_s: f64,
             picking: u32,
@@ -241,6 +406,7 @@ impl Report {
                 exposure_s: parsed.map(|p| p.0),
                 registered_s: None,
                 assigned_s: None,
+                accepted_s: None,
                 last: 0,
                 last_s: e.stamp_s,
                 picking: 0,
@@ -248,7 +414,10 @@ impl Report {
             match e.to {
                 state_id::DETECTED if o.registered_s.is_none() => o.registered_s = Some(e.stamp_s),
                 ASSIGNED if o.assigned_s.is_none() => o.assigned_s = Some(e.stamp_s),
-                PICKING => o.picking += 1,
+                PICKING => {
+                    o.picking += 1;
+                    o.accepted_s.get_or_insert(e.stamp_s);
+                }
                 _ => {}
             }
             o.last = e.to;
@@ -260,7 +429,7 @@ impl Report {
                 ..LaneRow::default()
             })
             .collect();
-        let (mut exp, mut assign) = (Vec::new(), Vec::new());
+        let (mut exp, mut assign, mut accept) = (Vec::new(), Vec::new(), Vec::new());
         for o in objs.values() {
             r.objects += 1;
             let row = o.lane.and_then(|l| lane_rows.get_mut(l as usize));
@@ -299,6 +468,9 @@ impl Report {
             if let (Some(g), Some(a)) = (o.registered_s, o.assigned_s) {
                 assign.push(a - g);
             }
+            if let (Some(a), Some(k)) = (o.assigned_s, o.accepted_s) {
+                accept.push(k - a);
+            }
         }
         let wanted = (r.picked + r.dropped + r.missed) as f64;
         if wanted > 0.0 {
@@ -310,6 +482,26 @@ impl Report {
         }
         r.exposure_to_registered_ms = Percentiles::of(exp);
         r.registered_to_assigned_s = Percentiles::of(assign);
+        r.assigned_to_goal_accepted_s = Percentiles::of(accept);
+        let age_ms = |v: &mut dyn Iterator<Item = &Heard2>| {
+            Percentiles::of(v.map(|h| (h.heard_s - h.stamp_s) * 1000.0).collect())
+        };
+        r.exposure_to_detections_ms = age_ms(&mut heard.detections.iter());
+        r.exposure_to_tracks_ms = age_ms(&mut heard.tracks.iter());
+        r.exposure_to_assignment_ms = age_ms(&mut heard.assignments.iter().map(|(_, h)| h));
+        let mut first: HashMap<[u8; 16], Heard2> = HashMap::new();
+        for (id, h) in &heard.assignments {
+            first.entry(*id).or_insert(*h);
+        }
+        let (mut decided, mut stored) = (Vec::new(), Vec::new());
+        for (id, o) in &objs {
+            if let (Some(asked_s), Some(h)) = (o.assigned_s, first.get(id)) {
+                decided.push((asked_s - h.stamp_s) * 1000.0);
+                stored.push((h.heard_s - asked_s) * 1000.0);
+            }
+        }
+        r.exposure_to_decision_ms = Percentiles::of(decided);
+        r.decision_to_assignment_ms = Percentiles::of(stored);
         r.lanes = lane_rows;
         let mut cncs: BTreeMap<String, (CncRow, Vec<f64>)> = BTreeMap::new();
         for p in &heard.picks {
@@ -421,6 +613,21 @@ impl Report {
             "    registered -> assigned  {}",
             pct(&self.registered_to_assigned_s, "s")
         );
+        let _ = writeln!(
+            s,
+            "    assigned -> goal accepted {}",
+            pct(&self.assigned_to_goal_accepted_s, "s")
+        );
+        let _ = writeln!(s, "    pipeline, an exposure to what rests on it:");
+        for (what, p) in [
+            ("detections", &self.exposure_to_detections_ms),
+            ("tracks    ", &self.exposure_to_tracks_ms),
+            ("assignment", &self.exposure_to_assignment_ms),
+            ("  decision", &self.exposure_to_decision_ms),
+            ("  + store ", &self.decision_to_assignment_ms),
+        ] {
+            let _ = writeln!(s, "      {what}  {}", pct(p, "ms"));
+        }
         let _ = writeln!(
             s,
             "    pick cycle              {}",

@@ -8,6 +8,8 @@
 //! come up; 4 an invariant broke (an object picked twice, or stuck);
 //! 2 bad parameters; 1 any other error.
 
+use super::chaos::{self, ChaosArgs};
+use super::chaos_node::ChaosShell;
 use super::host::{serve, Processes};
 use super::report::{plot_html, Heard, Report};
 use super::spec::{check, CellArgs, CellSpec};
@@ -196,6 +198,10 @@ impl Observer {
         let events = n.subscribe::<m::ObjectEvent>("objects/events", crate::kit::qos::events())?;
         let picks = n.subscribe::<m::PickResult>("pick_results", reliable.clone())?;
         let alerts = n.subscribe::<m::Alert>(ALERTS_TOPIC, reliable.clone())?;
+        // The pipeline, for each object's trace (report::traces).
+        let detections = n.subscribe::<m::DetectionArray>("detections", reliable.clone())?;
+        let tracks = n.subscribe::<m::TrackArray>("tracks", reliable.clone())?;
+        let assignments = n.subscribe::<m::Assignment>("assignments", reliable.clone())?;
         let truth = if sim {
             Some(n.subscribe::<m::Truth>("sim/truth", reliable)?)
         } else {
@@ -206,6 +212,13 @@ impl Observer {
         tasks.push(keep(&heard, picks, Heard::pick));
         tasks.push(keep(&heard, alerts, move |h, a| {
             h.alert(a, wall_now_s() - t0)
+        }));
+        tasks.push(keep(&heard, detections, |h, d| {
+            h.detections(d, wall_now_s())
+        }));
+        tasks.push(keep(&heard, tracks, |h, t| h.tracks(t, wall_now_s())));
+        tasks.push(keep(&heard, assignments, |h, a| {
+            h.assignment(a, wall_now_s())
         }));
         if let Some(truth) = truth {
             tasks.push(keep(&heard, truth, Heard::truth));
@@ -246,10 +259,20 @@ enum Hosted {
 
 /// Runs the main job; returns the process exit code.
 pub fn main(args: RunArgs) -> i32 {
+    main_with(args, None)
+}
+
+/// Runs a chaos run; returns the process exit code.
+pub fn chaos_main(args: ChaosArgs) -> i32 {
+    let run = args.run.clone();
+    main_with(run, Some(args))
+}
+
+fn main_with(args: RunArgs, chaos: Option<ChaosArgs>) -> i32 {
     if std::env::var_os("RUST_LOG").is_none() {
         crate::kit::app::init_tracing_at(Some("warn"));
     }
-    match crate::kit::app::run(|ctx| async move { run(ctx, args).await }) {
+    match crate::kit::app::run(|ctx| async move { run(ctx, args, chaos).await }) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cncpick run: error: {e:#}");
@@ -258,7 +281,7 @@ pub fn main(args: RunArgs) -> i32 {
     }
 }
 
-async fn run(ctx: r2r::Context, a: RunArgs) -> anyhow::Result<i32> {
+async fn run(ctx: r2r::Context, mut a: RunArgs, chaos: Option<ChaosArgs>) -> anyhow::Result<i32> {
     anyhow::ensure!(
         a.duration_s.is_finite() && a.duration_s > 0.0,
         "--duration-s must be a positive number of seconds, got {}",
@@ -280,13 +303,32 @@ async fn run(ctx: r2r::Context, a: RunArgs) -> anyhow::Result<i32> {
         Ok(s) => s,
         Err(errors) => return Ok(config_errors(&errors)),
     };
+    let mut params = a.param.clone();
+    let mut plan = Vec::new();
+    if let Some(c) = &chaos {
+        a.processes = true;
+        let extra;
+        (plan, extra) = chaos::prepare(c, &spec0, a.duration_s)?;
+        params.extend(extra);
+        println!(
+            "cncpick: chaos: {} faults (seed {}) between {} s and {} s: {}",
+            plan.len(),
+            c.seed,
+            c.warmup_s,
+            a.duration_s - c.drain_s,
+            plan.iter()
+                .map(|f| f.kind.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     let mut all_files = files.clone();
     if spec0.sim {
         let p = out.join("run.yaml");
         std::fs::write(&p, run_params(&out, &spec0))?;
         all_files.push(p);
     }
-    let args = CellArgs::new(all_files, &a.param)?;
+    let args = CellArgs::new(all_files, &params)?;
     let spec = match check(&args) {
         Ok(s) => s,
         Err(errors) => return Ok(config_errors(&errors)),
@@ -357,6 +399,34 @@ async fn run(ctx: r2r::Context, a: RunArgs) -> anyhow::Result<i32> {
     }
     let t0 = wall_now_s();
     let observer = Observer::start(&ctx, spec.sim, t0)?;
+    let sim_view_m = if spec.sim {
+        let sim: crate::sim::params::SimParams = args.load("sim")?;
+        (
+            sim.camera_x_min_m,
+            sim.camera_x_min_m + sim.camera_width_px as f64 * sim.camera_m_per_px,
+        )
+    } else {
+        (0.0, 0.0)
+    };
+    let mut shell = match &chaos {
+        Some(c) => {
+            let mut travel = std::collections::BTreeMap::new();
+            for id in &spec.cnc_ids {
+                let p: crate::motion::params::MotionParams = args.load(&format!("cnc_{id}"))?;
+                travel.insert(id.clone(), [p.travel_mm[0], p.travel_mm[1], p.travel_mm[2]]);
+            }
+            let watched: Vec<String> = spec.node_names();
+            Some(ChaosShell::start(
+                &ctx,
+                &watched,
+                &travel,
+                plan.clone(),
+                c.seed,
+                sim_view_m,
+            )?)
+        }
+        None => None,
+    };
     let recording = match &a.record {
         Some(dir) => {
             let mut custom = vec![
@@ -404,6 +474,9 @@ async fn run(ctx: r2r::Context, a: RunArgs) -> anyhow::Result<i32> {
                 a.duration_s
             );
             std::fs::write(out.join("up"), format!("{start_s}\n"))?;
+            if let (Some(shell), Hosted::Processes(p)) = (shell.as_mut(), &hosted) {
+                shell.inject(start_s, p.clone())?;
+            }
             let stop = crate::kit::app::shutdown_signal();
             tokio::pin!(stop);
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -431,6 +504,9 @@ async fn run(ctx: r2r::Context, a: RunArgs) -> anyhow::Result<i32> {
         }
     }
     let end_s = wall_now_s();
+    if let Some(shell) = &shell {
+        shell.freeze(end_s);
+    }
     let restarts = manager
         .nodes()
         .into_iter()
@@ -441,6 +517,20 @@ async fn run(ctx: r2r::Context, a: RunArgs) -> anyhow::Result<i32> {
         eprintln!("cncpick: taking the cell down: {e:#}");
     }
     let heard = observer.stop().await;
+    let chaos_report = match shell {
+        Some(shell) => {
+            // Memory from a tenth of the run on (caches and queues fill first).
+            let warm_s = chaos
+                .as_ref()
+                .map_or(0.0, |c| c.warmup_s.max(a.duration_s / 10.0));
+            Some(
+                shell
+                    .finish(&heard, start_s, end_s, warm_s, sim_view_m)
+                    .await,
+            )
+        }
+        None => None,
+    };
     if let (Some((stop, task)), Some(dir)) = (recording, &a.record) {
         let _ = stop.send(());
         match task.await {
@@ -493,10 +583,26 @@ async fn run(ctx: r2r::Context, a: RunArgs) -> anyhow::Result<i32> {
             5.0,
         ),
     )?;
+    std::fs::write(
+        out.join("traces.csv"),
+        super::report::traces_csv(&super::report::traces(&heard)),
+    )?;
     println!(
-        "cncpick: report.txt, report.json and plot.html in {}",
+        "cncpick: report.txt, report.json, traces.csv and plot.html in {}",
         out.display()
     );
+    if let Some(c) = &chaos_report {
+        let text = c.text();
+        println!("{text}");
+        std::fs::write(out.join("chaos.txt"), &text)?;
+        std::fs::write(out.join("chaos.json"), serde_json::to_string_pretty(c)?)?;
+        if !c.holds() {
+            eprintln!(
+                "cncpick: chaos: an invariant broke, or the cell did not recover (see chaos.txt)"
+            );
+            return Ok(EXIT_INVARIANT);
+        }
+    }
     if !report.invariants_hold() {
         eprintln!("cncpick: an invariant broke (see the report)");
         return Ok(EXIT_INVARIANT);

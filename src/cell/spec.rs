@@ -219,8 +219,9 @@ pub fn check(args: &CellArgs) -> Result<CellSpec, Vec<ParamError>> {
     }
 }
 
-/// Rules across nodes: each CNC node's id matches its name, and in the
-/// simulated cell, each CNC's port and geometry match the sim's.
+/// Rules across nodes: each CNC node's id matches its name, the manager
+/// gives a homing CNC time to home, and in the simulated cell, each CNC's
+/// port and geometry match the sim's.
 fn cross_checks(args: &CellArgs, spec: &CellSpec) -> Vec<ParamError> {
     use crate::motion::params::MotionParams;
     let origin = args
@@ -237,11 +238,27 @@ fn cross_checks(args: &CellArgs, spec: &CellSpec) -> Vec<ParamError> {
     let mut out = Vec::new();
     let sim: Option<crate::sim::params::SimParams> =
         spec.sim.then(|| args.load("sim").ok()).flatten();
+    let manager: Option<crate::manager::params::ManagerParams> = args.load("manager").ok();
     for (i, id) in spec.cnc_ids.iter().enumerate() {
         let name = format!("cnc_{id}");
         let Ok(p) = args.load::<MotionParams>(&name) else {
             continue;
         };
+        // A CNC that homes is configuring for up to homing_timeout_s: the
+        // manager must not take that for a node stuck out of Active.
+        if let Some(m) = manager
+            .as_ref()
+            .filter(|m| p.homing && m.recover_grace_s < p.homing_timeout_s)
+        {
+            out.push(err(
+                "manager.recover_grace_s".into(),
+                format!(
+                    "is {} s, shorter than {name}.homing_timeout_s ({} s): the manager would \
+                     reconfigure a CNC in the middle of homing; make it longer",
+                    m.recover_grace_s, p.homing_timeout_s
+                ),
+            ));
+        }
         if &p.cnc_id != id {
             out.push(err(
                 format!("{name}.cnc_id"),

@@ -70,14 +70,17 @@ impl Counters {
     }
 }
 
+/// How often the lifecycle state is looked at between heartbeats.
+const STATE_POLL: Duration = Duration::from_millis(50);
+
 pub struct Health {
     task: JoinHandle<()>,
 }
 
 impl Health {
     /// Publishes a Heartbeat and a DiagnosticStatus for node `fqn` every
-    /// `period()` (read each time, so a parameter update takes effect), with
-    /// the state `state()` reports.
+    /// `period()` (read each time, so a parameter update takes effect), and
+    /// at once when the state `state()` reports changes, with that state.
     pub fn start(
         node: &SharedNode,
         fqn: &str,
@@ -95,9 +98,22 @@ impl Health {
         let name = fqn.to_string();
         let task = tokio::spawn(async move {
             let mut seq = 0u64;
+            let mut last: Option<State> = None;
+            let mut due = tokio::time::Instant::now();
             loop {
-                seq += 1;
+                // Every period, and at once when the lifecycle state changes
+                // (a watcher learns of a node back in Active without waiting
+                // out a period).
                 let s = state();
+                let now = tokio::time::Instant::now();
+                if last == Some(s) && now < due {
+                    tokio::time::sleep((due - now).min(STATE_POLL)).await;
+                    continue;
+                }
+                last = Some(s);
+                // Parameters are validated, but never spin on a zero period.
+                due = now + period().max(Duration::from_millis(1));
+                seq += 1;
                 let stamp = wall_now();
                 let hb = Heartbeat {
                     node: name.clone(),
@@ -131,8 +147,6 @@ impl Health {
                 if let Err(e) = beats.publish(&hb).and_then(|_| diags.publish(&diag)) {
                     tracing::warn!(node = %name, "publishing health: {e}");
                 }
-                // Parameters are validated, but never spin on a zero period.
-                tokio::time::sleep(period().max(Duration::from_millis(1))).await;
             }
         });
         Ok(Health { task })

@@ -73,8 +73,12 @@ struct Shared {
     alerts: Mutex<r2r::Publisher<m::Alert>>,
     supervisor: Option<Arc<dyn Supervisor>>,
     started: Instant,
-    /// Lifecycle operations (startup, shutdown, recoveries) one at a time.
-    ops: tokio::sync::Mutex<()>,
+    /// Startup and shutdown take the whole cell (write); recoveries take
+    /// it shared, plus their own node's lock, so that one node's slow
+    /// recovery (a CNC homing) never holds up another's (a state manager
+    /// to respawn).
+    ops: tokio::sync::RwLock<()>,
+    node_ops: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     fqn: String,
 }
 
@@ -214,8 +218,20 @@ impl Shared {
         }
     }
 
+    /// The lock one node's recoveries take (with the shared cell lock).
+    fn node_lock(&self, node: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.node_ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node.to_string())
+            .or_default()
+            .clone()
+    }
+
     async fn recover(&self, node: &str, respawn: bool) -> bool {
-        let _ops = self.ops.lock().await;
+        let _cell = self.ops.read().await;
+        let lock = self.node_lock(node);
+        let _ops = lock.lock().await;
         if respawn {
             if let Some(sup) = &self.supervisor {
                 match sup.respawn(node) {
@@ -238,7 +254,9 @@ impl Shared {
     }
 
     async fn reactivate(&self, node: &str) -> bool {
-        let _ops = self.ops.lock().await;
+        let _cell = self.ops.read().await;
+        let lock = self.node_lock(node);
+        let _ops = lock.lock().await;
         let r = match self.get_state(node, Duration::from_secs(2)).await {
             Ok(State::Active) => self.transition(node, DEACTIVATE).await,
             Ok(_) => Ok(()),
@@ -257,7 +275,7 @@ impl Shared {
     }
 
     async fn startup(self: &Arc<Self>) -> anyhow::Result<()> {
-        let _ops = self.ops.lock().await;
+        let _ops = self.ops.write().await;
         for node in &self.params.node_names {
             self.bring_up(node).await?;
             self.step(Input::Want {
@@ -270,7 +288,7 @@ impl Shared {
     }
 
     async fn shutdown(self: &Arc<Self>, only: Option<&str>) -> anyhow::Result<()> {
-        let _ops = self.ops.lock().await;
+        let _ops = self.ops.write().await;
         let mut first_err = None;
         for node in self.params.node_names.iter().rev() {
             if only.is_some_and(|o| o != node) {
@@ -427,7 +445,8 @@ impl Manager {
             alerts: Mutex::new(alerts),
             supervisor,
             started: Instant::now(),
-            ops: tokio::sync::Mutex::new(()),
+            ops: tokio::sync::RwLock::new(()),
+            node_ops: Mutex::default(),
             fqn,
             params: params.clone(),
         });

@@ -2,7 +2,7 @@
 //! client, the pick planner and the pick executor.
 //!
 //! - configure: open the port, soft reset and wait for the banner, check
-//!   `$$` against the params, home with `$H` where homing is enabled, set
+//!   `$$` against the params, home with `$H` where homing is enabled and the board is locked (position unknown), set
 //!   absolute millimetres, park at the safe height.
 //! - activate: a new epoch from the state manager; picks are accepted.
 //! - deactivate: no new picks; the current one finishes (bounded) or is
@@ -36,6 +36,7 @@ use crate::msgs::action::PickObject;
 use crate::msgs::msg as m;
 use crate::msgs::srv::{BeginEpoch, TransitionObject};
 use crate::state::lifecycle::ObjState;
+use crate::state::node::STORE_UNAVAILABLE;
 use futures::StreamExt;
 use nalgebra::Vector3;
 use r2r::QosProfile;
@@ -65,6 +66,19 @@ pub struct Live {
 }
 
 type SharedLive = Arc<Mutex<Live>>;
+
+/// How long a CNC keeps trying to record a transition the store could not
+/// take (a full disk) or did not answer; then the object is left to the
+/// state manager (its epochs and expiry).
+const RECORD_FOR: Duration = Duration::from_secs(30);
+
+/// Why a transition was not recorded.
+enum Record {
+    /// Final: a stale epoch, the object in another state.
+    Refused(String),
+    /// The store could not take it now, or did not answer.
+    NotNow(String),
+}
 
 fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|e| e.into_inner())
@@ -103,6 +117,10 @@ async fn run_lines(g: &Grbl, lines: &[String], timeout: Duration) -> anyhow::Res
 /// configure's conversation with the board.
 async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Result<()> {
     let response = Duration::from_secs_f64(p.grbl_command_response_s);
+    // The board may still be moving (this node's last process died in a
+    // pick): hold until it is at rest first, so the reset keeps the
+    // position instead of losing it (ALARM:3) and forcing a re-home.
+    g.stop_safely(super::grbl::client::STOP_WAIT).await;
     let version = g
         .soft_reset(Duration::from_secs_f64(p.banner_timeout_s))
         .await?;
@@ -116,14 +134,19 @@ async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Resu
             wrong.join("; ")
         );
     }
-    if p.homing {
+    // Locked (Alarm) after the reset: the board was just powered on with
+    // homing enabled, a limit was hit, or it was reset while moving; its
+    // position is unknown. Otherwise GRBL kept its position through the
+    // reset (a restart of this node), and homing again would only cost time.
+    let locked = status_now(g, response).await?.state == Some(MachineState::Alarm);
+    if locked && p.homing {
         run_lines(
             g,
             &["$H".into()],
             Duration::from_secs_f64(p.homing_timeout_s),
         )
         .await?;
-    } else if status_now(g, response).await?.state == Some(MachineState::Alarm) {
+    } else if locked {
         // Locked after a reset: a limit was hit, or it was reset while
         // moving. Without homing only a person may clear that.
         anyhow::bail!(
@@ -369,6 +392,44 @@ impl Ctx {
         to: ObjState,
         reason: &str,
     ) -> Result<(), String> {
+        // When it happened, whenever the store takes it.
+        let stamp = wall_now();
+        let mut wait = Duration::from_millis(250);
+        let give_up = tokio::time::Instant::now() + RECORD_FOR;
+        loop {
+            match self
+                .transition_once(epoch, object, from, to, reason, &stamp)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(Record::Refused(e)) => return Err(e),
+                // The store could not take it now (a full disk), or did not
+                // answer through the caller's own retries: the outcome of a
+                // pick must not be lost, so again, bounded.
+                Err(Record::NotNow(e)) if tokio::time::Instant::now() + wait < give_up => {
+                    tracing::warn!(
+                        trace_id = %trace_id(&object),
+                        "recording {to}: {e}; trying again in {wait:?}"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(4));
+                }
+                Err(Record::NotNow(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One transition request (the caller retries a lost answer under one
+    /// request id).
+    async fn transition_once(
+        &self,
+        epoch: u64,
+        object: [u8; 16],
+        from: ObjState,
+        to: ObjState,
+        reason: &str,
+        stamp: &r2r::builtin_interfaces::msg::Time,
+    ) -> Result<(), Record> {
         let position = lock(&self.live).machine_mm;
         let r = self
             .transition
@@ -385,15 +446,17 @@ impl Ctx {
                 r.object_id.uuid = object.to_vec();
                 r.expected_state.id = from.id();
                 r.new_state.id = to.id();
-                r.stamp = wall_now();
+                r.stamp = stamp.clone();
                 r
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Record::NotNow(e.to_string()))?;
         if r.accepted {
             Ok(())
+        } else if r.error.starts_with(STORE_UNAVAILABLE) {
+            Err(Record::NotNow(r.error))
         } else {
-            Err(r.error)
+            Err(Record::Refused(r.error))
         }
     }
 

@@ -100,6 +100,9 @@ pub enum Output {
         epoch: u64,
         contact_at_s: f64,
         contact_m: [f64; 3],
+        /// The exposure of the frame the decision rests on (the stamp of
+        /// the tracks that last placed the object): the Assignment's stamp.
+        seen_at_s: f64,
     },
     /// The PickObject goal: the object at `traj.t0_s`, give up after
     /// `deadline_s`.
@@ -198,7 +201,13 @@ pub struct Core {
     /// the horizon.
     urgent: std::collections::HashSet<u64>,
     last_decided_s: Option<f64>,
+    /// When tracks last came in.
+    last_tracks_s: Option<f64>,
 }
+
+/// Tracks are stale, and ticks decide, after this many decision periods
+/// without them.
+const TRACKS_STALE_PERIODS: f64 = 2.0;
 
 impl Core {
     pub fn new(cfg: Config) -> Core {
@@ -215,6 +224,7 @@ impl Core {
             next_key: 1,
             urgent: Default::default(),
             last_decided_s: None,
+            last_tracks_s: None,
         }
     }
 
@@ -290,6 +300,7 @@ impl Core {
                         self.keys.remove(&e.key);
                     }
                 }
+                self.last_tracks_s = Some(now_s);
                 decide = true;
             }
             Input::Model { params } => {
@@ -364,7 +375,15 @@ impl Core {
                     e.finishing = false;
                 }
             }
-            Input::Tick => decide = true,
+            // Ticks decide only while no tracks come (the camera or the
+            // tracker is down): otherwise every decision rests on the frame
+            // that just arrived, and an assignment follows its exposure by
+            // the pipeline's latency only, not by a wait for the next tick.
+            Input::Tick => {
+                decide = self
+                    .last_tracks_s
+                    .is_none_or(|t| now_s - t >= TRACKS_STALE_PERIODS * self.cfg.decide_period_s)
+            }
         }
         // CNCs out of service or in a new epoch lose what they hold unstarted.
         for i in 0..self.cncs.len() {
@@ -659,6 +678,7 @@ impl Core {
                     id,
                     cnc,
                     epoch,
+                    seen_at_s: traj.t0_s,
                     contact_at_s: slot.contact_at_s,
                     contact_m: [
                         traj.x_at(slot.contact_at_s).min(model.picker.reach_x_max_m),

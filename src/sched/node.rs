@@ -207,6 +207,7 @@ impl Shell {
                 epoch,
                 contact_at_s,
                 contact_m,
+                seen_at_s,
             } => {
                 tokio::spawn(async move {
                     let why = format!("policy {}", s.p.policy);
@@ -233,7 +234,9 @@ impl Shell {
                             policy: s.p.policy.clone(),
                             ..Default::default()
                         };
-                        a.header.stamp = wall_now();
+                        // The time the world was observed (architecture.md):
+                        // the exposure of the frame the decision rests on.
+                        a.header.stamp = from_seconds(seen_at_s);
                         a.header.frame_id = "belt".into();
                         a.predicted_pick_position.x = contact_m[0];
                         a.predicted_pick_position.y = contact_m[1];

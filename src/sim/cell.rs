@@ -75,6 +75,14 @@ impl SimCore {
         k as f64 / self.cfg.camera.fps
     }
 
+    /// Injects a fault (`"<kind> [key=value ...]"`) now, at `t_s`.
+    pub fn inject(&mut self, entry: &str, t_s: f64) -> Result<(), String> {
+        let ids: Vec<&str> = self.cfg.cncs.iter().map(|c| c.id.as_str()).collect();
+        let f = super::faults::parse_injected(entry, t_s, &ids)?;
+        self.faults.inject(f);
+        Ok(())
+    }
+
     /// Runs the world to `t_s`; returns the faults that fall due.
     pub fn advance_to(&mut self, t_s: f64) -> Vec<FaultAction> {
         let evs = self.world.advance_to(t_s);

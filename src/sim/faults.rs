@@ -88,6 +88,12 @@ pub fn parse_faults(entries: &[String], cnc_ids: &[&str]) -> Result<Vec<FaultSpe
         .collect()
 }
 
+/// Parses a fault injected at `now_s`: `"<kind> [key=value ...]"` (the
+/// `sim/inject_fault` topic). Errors name the entry and the word.
+pub fn parse_injected(entry: &str, now_s: f64, cnc_ids: &[&str]) -> Result<FaultSpec, String> {
+    parse_fault(&format!("{now_s} {entry}"), cnc_ids).map_err(|why| format!("{entry:?}: {why}"))
+}
+
 fn parse_fault(entry: &str, cnc_ids: &[&str]) -> Result<FaultSpec, String> {
     let mut words = entry.split_whitespace();
     let at_s: f64 = words
@@ -246,6 +252,15 @@ impl FaultPlan {
     }
 
     /// Faults that start in (last call, `t_s`], once each, in time order.
+    /// Adds a fault injected while running (at or after the last one due).
+    pub fn inject(&mut self, mut f: FaultSpec) {
+        if let Some(last) = self.next.checked_sub(1).map(|k| self.faults[k].at_s) {
+            f.at_s = f.at_s.max(last);
+        }
+        let at = self.next + self.faults[self.next..].partition_point(|g| g.at_s <= f.at_s);
+        self.faults.insert(at, f);
+    }
+
     pub fn due(&mut self, t_s: f64) -> Vec<FaultSpec> {
         let start = self.next;
         while self.next < self.faults.len() && self.faults[self.next].at_s <= t_s {
@@ -351,6 +366,36 @@ mod tests {
         assert_ne!(a, c);
         // About 6 a minute over 10 minutes.
         assert!((30..=90).contains(&a.all().len()), "{}", a.all().len());
+    }
+
+    #[test]
+    fn an_injected_fault_falls_due_at_once_in_order_and_bad_ones_are_named() {
+        let ids = ["1", "2"];
+        let mut plan = FaultPlan::new(
+            &parse_faults(
+                &["5 frame_drop for_s=1".into(), "20 belt_stop".into()],
+                &ids,
+            )
+            .unwrap(),
+            1,
+            0.0,
+            &[],
+            2,
+            60.0,
+        );
+        assert_eq!(plan.due(6.0).len(), 1);
+        // Stamped before the last one due: it still comes, in order, next.
+        plan.inject(parse_injected("grbl_alarm cnc=2 code=3", 4.0, &ids).unwrap());
+        plan.inject(parse_injected("vacuum_failure cnc=1 for_s=2", 7.0, &ids).unwrap());
+        let due: Vec<&str> = plan.due(7.0).iter().map(|f| f.name()).collect();
+        assert_eq!(due, vec!["grbl_alarm", "vacuum_failure"]);
+        assert!(plan.vacuum_failed(0, 8.0) && !plan.vacuum_failed(0, 9.5));
+        assert_eq!(plan.due(30.0).len(), 1);
+        let e = parse_injected("grbl_alarm cnc=9", 1.0, &ids).unwrap_err();
+        assert!(
+            e.contains("grbl_alarm cnc=9") && e.contains("cnc=9 is not in cnc_ids"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const TRUTH_TOPIC: &str = "sim/truth";
 pub const IMAGE_TOPIC: &str = "sim/image_raw";
+/// std_msgs/String `"<kind> [key=value ...]"`: a fault injected now (the
+/// kinds and keys of the `faults` parameter; chaos runs use it).
+pub const INJECT_TOPIC: &str = "sim/inject_fault";
 
 /// The longest the loop sleeps, so nozzle samples stay fine-grained.
 const STEP: Duration = Duration::from_millis(4);
@@ -132,6 +135,8 @@ struct Cell {
     image_pub: FramePublisher,
     params: Params<SimParams>,
     log: Option<TruthLog>,
+    /// Faults injected on `sim/inject_fault`, applied at the next step.
+    injected: std::sync::mpsc::Receiver<String>,
 }
 
 impl Cell {
@@ -161,6 +166,12 @@ impl Cell {
 
     fn step(&mut self) {
         let now_s = self.clock.now().as_secs_f64();
+        while let Ok(entry) = self.injected.try_recv() {
+            match self.core.inject(&entry, now_s) {
+                Ok(()) => tracing::warn!("fault injected at {now_s:.3} s: {entry}"),
+                Err(e) => tracing::error!("{INJECT_TOPIC}: refused {e}"),
+            }
+        }
         let p = self.params.get();
         self.renderer.set_effects(
             p.noise_stddev,
@@ -265,6 +276,7 @@ pub struct SimNode {
     gate: ActiveGate,
     params: Params<SimParams>,
     worker: Option<Worker>,
+    injector: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SimNode {
@@ -286,6 +298,22 @@ impl SimNode {
         } else {
             Some(TruthLog::create(Path::new(&p.truth_log_path))?)
         };
+        let (inject_tx, injected) = std::sync::mpsc::channel();
+        let mut requests = self
+            .node
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .subscribe::<r2r::std_msgs::msg::String>(
+            INJECT_TOPIC,
+            QosProfile::default().reliable().keep_last(100),
+        )?;
+        self.injector = Some(tokio::spawn(async move {
+            while let Some(m) = futures::StreamExt::next(&mut requests).await {
+                if inject_tx.send(m.data).is_err() {
+                    return;
+                }
+            }
+        }));
         let renderer = Renderer::for_config(&cfg)?;
         let clock = SimClock::new(p.time_scale);
         let epoch_s = SystemTime::now()
@@ -308,6 +336,7 @@ impl SimNode {
             image_pub,
             params: self.params.clone(),
             log,
+            injected,
         };
         self.worker = Some(Worker::spawn("sim", move || cell.step())?);
         Ok(())
@@ -316,6 +345,9 @@ impl SimNode {
     fn stop(&mut self) {
         if let Some(mut w) = self.worker.take() {
             w.stop();
+        }
+        if let Some(t) = self.injector.take() {
+            t.abort();
         }
     }
 }
@@ -364,6 +396,7 @@ impl SimNode {
             gate: c.gate.clone(),
             params: c.params.clone(),
             worker: None,
+            injector: None,
         }
     }
 }

@@ -191,6 +191,16 @@ enum Command {
     Recover(mpsc::SyncSender<Result<Recovered, String>>),
 }
 
+/// Transitions the state manager makes itself are logged each with its
+/// trace id up to this many at a time; all of them are in the audit trail
+/// and on objects/events.
+const LOGGED: usize = 100;
+
+/// How an answer's error starts when the store could not do the work (a
+/// full disk, an I/O error): nothing was changed, and the same request may
+/// succeed later. Any other refusal is final.
+pub const STORE_UNAVAILABLE: &str = "store unavailable: ";
+
 /// The thread that owns the store.
 struct Keeper {
     store: Store,
@@ -209,6 +219,9 @@ struct Keeper {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     next_prune_ns: i64,
     prune_more: bool,
+    /// The `size_limit_mb` in effect (a parameter update applies between requests).
+    size_limit_mb: f64,
+    next_expire_ns: i64,
 }
 
 impl Keeper {
@@ -298,8 +311,89 @@ impl Keeper {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             self.catch_up();
-            // Between requests, busy or not (it is due by time, not idleness).
+            self.apply_size_limit();
+            // Between requests, busy or not (they are due by time, not idleness).
+            self.expire(wall_ns());
             self.housekeeping(wall_ns());
+        }
+    }
+
+    /// Transitions the state manager made itself (recovery, a new epoch,
+    /// expiry): published in seq order with what follows, the first
+    /// [`LOGGED`] each logged with its trace id and `why`.
+    fn settled(&mut self, events: &[Event], why: &str) {
+        for (k, e) in events.iter().enumerate() {
+            self.committed_seq = self.committed_seq.max(e.seq);
+            if k >= LOGGED {
+                continue;
+            }
+            tracing::warn!(
+                trace_id = %trace_id(&e.object_id),
+                "state_manager: {} -> {}: {}{why}",
+                e.from.map_or("-", ObjState::label),
+                e.to,
+                e.reason
+            );
+        }
+    }
+
+    /// A new `size_limit_mb` (a parameter update) takes effect between
+    /// requests: a cap below what is in use leaves the store full at once,
+    /// as a full disk would; 0 lifts it.
+    fn apply_size_limit(&mut self) {
+        let want = self.params.get().size_limit_mb;
+        if want == self.size_limit_mb {
+            return;
+        }
+        self.size_limit_mb = want;
+        match self.store.limit_size((want * 1e6) as u64) {
+            Ok(bytes) => tracing::warn!(
+                "state_manager: size_limit_mb is now {want} (the cap in effect: {bytes} bytes)"
+            ),
+            Err(e) => {
+                self.store_failed(&e, None);
+            }
+        }
+    }
+
+    /// Expiry ([`Store::expire`]), at most once a second, while active
+    /// (recovery settles everything on activation).
+    fn expire(&mut self, now_ns: i64) {
+        let p = self.params.get();
+        if p.expire_after_s <= 0.0 || now_ns < self.next_expire_ns || !self.gate.is_open() {
+            return;
+        }
+        self.next_expire_ns = now_ns + 1_000_000_000;
+        match self.store.expire(
+            now_ns,
+            (p.expire_after_s * 1e9) as i64,
+            p.reach_end_x_m,
+            "state_manager",
+        ) {
+            Ok(events) => {
+                self.settled(&events, "");
+                let expired: Vec<&Event> =
+                    events.iter().filter(|e| e.to == ObjState::Missed).collect();
+                if let Some(first) = expired.first() {
+                    let a = m::Alert {
+                        severity: m::Alert::WARNING as u8,
+                        name: "object_expired".into(),
+                        message: format!(
+                            "{} object(s) left the cell open and unchanged for {} s: MISSED",
+                            expired.len(),
+                            p.expire_after_s
+                        ),
+                        node: "state_manager".into(),
+                        object_id: uuid_msg(&first.object_id),
+                        stamp: wall_now(),
+                    };
+                    let _ = self.alerts.publish(&a);
+                }
+                self.catch_up();
+            }
+            Err(e) => {
+                self.store_failed(&e, None);
+            }
         }
     }
 
@@ -332,6 +426,8 @@ impl Keeper {
         }
     }
 
+    /// Counts, logs and raises a store failure; the answer's error for it
+    /// (starting [`STORE_UNAVAILABLE`]: the request may be tried again).
     fn store_failed(&self, e: &StoreError, object: Option<&[u8; 16]>) -> String {
         self.counters.add(STORE_ERRORS, 1);
         self.counters.add(crate::kit::health::ERRORS, 1);
@@ -355,7 +451,7 @@ impl Keeper {
             stamp: wall_now(),
         };
         let _ = self.alerts.publish(&a);
-        msg
+        format!("{STORE_UNAVAILABLE}{msg}")
     }
 
     fn handle(&mut self, c: Command) {
@@ -493,27 +589,13 @@ impl Keeper {
                     .recover(wall_ns(), p.reach_end_x_m, "state_manager")
                     .map_err(|e| self.store_failed(&e, None));
                 if let Ok(r) = &answer {
-                    // Each one with its trace id, up to a point; all of them
-                    // are in the audit trail and on objects/events.
-                    const LOGGED: usize = 100;
                     if r.events.len() > LOGGED {
                         tracing::warn!(
                             "state_manager: recovery made {} transitions; the first {LOGGED} follow",
                             r.events.len()
                         );
                     }
-                    for e in &r.events {
-                        self.committed_seq = self.committed_seq.max(e.seq);
-                    }
-                    for e in r.events.iter().take(LOGGED) {
-                        tracing::warn!(
-                            trace_id = %trace_id(&e.object_id),
-                            "state_manager: {} -> {}: {}",
-                            e.from.map_or("-", ObjState::label),
-                            e.to,
-                            e.reason
-                        );
-                    }
+                    self.settled(&r.events, "");
                     self.counters.add(RECOVERED, r.open as u64);
                     tracing::info!(
                         open = r.open,
@@ -540,17 +622,8 @@ impl Keeper {
                     match begun {
                         Ok((epoch, settled)) => {
                             tracing::info!(cnc = %req.cnc_id, epoch, actor = %req.actor, settled = settled.len(), "new epoch");
-                            for e in &settled {
-                                self.committed_seq = self.committed_seq.max(e.seq);
-                                tracing::warn!(
-                                    trace_id = %trace_id(&e.object_id),
-                                    "state_manager: {} -> {}: {} (CNC {} began epoch {epoch})",
-                                    e.from.map_or("-", ObjState::label),
-                                    e.to,
-                                    e.reason,
-                                    req.cnc_id
-                                );
-                            }
+                            let why = format!(" (CNC {} began epoch {epoch})", req.cnc_id);
+                            self.settled(&settled, &why);
                             out.accepted = true;
                             out.epoch = epoch;
                         }
@@ -650,9 +723,7 @@ impl Steps for StateNode {
     fn configure(&mut self) -> anyhow::Result<()> {
         let p = self.params.get();
         let store = Store::open(std::path::Path::new(&p.database_path))?;
-        if p.size_limit_mb > 0.0 {
-            store.limit_size((p.size_limit_mb * 1e6) as u64)?;
-        }
+        store.limit_size((p.size_limit_mb * 1e6) as u64)?;
         let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
         let events = LifecyclePublisher::new(
             n.create_publisher(EVENTS_TOPIC, crate::kit::qos::events())?,
@@ -689,6 +760,8 @@ impl Steps for StateNode {
             counters: self.counters.clone(),
             next_prune_ns: 0,
             prune_more: false,
+            size_limit_mb: p.size_limit_mb,
+            next_expire_ns: 0,
         };
         self.keeper = Some(
             std::thread::Builder::new()

@@ -12,6 +12,7 @@ pub struct StateParams {
     pub size_limit_mb: f64,
     pub list_limit: i64,
     pub reach_end_x_m: f64,
+    pub expire_after_s: f64,
     pub republish_events: i64,
     pub retention_days: f64,
     pub prune_period_s: f64,
@@ -29,6 +30,7 @@ impl Default for StateParams {
             size_limit_mb: 0.0,
             list_limit: 1000,
             reach_end_x_m: 3.4,
+            expire_after_s: 20.0,
             republish_events: 1000,
             retention_days: 30.0,
             prune_period_s: 60.0,
@@ -49,10 +51,10 @@ const SPECS: &[Spec] = &[
     .read_only(),
     Spec::new(
         "size_limit_mb",
-        "Cap on the database's size, MB (0: none); past it, new work is refused as on a full disk",
+        "Cap on the database's size, MB (0: none); past it, new work is refused as on a full disk. \
+         Takes effect at once; never below the pages already in use",
     )
-    .range(0.0, 1.0e7)
-    .read_only(),
+    .range(0.0, 1.0e7),
     Spec::new(
         "list_limit",
         "ListObjects returns at most this many when the request sets no limit",
@@ -64,6 +66,12 @@ const SPECS: &[Spec] = &[
          object predicted past it is MISSED",
     )
     .range(-1.0e3, 1.0e3),
+    Spec::new(
+        "expire_after_s",
+        "An object still DETECTED or ASSIGNED, unchanged this long and predicted past \
+         reach_end_x_m, left the cell with nobody to settle it: MISSED (0: never)",
+    )
+    .range(0.0, 86_400.0),
     Spec::new(
         "republish_events",
         "On activation, publish again this many of the latest events, so late joiners of the \

@@ -455,6 +455,9 @@ fn remember<T: Serialize>(
     Ok(())
 }
 
+/// SQLite's largest `max_page_count`.
+const MAX_PAGE_COUNT: i64 = 4_294_967_294;
+
 impl Store {
     /// Opens the database at `path`, creating it if there is no file. An
     /// existing file that is not a sound SQLite database, or whose schema
@@ -522,8 +525,8 @@ impl Store {
         &self.path
     }
 
-    /// Caps the database file at about `bytes` (SQLite's max_page_count);
-    /// past it every change fails as if the disk were full. Returns the cap
+    /// Caps the database file at about `bytes` (SQLite's max_page_count; 0
+    /// lifts the cap); past it every change fails as if the disk were full. Returns the cap
     /// in effect, in bytes (never below the pages already in use).
     pub fn limit_size(&self, bytes: u64) -> Result<u64, StoreError> {
         let e = self.err("limiting the size");
@@ -531,7 +534,12 @@ impl Store {
             .conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(&e)?;
-        let pages = (bytes / page.max(1) as u64).max(1) as i64;
+        // 0: no cap (SQLite's own largest page count).
+        let pages = if bytes == 0 {
+            MAX_PAGE_COUNT
+        } else {
+            (bytes / page.max(1) as u64).clamp(1, MAX_PAGE_COUNT as u64) as i64
+        };
         let set: i64 = self
             .conn
             .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
@@ -834,6 +842,64 @@ impl Store {
         Ok(out)
     }
 
+    /// Expiry, between requests: an object still DETECTED or ASSIGNED,
+    /// unchanged for `unchanged_ns`, whose predicted position is past
+    /// `reach_end_x_m`, has left the cell with nobody to settle it (its
+    /// track was lost with a tracker restart, or its scheduler went away):
+    /// it goes to MISSED (an assignment revoked first); and one PICKING,
+    /// unchanged for three times that, lost its CNC's answer: MISSED, its
+    /// outcome unknown. As `actor` at `now_ns`, in one transaction.
+    /// Returns the transitions made.
+    pub fn expire(
+        &mut self,
+        now_ns: i64,
+        unchanged_ns: i64,
+        reach_end_x_m: f64,
+        actor: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        let e = sql_error(&self.path, "expiring objects");
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&e)?;
+        let run = |tx: &rusqlite::Transaction| -> rusqlite::Result<Vec<Event>> {
+            // A pick takes seconds; one unchanged for three times the
+            // timeout was lost with its CNC's answer (a store that could
+            // not take it), and its outcome is unknown.
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM objects WHERE \
+                 (state IN ({}, {}) AND updated_at_ns <= ?1) \
+                 OR (state = {} AND updated_at_ns <= ?2) ORDER BY last_seq",
+                ObjState::Detected.id(),
+                ObjState::Assigned.id(),
+                ObjState::Picking.id()
+            ))?;
+            let records = stmt
+                .query_map(
+                    [
+                        now_ns.saturating_sub(unchanged_ns),
+                        now_ns.saturating_sub(unchanged_ns.saturating_mul(3)),
+                    ],
+                    record_of,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut events = Vec::new();
+            settle_with(
+                tx,
+                &records,
+                now_ns,
+                reach_end_x_m,
+                actor,
+                &mut events,
+                expiry,
+            )?;
+            Ok(events)
+        };
+        let out = run(&tx).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(out)
+    }
+
     /// Retention: removes at most `batch` terminal objects last changed
     /// before `before_ns`, with their transitions, and at most `batch`
     /// remembered request answers older than that. One short transaction,
@@ -1007,13 +1073,55 @@ fn settle(
     actor: &str,
     events: &mut Vec<Event>,
 ) -> rusqlite::Result<usize> {
+    settle_with(tx, open, now_ns, reach_end_x_m, actor, events, reconcile)
+}
+
+type Steps = &'static [(ObjState, ObjState, &'static str)];
+
+/// Expiry's steps ([`Store::expire`]): only what is out of reach moves.
+fn expiry(state: ObjState, reachable: bool) -> Steps {
+    use ObjState::*;
+    const MISSED: (ObjState, ObjState, &str) = (
+        Detected,
+        Missed,
+        "expired: past the last reach window, unchanged, and nobody settled it",
+    );
+    match (state, reachable) {
+        (Detected, false) => &[MISSED],
+        (Assigned, false) => &[
+            (
+                Assigned,
+                Detected,
+                "expired: assignment revoked (out of reach)",
+            ),
+            MISSED,
+        ],
+        (Picking, _) => &[(
+            Picking,
+            Missed,
+            "expired: a pick unchanged for three times the timeout; its outcome is unknown",
+        )],
+        _ => &[],
+    }
+}
+
+/// As [`settle`], with the steps for each (state, still reachable).
+fn settle_with(
+    tx: &rusqlite::Transaction,
+    open: &[Record],
+    now_ns: i64,
+    reach_end_x_m: f64,
+    actor: &str,
+    events: &mut Vec<Event>,
+    steps_of: fn(ObjState, bool) -> Steps,
+) -> rusqlite::Result<usize> {
     let mut kept = 0;
     let mut seq = next_seq(tx)?;
     for r in open {
         let s = &r.seen;
         let dt_s = (now_ns.saturating_sub(s.detected_at_ns)).max(0) as f64 * 1e-9;
         let x_m = s.x_m + s.velocity_x_mps * dt_s;
-        let steps = reconcile(r.state, x_m < reach_end_x_m);
+        let steps = steps_of(r.state, x_m < reach_end_x_m);
         if steps.is_empty() {
             kept += 1;
             continue;

@@ -34,6 +34,7 @@ use crate::kit::time::{from_duration, seconds, wall_now};
 use crate::kit::trace::{object_span, trace_id};
 use crate::msgs::msg as m;
 use crate::msgs::srv::RegisterObject;
+use crate::state::node::STORE_UNAVAILABLE;
 use futures::StreamExt;
 use r2r::builtin_interfaces::msg::Time;
 use r2r::visualization_msgs::msg::MarkerArray;
@@ -154,9 +155,18 @@ pub fn speed_msg(tracker: &Tracker) -> m::BeltSpeed {
     out
 }
 
-/// The RegisterObject request for a confirmed track.
-pub fn register_request(t: &Track, lane: u32, request_id: &str) -> RegisterObject::Request {
-    let p = t.position();
+/// The RegisterObject request for a confirmed track, whose state is
+/// predicted to `now_s`: the position sent is where it was at
+/// `detected_at` (its first exposure), as the state manager takes it
+/// (its recovery and expiry predict from there).
+pub fn register_request(
+    t: &Track,
+    lane: u32,
+    request_id: &str,
+    now_s: f64,
+) -> RegisterObject::Request {
+    let back_s = (now_s - t.first_seen_s).max(0.0);
+    let p = t.position() - t.kalman.velocity() * back_s;
     RegisterObject::Request {
         request_id: request_id.into(),
         object_id: r2r::unique_identifier_msgs::msg::UUID {
@@ -475,15 +485,18 @@ impl Steps for TrackerNode {
                             .tracks()
                             .iter()
                             .find(|t| t.object_id == id)
-                            .map(|t| (t.clone(), s.tracker.lane_of(t.position().y)))
+                            .map(|t| {
+                                let now_s = s.tracker.now_s().unwrap_or(t.last_seen_s);
+                                (t.clone(), s.tracker.lane_of(t.position().y), now_s)
+                            })
                     };
-                    let Some((track, lane)) = request else { continue };
+                    let Some((track, lane, now_s)) = request else { continue };
                     let trace = trace_id(&id);
                     let span = object_span(&uuid::Uuid::from_bytes(id));
                     let r = {
                         use tracing::Instrument;
                         caller
-                            .call(|rid| register_request(&track, lane, rid))
+                            .call(|rid| register_request(&track, lane, rid, now_s))
                             .instrument(span.clone())
                             .await
                     };
@@ -494,7 +507,7 @@ impl Steps for TrackerNode {
                             lock(&shared).registered.insert(id);
                             tracing::debug!(trace_id = %trace, created = resp.created, "registered");
                         }
-                        Ok(resp) => {
+                        Ok(resp) if !resp.error.starts_with(STORE_UNAVAILABLE) => {
                             // Refused: retrying the same request cannot help.
                             counters.add(REGISTER_FAILED, 1);
                             tracing::error!(trace_id = %trace, "registration refused: {}", resp.error);
@@ -506,7 +519,13 @@ impl Steps for TrackerNode {
                                 format!("the state manager refused object {trace}: {}", resp.error),
                             );
                         }
-                        Err(e) => {
+                        failed => {
+                            // No answer, or the store could not take it now
+                            // (a full disk): the same request, later.
+                            let e = match failed {
+                                Ok(resp) => resp.error,
+                                Err(e) => e.to_string(),
+                            };
                             counters.add(REGISTER_FAILED, 1);
                             tracing::error!(trace_id = %trace, "registration failed: {e}");
                             alert(

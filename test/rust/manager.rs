@@ -2,7 +2,9 @@
 //! on a fake clock, its KPIs and Prometheus page, the main job's report,
 //! and the cell graph read from the shipped params files.
 
-use cncpick::cell::report::{parse_vision_id, EventRec, Heard, PickRec, Report, TruthRec};
+use cncpick::cell::report::{
+    parse_vision_id, traces, traces_csv, EventRec, Heard, Heard2, PickRec, Report, TruthRec,
+};
 use cncpick::cell::spec::{check, CellArgs};
 use cncpick::kit::lifecycle::State;
 use cncpick::manager::core::{Config, Input, ManagerCore, Output, Severity};
@@ -410,6 +412,7 @@ fn ev(seq: u64, object: u8, to: u8, t: f64) -> EventRec {
         to,
         cnc: "1".into(),
         stamp_s: t,
+        belt_position_m: 0.0,
     }
 }
 
@@ -468,6 +471,90 @@ fn the_report_counts_outcomes_latency_and_broken_invariants() {
     assert!(!r.invariants_hold());
 }
 
+/// Each object's trace follows it stage by stage from its first exposure,
+/// and the pipeline's latencies are a stamped message's age when heard.
+#[test]
+fn traces_follow_each_object_from_exposure_to_goal_accepted() {
+    let mut h = Heard::default();
+    // Object 1, first seen in the frame exposed at 1 s: detections heard at
+    // 1.009 s, its first track at 1.080 s (a later frame, 1.067 s), registered
+    // at 1.1 s, its Assignment heard at 1.975 s on the frame of 1.967 s,
+    // PICKING at 3 s.
+    h.detections.push(Heard2 {
+        stamp_s: 1.0,
+        heard_s: 1.009,
+    });
+    h.detections.push(Heard2 {
+        stamp_s: 1.033,
+        heard_s: 1.045,
+    });
+    h.tracks.push(Heard2 {
+        stamp_s: 1.067,
+        heard_s: 1.080,
+    });
+    h.first_tracked.insert(
+        id(1),
+        Heard2 {
+            stamp_s: 1.067,
+            heard_s: 1.080,
+        },
+    );
+    h.assignments.push((
+        id(1),
+        Heard2 {
+            stamp_s: 1.967,
+            heard_s: 1.975,
+        },
+    ));
+    h.events.push(ev(1, 1, 1, 1.1));
+    // The scheduler asked for ASSIGNED at 1.970 s (the event's stamp).
+    h.events.push(ev(2, 1, 2, 1.970));
+    h.events.push(ev(3, 1, 3, 3.0));
+    // Object 2: registered only, never assigned; its frame never heard.
+    h.events.push(ev(4, 2, 1, 2.1));
+
+    let r = Report::of(&h, 60.0, 10.0, 4, 30.0, false);
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    assert_eq!(r.exposure_to_detections_ms.n, 2);
+    assert!(near(r.exposure_to_detections_ms.max, 12.0));
+    assert!(near(r.exposure_to_tracks_ms.p50, 13.0));
+    assert!(near(r.exposure_to_assignment_ms.p50, 8.0));
+    assert!(near(r.assigned_to_goal_accepted_s.p50, 3.0 - 1.970));
+    assert!(near(r.exposure_to_decision_ms.p50, 3.0));
+    assert!(near(r.decision_to_assignment_ms.p50, 5.0));
+    assert!(
+        r.text().contains("assignment  p50 8.000 ms"),
+        "{}",
+        r.text()
+    );
+
+    let t = traces(&h);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].vision_id, "vision_1000_1_1");
+    let stages = [
+        t[0].detections_s,
+        t[0].tracked_s,
+        t[0].registered_s,
+        t[0].assigned_s,
+        t[0].goal_accepted_s,
+    ];
+    let want = [0.009, 0.080, 0.1, 0.975, 2.0];
+    for (got, want) in stages.iter().zip(want) {
+        assert!(got.is_some_and(|g| near(g, want)), "{stages:?}");
+    }
+    assert_eq!(t[0].last_state, 3);
+    assert_eq!((t[1].detections_s, t[1].assigned_s), (None, None));
+    assert!(t[1].registered_s.is_some_and(|g| near(g, 0.1)));
+    let csv = traces_csv(&t);
+    assert_eq!(csv.lines().count(), 3);
+    assert!(
+        csv.lines()
+            .nth(2)
+            .is_some_and(|l| l.ends_with(",,0.100000,,,1")),
+        "{csv}"
+    );
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -510,6 +597,90 @@ fn the_shipped_params_files_describe_their_graphs() {
             .any(|e| e.key == "cnc_3.cnc_id" && e.problem.contains("cnc_3")),
         "{errors:?}"
     );
+}
+
+/// Each load scenario, laid over the simulated cell, passes every check and
+/// changes the simulated world only, each in its own way.
+#[test]
+fn the_load_scenarios_lay_over_the_simulated_cell_and_change_only_the_world() {
+    use cncpick::sim::params::SimParams;
+    let base: SimParams = CellArgs::new(vec![repo().join("params/sim.yaml")], &[])
+        .unwrap()
+        .load("sim")
+        .unwrap();
+    let mut seen = Vec::new();
+    for e in std::fs::read_dir(repo().join("params/load")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let sections: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && l.ends_with(':'))
+            .collect();
+        assert_eq!(sections, vec!["sim:"], "{}", path.display());
+        let args = CellArgs::new(vec![repo().join("params/sim.yaml"), path.clone()], &[]).unwrap();
+        check(&args).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        let p: SimParams = args.load("sim").unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let what = (
+            p.arrival_rate_per_min,
+            p.burst_probability,
+            p.lane_bias.clone(),
+            p.speed_profile.clone(),
+            p.drop_probability,
+            p.fault_rate_per_min,
+        );
+        if name == "nominal.yaml" {
+            assert_eq!(p.arrival_rate_per_min, base.arrival_rate_per_min);
+        } else {
+            assert!(
+                !seen.iter().any(|(_, w)| *w == what),
+                "{name} repeats another scenario"
+            );
+        }
+        seen.push((name, what));
+    }
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "nominal.yaml",
+        "seed-7.2.yaml",
+        "bursts.yaml",
+        "lane-bias.yaml",
+        "belt-drift.yaml",
+        "belt-stops.yaml",
+        "overload.yaml",
+    ] {
+        assert!(names.contains(&want), "no {want} in params/load");
+    }
+    let seed = &seen.iter().find(|(n, _)| n == "seed-7.2.yaml").unwrap().1;
+    assert_eq!(
+        (seed.0, seed.4),
+        (100.0, 0.05),
+        "the seed's LoadTestScenario"
+    );
+}
+
+/// A CNC that homes is configuring for up to its homing_timeout_s: a
+/// manager that would reconfigure it sooner is refused, naming both.
+#[test]
+fn check_config_refuses_a_recovery_grace_shorter_than_homing() {
+    let with = |extra: &[&str]| {
+        let mut o: Vec<String> = vec!["cnc_1.homing:=true".into(), "sim.cnc_homing:=true".into()];
+        o.extend(extra.iter().map(|s| s.to_string()));
+        check(&CellArgs::new(vec![repo().join("params/sim.yaml")], &o).unwrap())
+    };
+    let errors = with(&[]).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].key, "manager.recover_grace_s");
+    assert!(
+        errors[0].problem.contains("cnc_1.homing_timeout_s (30 s)"),
+        "{}",
+        errors[0]
+    );
+    with(&["manager.recover_grace_s:=35.0"]).unwrap_or_else(|e| panic!("{e:?}"));
+    with(&["cnc_1.homing_timeout_s:=4.0"]).unwrap_or_else(|e| panic!("{e:?}"));
 }
 
 #[test]

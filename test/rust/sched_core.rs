@@ -75,6 +75,8 @@ struct Cell {
     dead: Vec<String>,
     /// Objects the tracker has lost (no longer in the tracks).
     lost: Vec<ObjectId>,
+    /// From then on no tracks come (the camera is down).
+    blind_from_s: f64,
 }
 
 impl Cell {
@@ -90,6 +92,7 @@ impl Cell {
             due: Vec::new(),
             dead: Vec::new(),
             lost: Vec::new(),
+            blind_from_s: f64::INFINITY,
         }
     }
 
@@ -278,7 +281,7 @@ impl Cell {
                     }
                 }
             }
-            if step % 33 == 0 {
+            if step % 33 == 0 && self.now < self.blind_from_s {
                 let t = self.tracks();
                 self.feed(t);
             }
@@ -456,5 +459,43 @@ fn objects_nobody_can_pick_end_bypassed_or_missed_with_the_reason() {
         if class != "red_box" {
             assert!(s == ObjState::Bypassed || !past, "{class} ended {s}");
         }
+    }
+}
+
+/// Assignments rest on the frame that decided them: while tracks come,
+/// every decision is made as a TrackArray arrives and carries its stamp
+/// (so exposure to assignment is the pipeline's latency, not a wait for a
+/// tick); once they stop, ticks decide on what was last seen.
+#[test]
+fn decisions_come_with_each_frame_and_ticks_take_over_only_when_tracks_stop() {
+    let mut cell = Cell::new(Policy::Lookahead);
+    for m in models() {
+        cell.feed(m);
+    }
+    cell.blind_from_s = 20.0;
+    cell.run(40.0, 1.5, None);
+    let assigns: Vec<(f64, f64)> = cell
+        .outputs
+        .iter()
+        .filter_map(|(t, o)| match o {
+            Output::Assign { seen_at_s, .. } => Some((*t, *seen_at_s)),
+            _ => None,
+        })
+        .collect();
+    let seeing: Vec<_> = assigns.iter().filter(|a| a.0 < 20.0).collect();
+    assert!(seeing.len() >= 5, "{assigns:?}");
+    for (t, seen) in &seeing {
+        assert_eq!(t, seen, "decided at {t} on a frame of {seen}");
+    }
+    // Blind: ticks decide, on the last frame seen before 20 s.
+    let blind: Vec<_> = assigns.iter().filter(|a| a.0 > 20.0).collect();
+    assert!(
+        !blind.is_empty(),
+        "nothing assigned while blind: {assigns:?}"
+    );
+    for (t, seen) in &blind {
+        assert!(*seen < 20.0 && t - seen > 0.05, "{t} on {seen}");
+        let tick_ms = (t * 1000.0).round() as u64;
+        assert_eq!(tick_ms % 50, 0, "a blind decision at {t} is not a tick's");
     }
 }

@@ -430,6 +430,22 @@ fn a_full_disk_refuses_new_work_and_keeps_everything_accepted() {
     assert!(s.get(&id(accepted)).unwrap().is_none());
     assert_eq!(s.get(&id(assigned)).unwrap().unwrap().state, Detected);
     assert_eq!(s.replay(&id(assigned), None).unwrap(), Some(Detected));
+    // Lifting the cap in the same process (a parameter update does this)
+    // gives room at once; capping again below what is used fills it again.
+    s.limit_size(0).unwrap();
+    s.register(&registration(accepted, 0, accepted as i64), 1)
+        .expect("room again once the cap is lifted");
+    let cap = s.limit_size(1).unwrap();
+    assert!(
+        cap >= 64 * 1024,
+        "the cap went below the pages in use: {cap}"
+    );
+    let again = (accepted + 1..accepted + 100_000)
+        .map(|k| s.register(&registration(k, 0, k as i64), 1))
+        .find_map(Result::err)
+        .expect("capping again never bit");
+    assert!(matches!(again, StoreError::DiskFull { .. }), "{again}");
+    let accepted = s.last_seq().unwrap() as u32 - assigned;
     drop(s);
     // Room again (a new process has no cap): work goes on from where it stopped.
     let mut s = Store::open(&path).unwrap();
@@ -587,6 +603,101 @@ fn accept(s: &mut Store, t: TransitionRequest, at_ns: i64) {
         Answer::Accepted(_) => {}
         other => panic!("{}: {other:?}", t.request_id),
     }
+}
+
+/// Expiry: an open object nobody settled (its track lost with a tracker
+/// restart, its scheduler gone) goes MISSED once it is both unchanged for
+/// the timeout and predicted past the last reach window; nothing else
+/// moves, and a pick in flight is left to its CNC for three times the
+/// timeout.
+#[test]
+fn expiry_misses_open_objects_that_left_the_cell_unsettled_and_nothing_else() {
+    use ObjState::*;
+    let (_, mut s) = open("expiry");
+    let e1 = bump(&mut s, "1");
+    // Seen at x 0.5 m moving 0.2 m/s: past the reach end (3.4 m) 14.5 s later.
+    for k in 1..=5 {
+        s.register(&registration(k, 0, 0), 0).unwrap();
+    }
+    s.register(&registration(6, 0, 10 * S), 10 * S).unwrap();
+    accept(&mut s, request("a2", 2, Detected, Assigned, "1", e1), S);
+    accept(&mut s, request("a3", 3, Detected, Assigned, "1", e1), S);
+    accept(&mut s, request("p3", 3, Assigned, Picking, "1", e1), S);
+    accept(
+        &mut s,
+        request("a4", 4, Detected, Assigned, "1", e1),
+        15 * S,
+    );
+    accept(
+        &mut s,
+        request("r4", 4, Assigned, Detected, "1", e1),
+        15 * S,
+    );
+    // At 16 s, past the reach end but changed within 20 s: nothing yet.
+    assert!(s
+        .expire(16 * S, 20 * S, 3.4, "state_manager")
+        .unwrap()
+        .is_empty());
+    // Within reach (a belt that stood still for long): never, however old.
+    assert!(s
+        .expire(21 * S, 20 * S, 1e9, "state_manager")
+        .unwrap()
+        .is_empty());
+    let before = s.last_seq().unwrap();
+    let moved: Vec<(u32, ObjState, ObjState)> = s
+        .expire(21 * S, 20 * S, 3.4, "state_manager")
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert!(legal(e.from.unwrap(), e.to));
+            assert!(e.reason.starts_with("expired:"), "{}", e.reason);
+            (
+                u32::from_le_bytes(e.object_id[..4].try_into().unwrap()),
+                e.from.unwrap(),
+                e.to,
+            )
+        })
+        .collect();
+    assert_eq!(
+        moved,
+        vec![
+            (1, Detected, Missed),
+            (5, Detected, Missed),
+            (2, Assigned, Detected),
+            (2, Detected, Missed),
+        ]
+    );
+    assert_eq!(s.last_seq().unwrap(), before + 4);
+    let want = [
+        (1, Missed),
+        (2, Missed),
+        (3, Picking),
+        (4, Detected),
+        (5, Missed),
+        (6, Detected),
+    ];
+    for (k, state) in want {
+        assert_eq!(s.get(&id(k)).unwrap().unwrap().state, state, "object {k}");
+        assert_eq!(s.replay(&id(k), None).unwrap(), Some(state), "object {k}");
+    }
+    // Done once: nothing left to expire at the same time.
+    assert!(s
+        .expire(21 * S, 20 * S, 3.4, "state_manager")
+        .unwrap()
+        .is_empty());
+    // A pick unchanged for three times the timeout lost its CNC's answer.
+    assert!(s
+        .expire(60 * S, 20 * S, 3.4, "state_manager")
+        .unwrap()
+        .iter()
+        .all(|e| e.object_id != id(3)));
+    let late = s.expire(61 * S, 20 * S, 3.4, "state_manager").unwrap();
+    assert_eq!(
+        late.iter()
+            .map(|e| (e.object_id, e.from.unwrap(), e.to))
+            .collect::<Vec<_>>(),
+        vec![(id(3), Picking, Missed)]
+    );
 }
 
 /// Recovery after a crash: epochs rise, held objects are released by legal

@@ -48,31 +48,44 @@ pub trait Steps: Send + 'static {
     fn release(&mut self);
 }
 
+/// Runs a synchronous step where it cannot starve the node's other tasks:
+/// on a multi-threaded runtime the worker is handed over first (a CNC's
+/// configure waits through a 12 s homing cycle, and its heartbeats must go
+/// on meanwhile); elsewhere (a single-threaded test runtime) in place.
+fn blocking<R>(step: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(step)
+        }
+        _ => step(),
+    }
+}
+
 impl<T: Steps> Callbacks for T {
     fn on_configure(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(Steps::configure(self)) })
+        Box::pin(async move { CallbackResult::from_result(blocking(|| Steps::configure(self))) })
     }
     fn on_activate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(Steps::activate(self)) })
+        Box::pin(async move { CallbackResult::from_result(blocking(|| Steps::activate(self))) })
     }
     fn on_deactivate(&mut self) -> BoxFuture<'_, CallbackResult> {
-        Box::pin(async move { CallbackResult::from_result(Steps::deactivate(self)) })
+        Box::pin(async move { CallbackResult::from_result(blocking(|| Steps::deactivate(self))) })
     }
     fn on_cleanup(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {
-            Steps::release(self);
+            blocking(|| Steps::release(self));
             CallbackResult::Success
         })
     }
     fn on_shutdown(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {
-            Steps::release(self);
+            blocking(|| Steps::release(self));
             CallbackResult::Success
         })
     }
     fn on_error(&mut self) -> BoxFuture<'_, CallbackResult> {
         Box::pin(async move {
-            Steps::release(self);
+            blocking(|| Steps::release(self));
             CallbackResult::Success
         })
     }
