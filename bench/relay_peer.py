@@ -7,7 +7,7 @@ Usage: python bench/relay_peer.py   (ROS_DOMAIN_ID as the bench sets it)
 """
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from cncpick_msgs.msg import DetectionArray
@@ -31,8 +31,17 @@ def main():
     print("relay_rclpy: up", flush=True)
     try:
         executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # SIGTERM (how the bench stops a relay) shuts the context down under
+        # the spinning executor; anything else is a real error.
+        if rclpy.ok():
+            raise
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

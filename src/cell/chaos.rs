@@ -541,7 +541,13 @@ pub struct RssGrowth {
     pub growth_pct: f64,
     /// node → (start kB, end kB), for processes that ran throughout.
     pub per_process: BTreeMap<String, (u64, u64)>,
+    /// The same processes about once a minute from `from_s` on: (s into
+    /// the run, node → kB), to tell a plateau from a leak.
+    pub per_minute: Vec<(f64, BTreeMap<String, u64>)>,
 }
+
+/// How far apart the kept samples of [`RssGrowth::per_minute`] are, s.
+const SERIES_EVERY_S: f64 = 60.0;
 
 /// The growth between the first sample at or after `from_s` and the last.
 pub fn rss_growth(samples: &[RssSample], from_s: f64) -> Option<RssGrowth> {
@@ -572,6 +578,18 @@ pub fn rss_growth(samples: &[RssSample], from_s: f64) -> Option<RssGrowth> {
         })
         .max()
         .unwrap_or(0);
+    let mut next_s = first.0;
+    for (t, procs) in samples.iter().filter(|s| s.0 >= first.0) {
+        if *t >= next_s || std::ptr::eq(procs, &last.1) {
+            let kept = procs
+                .iter()
+                .filter(|(n, (pid, _))| g.per_process.contains_key(*n) && first.1[*n].0 == *pid)
+                .map(|(n, (_, kb))| (n.clone(), *kb))
+                .collect();
+            g.per_minute.push((*t, kept));
+            next_s = t + SERIES_EVERY_S;
+        }
+    }
     g.growth_pct = if g.start_kb > 0 {
         (g.end_kb as f64 - g.start_kb as f64) * 100.0 / g.start_kb as f64
     } else {
@@ -889,6 +907,20 @@ mod tests {
         assert_eq!((g.start_kb, g.end_kb, g.max_kb), (100, 104, 110));
         assert!((g.growth_pct - 4.0).abs() < 1e-9);
         assert_eq!(g.per_process.len(), 1);
+        // A sample a minute, of the same processes, the last one included.
+        let series: Vec<(f64, Vec<(&str, u64)>)> = g
+            .per_minute
+            .iter()
+            .map(|(t, m)| (*t, m.iter().map(|(n, kb)| (n.as_str(), *kb)).collect()))
+            .collect();
+        assert_eq!(
+            series,
+            vec![
+                (60.0, vec![("a", 100)]),
+                (120.0, vec![("a", 110)]),
+                (180.0, vec![("a", 104)])
+            ]
+        );
         assert!(rss_growth(&samples, 500.0).is_none());
     }
 
