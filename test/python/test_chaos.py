@@ -28,7 +28,9 @@ TERMINAL = {4, 5, 6, 7}  # PICKED, DROPPED, MISSED, BYPASSED
 PICKING = 3
 
 
-def test_a_chaos_run_loses_nothing_picks_nothing_twice_and_recovers_from_every_fault(spawn, tmp_path):
+# sweep_stale_shm first, so it runs after the run's processes are gone: the
+# nodes the run kills with SIGKILL cannot remove their Fast DDS files.
+def test_a_chaos_run_loses_nothing_picks_nothing_twice_and_recovers_from_every_fault(sweep_stale_shm, spawn, tmp_path):
     out = tmp_path / "chaos"
     args = [bin_path("cncpick"), "chaos", "--out", out, "--no-progress", "--metrics-bind", ""]
     args += ["--duration-s", "100", "--warmup-s", "5", "--drain-s", "35", "--seed", "3"]
