@@ -33,6 +33,10 @@ const GRACE_S: f64 = 3.0;
 const FRAME_EVERY_S: f64 = 0.1;
 /// Every parameter update is bounded by this.
 const PARAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// A full disk is held past its planned time until the state manager has
+/// refused work for it (there may be no write in a short window), at most
+/// this long.
+const DISK_FULL_HOLD_MAX_S: f64 = 20.0;
 
 #[derive(Default)]
 struct Link {
@@ -58,6 +62,8 @@ struct Seen {
     injected: Vec<(Option<f64>, String)>,
     bad_accepted: u32,
     rss: Vec<super::chaos::RssSample>,
+    /// When each `state_disk_full` alert was heard.
+    disk_full_alerts: Vec<f64>,
 }
 
 pub struct ChaosShell {
@@ -67,6 +73,25 @@ pub struct ChaosShell {
     plan: Vec<Fault>,
     seed: u64,
     inject: Arc<Mutex<r2r::Publisher<r2r::std_msgs::msg::String>>>,
+}
+
+/// Seconds from `from_s` to the first `state_disk_full` alert heard after
+/// it, waiting for one until `until_s` (wall clock).
+async fn refused_after(seen: &Mutex<Seen>, from_s: f64, until_s: f64) -> Option<f64> {
+    loop {
+        let first = lock(seen)
+            .disk_full_alerts
+            .iter()
+            .find(|t| **t >= from_s)
+            .copied();
+        if let Some(t) = first {
+            return Some(t - from_s);
+        }
+        if wall_now_s() >= until_s {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,6 +123,7 @@ impl ChaosShell {
             injected: vec![(None, String::new()); plan.len()],
             bad_accepted: 0,
             rss: Vec::new(),
+            disk_full_alerts: Vec::new(),
         }));
         let mut tasks = Vec::new();
         let mut n = lock(&node.node);
@@ -117,6 +143,10 @@ impl ChaosShell {
         }
         let mut detections =
             n.subscribe::<m::DetectionArray>(LINK_FROM, reliable.clone().keep_last(10))?;
+        let mut alerts = n.subscribe::<m::Alert>(
+            crate::manager::node::ALERTS_TOPIC,
+            reliable.clone().keep_last(100),
+        )?;
         let inject = Arc::new(Mutex::new(
             n.create_publisher::<r2r::std_msgs::msg::String>(
                 crate::sim::node::INJECT_TOPIC,
@@ -144,6 +174,14 @@ impl ChaosShell {
                 let mut s = lock(&s);
                 if !s.frozen {
                     s.health.tick(wall_now_s());
+                }
+            }
+        }));
+        let s = seen.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(a) = alerts.next().await {
+                if a.name == "state_disk_full" {
+                    lock(&s).disk_full_alerts.push(wall_now_s());
                 }
             }
         }));
@@ -293,8 +331,14 @@ impl ChaosShell {
                         let c = &clients[&f.target];
                         let full = set(c, &f.target, "size_limit_mb", double(1e-6)).await;
                         tokio::time::sleep(Duration::from_secs_f64(f.for_s)).await;
+                        let refused = refused_after(&seen, at, at + f.for_s + DISK_FULL_HOLD_MAX_S)
+                            .await
+                            .map_or(
+                                format!("no work refused in {DISK_FULL_HOLD_MAX_S} s"),
+                                |s| format!("work refused after {s:.1} s"),
+                            );
                         let room = set(c, &f.target, "size_limit_mb", double(0.0)).await;
-                        format!("cap: {}; lifted: {}", said(&full), said(&room))
+                        format!("cap: {}; {refused}; lifted: {}", said(&full), said(&room))
                     }
                     "bad_param" => {
                         let (_, name, bad) = BAD_PARAMS[f.amount as usize];

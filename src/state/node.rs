@@ -722,7 +722,7 @@ impl Steps for StateNode {
     /// until the node is active).
     fn configure(&mut self) -> anyhow::Result<()> {
         let p = self.params.get();
-        let store = Store::open(std::path::Path::new(&p.database_path))?;
+        let mut store = Store::open(std::path::Path::new(&p.database_path))?;
         store.limit_size((p.size_limit_mb * 1e6) as u64)?;
         let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
         let events = LifecyclePublisher::new(

@@ -51,8 +51,8 @@ const SPECS: &[Spec] = &[
     .read_only(),
     Spec::new(
         "size_limit_mb",
-        "Cap on the database's size, MB (0: none); past it, new work is refused as on a full disk. \
-         Takes effect at once; never below the pages already in use",
+        "Cap on the database's size, MB (0: none); once it is reached, new work is refused as on \
+         a full disk. Takes effect at once; never below the pages already in use",
     )
     .range(0.0, 1.0e7),
     Spec::new(

@@ -297,6 +297,8 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// A size cap is set ([`Store::limit_size`]).
+    capped: bool,
 }
 
 fn is_full(e: &rusqlite::Error) -> bool {
@@ -304,6 +306,25 @@ fn is_full(e: &rusqlite::Error) -> bool {
         e,
         rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull
     )
+}
+
+/// Under a size cap, a write that would add rows is refused once the
+/// database has reached the cap, as SQLite refuses one that needs a page
+/// past it (SQLITE_FULL): the cap means full, not "full once the slack in
+/// the last pages is used too".
+fn check_room(tx: &rusqlite::Transaction, capped: bool) -> rusqlite::Result<()> {
+    if !capped {
+        return Ok(());
+    }
+    let used: i64 = tx.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let cap: i64 = tx.query_row("PRAGMA max_page_count", [], |r| r.get(0))?;
+    if used >= cap {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some(format!("the database is at its size cap of {cap} pages")),
+        ));
+    }
+    Ok(())
 }
 
 /// Maps a SQLite error to a StoreError for `path`: a full disk is its own
@@ -516,6 +537,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            capped: false,
         };
         store.migrate(version)?;
         Ok(store)
@@ -526,9 +548,12 @@ impl Store {
     }
 
     /// Caps the database file at about `bytes` (SQLite's max_page_count; 0
-    /// lifts the cap); past it every change fails as if the disk were full. Returns the cap
-    /// in effect, in bytes (never below the pages already in use).
-    pub fn limit_size(&self, bytes: u64) -> Result<u64, StoreError> {
+    /// lifts the cap); at it every registration, transition and expiry
+    /// fails as if the disk were full (recovery and pruning still run:
+    /// SQLite itself refuses them only if they need a page past the cap).
+    /// Returns the cap in effect, in bytes (never below the pages already
+    /// in use, so a cap below them leaves the store full at once).
+    pub fn limit_size(&mut self, bytes: u64) -> Result<u64, StoreError> {
         let e = self.err("limiting the size");
         let page: i64 = self
             .conn
@@ -546,6 +571,7 @@ impl Store {
                 r.get(0)
             })
             .map_err(&e)?;
+        self.capped = bytes != 0;
         Ok(set as u64 * page as u64)
     }
 
@@ -582,6 +608,7 @@ impl Store {
     /// Registers an object in DETECTED; idempotent on its id (and request id).
     pub fn register(&mut self, r: &Registration, now_ns: i64) -> Result<Registered, StoreError> {
         let e = sql_error(&self.path, "registering an object");
+        let capped = self.capped;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -601,6 +628,7 @@ impl Store {
                 event: None,
             });
         }
+        check_room(&tx, capped).map_err(&e)?;
         let seq = next_seq(&tx).map_err(&e)?;
         let event = Event {
             seq,
@@ -660,6 +688,7 @@ impl Store {
     /// remembered under the request id) before this returns.
     pub fn transition(&mut self, t: &TransitionRequest, now_ns: i64) -> Result<Answer, StoreError> {
         let e = sql_error(&self.path, "a transition");
+        let capped = self.capped;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -667,6 +696,7 @@ impl Store {
         if let Some(first) = remembered::<Answer>(&tx, &t.request_id).map_err(&e)? {
             return Ok(first);
         }
+        check_room(&tx, capped).map_err(&e)?;
         let answer = Self::decide(&tx, t, now_ns).map_err(&e)?;
         if let Answer::Accepted(ev) = &answer {
             insert_event(&tx, ev).map_err(&e)?;
@@ -858,6 +888,7 @@ impl Store {
         actor: &str,
     ) -> Result<Vec<Event>, StoreError> {
         let e = sql_error(&self.path, "expiring objects");
+        let capped = self.capped;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -884,6 +915,9 @@ impl Store {
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut events = Vec::new();
+            if !records.is_empty() {
+                check_room(tx, capped)?;
+            }
             settle_with(
                 tx,
                 &records,

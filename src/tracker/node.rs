@@ -10,8 +10,10 @@
 //! - Registration: a newly confirmed track is registered with the state
 //!   manager (RegisterObject; one request id across the retries, so a
 //!   repeat is harmless). Every attempt is bounded; a round that fails is
-//!   logged with the trace id, raised on `alerts`, and tried again
-//!   `register_requeue_s` later while the track lives.
+//!   logged with the trace id, raised on `alerts`, and tried again while
+//!   the track lives: after 0.25 s, doubling up to `register_requeue_s`, so
+//!   a store that was briefly unable (a full disk) takes the object soon
+//!   after it can, while the tracker that saw it is still there.
 //! - A confirmed track expected in view but unseen for
 //!   `trigger_watch_for_object_s` is reported lost: logged with its trace
 //!   id, raised on `alerts`, and shown as LOST in `tracks`.
@@ -39,7 +41,7 @@ use futures::StreamExt;
 use r2r::builtin_interfaces::msg::Time;
 use r2r::visualization_msgs::msg::MarkerArray;
 use r2r::QosProfile;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -192,7 +194,13 @@ struct Shared {
     tracker: Tracker,
     scene: Scene,
     registered: HashSet<[u8; 16]>,
+    /// Registration rounds failed so far, per track not yet registered.
+    failed_rounds: HashMap<[u8; 16], u32>,
 }
+
+/// The first wait before a failed registration round is tried again; it
+/// doubles up to `register_requeue_s`.
+const REQUEUE_FIRST: Duration = Duration::from_millis(250);
 
 type SharedState = Arc<Mutex<Shared>>;
 
@@ -290,6 +298,7 @@ impl Steps for TrackerNode {
             tracker,
             scene,
             registered: HashSet::new(),
+            failed_rounds: HashMap::new(),
         }));
         self.prepared = Some((shared, pubs));
         Ok(())
@@ -390,6 +399,7 @@ impl Steps for TrackerNode {
                         s.scene.states.remove(id);
                         s.scene.pick_points.remove(id);
                         s.registered.remove(id);
+                        s.failed_rounds.remove(id);
                     }
                     let out = tracks_msg(&s.tracker);
                     drop(s);
@@ -471,7 +481,12 @@ impl Steps for TrackerNode {
         // Registration.
         {
             let (shared, pubs, counters) = (shared.clone(), pubs.clone(), self.counters.clone());
-            let requeue = Duration::from_secs_f64(p.register_requeue_s);
+            let requeue = Backoff {
+                initial: REQUEUE_FIRST.min(Duration::from_secs_f64(p.register_requeue_s)),
+                multiplier: 2.0,
+                max: Duration::from_secs_f64(p.register_requeue_s),
+                jitter: 0.0,
+            };
             self.tasks.push(tokio::spawn(async move {
                 while let Some(id) = register_rx.recv().await {
                     let Some(caller) = &caller else { continue };
@@ -504,7 +519,9 @@ impl Steps for TrackerNode {
                     match r {
                         Ok(resp) if resp.accepted => {
                             counters.add(REGISTERED, 1);
-                            lock(&shared).registered.insert(id);
+                            let mut s = lock(&shared);
+                            s.registered.insert(id);
+                            s.failed_rounds.remove(&id);
                             tracing::debug!(trace_id = %trace, created = resp.created, "registered");
                         }
                         Ok(resp) if !resp.error.starts_with(STORE_UNAVAILABLE) => {
@@ -527,6 +544,13 @@ impl Steps for TrackerNode {
                                 Err(e) => e.to_string(),
                             };
                             counters.add(REGISTER_FAILED, 1);
+                            let rounds = {
+                                let mut s = lock(&shared);
+                                let n = s.failed_rounds.entry(id).or_insert(0);
+                                *n += 1;
+                                *n
+                            };
+                            let wait = requeue.delay(rounds, 0.5);
                             tracing::error!(trace_id = %trace, "registration failed: {e}");
                             alert(
                                 &pubs.alerts,
@@ -534,13 +558,13 @@ impl Steps for TrackerNode {
                                 "registration_failed",
                                 &id,
                                 format!(
-                                    "object {trace} is not registered ({e}); trying again in {:.1} s",
-                                    requeue.as_secs_f64()
+                                    "object {trace} is not registered ({e}); trying again in {:.2} s",
+                                    wait.as_secs_f64()
                                 ),
                             );
                             let tx = register_tx.clone();
                             tokio::spawn(async move {
-                                tokio::time::sleep(requeue).await;
+                                tokio::time::sleep(wait).await;
                                 let _ = tx.send(id);
                             });
                         }

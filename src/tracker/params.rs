@@ -192,7 +192,7 @@ const SPECS: &[Spec] = &[
     .range(1.0, 100.0),
     Spec::new(
         "register_requeue_s",
-        "After a round fails, try again this much later while the track lives, s",
+        "After a round fails, try again while the track lives: after 0.25 s, doubling up to this, s",
     )
     .range(0.01, 3600.0),
     Spec::new("cnc_ids", "CNC ids, for their reach windows in rviz"),
