@@ -48,6 +48,22 @@ fn load(models: &[CncModel], per_min: f64) -> (Vec<Vec<usize>>, Vec<usize>) {
     let mut bounds = Vec::new();
     for seed in SEEDS {
         let (objs, ok) = poisson(seed, per_min, SECONDS, BELT_MPS, FAIL);
+        // Experiment: every arrival known from the start, failures known.
+        let (objs, ok) = if std::env::var("CNCPICK_BENCH_CLAIRVOYANT").is_ok() {
+            let kept: Vec<(cncpick::sched::reach::Obj, bool)> = objs
+                .into_iter()
+                .zip(ok)
+                .filter(|(_, k)| *k)
+                .map(|(mut o, k)| {
+                    o.traj.x_m -= BELT_MPS * 60.0;
+                    o.traj.t0_s -= 60.0;
+                    (o, k)
+                })
+                .collect();
+            kept.into_iter().unzip()
+        } else {
+            (objs, ok)
+        };
         for (k, policy) in policies().into_iter().enumerate() {
             let (queue, horizon_s) = node_settings();
             let mut s = Scheduler::new(policy, models.to_vec(), queue, 0.0);

@@ -15,7 +15,13 @@ that the two agree):
 
 Each node gets its own section of the file (plus any `/**` section), passed
 as a dictionary, so the file's sections can be named by the bare node name.
+
+Every node starts with FASTRTPS_DEFAULT_PROFILES_FILE pointing at
+share/cncpick/params/fastdds.xml (unless the environment sets it): a
+shared-memory segment large enough for camera frames between processes.
 """
+
+import os
 
 import yaml
 from launch import LaunchDescription
@@ -26,6 +32,14 @@ from launch_ros.actions import Node
 NAMESPACE = "cell"
 # The scheduler's default CNCs (src/sched/params.rs) when its section names none.
 DEFAULT_CNC_IDS = ["1", "2"]
+# Installed beside this file's folder: share/cncpick/{launch,params}.
+DDS_PROFILE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "params", "fastdds.xml"))
+DDS_PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
+
+
+def dds_env():
+    """The environment every node gets: our Fast DDS profile, unless one is set."""
+    return {} if os.environ.get(DDS_PROFILE_ENV) else {DDS_PROFILE_ENV: DDS_PROFILE}
 
 
 def read_params(path):
@@ -68,6 +82,7 @@ def launch_cell(context, *args, **kwargs):
             respawn=True,
             respawn_delay=1.0,
             output="screen",
+            additional_env=dds_env(),
         )
         for name, executable in nodes
     ]
@@ -81,6 +96,7 @@ def launch_cell(context, *args, **kwargs):
             namespace=NAMESPACE,
             parameters=[manager],
             output="screen",
+            additional_env=dds_env(),
         )
     )
     return actions

@@ -230,6 +230,14 @@ impl Picker {
     /// safe height if below it, across at that height, down to the target.
     /// Legs of zero length are left out.
     pub fn travel_legs(&self, from_mm: Vector3<f64>, to_mm: Vector3<f64>) -> Vec<Vector3<f64>> {
+        let (legs, n) = self.legs(from_mm, to_mm);
+        legs[..n].to_vec()
+    }
+
+    /// [`Picker::travel_legs`] without an allocation: the legs and how
+    /// many there are (the intercept search asks this thousands of times
+    /// per decision).
+    fn legs(&self, from_mm: Vector3<f64>, to_mm: Vector3<f64>) -> ([Vector3<f64>; 3], usize) {
         let safe_z = self
             .frame
             .to_machine_mm(Vector3::new(0.0, 0.0, self.safe_z_m))
@@ -244,7 +252,8 @@ impl Picker {
             from_mm.x.clamp(w.min_mm[0], w.max_mm[0]),
             from_mm.y.clamp(w.min_mm[1], w.max_mm[1]),
         );
-        let mut legs = Vec::new();
+        let mut legs = [Vector3::zeros(); 3];
+        let mut n = 0;
         let mut at = from_mm;
         for p in [
             Vector3::new(x0, y0, z),
@@ -252,19 +261,21 @@ impl Picker {
             to_mm,
         ] {
             if (p - at).norm() > 1e-9 {
-                legs.push(p);
+                legs[n] = p;
+                n += 1;
                 at = p;
             }
         }
-        legs
+        (legs, n)
     }
 
     /// Time of [`Picker::travel_legs`] at rapid rate, each leg rest to rest.
     pub fn travel_s(&self, from_mm: Vector3<f64>, to_mm: Vector3<f64>) -> f64 {
         let rapid = self.limits.rapid_mm_per_min();
+        let (legs, n) = self.legs(from_mm, to_mm);
         let mut at = from_mm;
         let mut t = 0.0;
-        for p in self.travel_legs(from_mm, to_mm) {
+        for &p in &legs[..n] {
             t += self.limits.move_time_s(at, p, rapid);
             at = p;
         }

@@ -87,12 +87,8 @@ const SPECS: &[Spec] = &[
     )
     .range(0.0, 1.0e6)
     .read_only(),
-    Spec::new("reconnect_initial_s", "Wait before the first reconnect, s (then doubling)")
-        .range(0.0, 600.0)
-        .read_only(),
-    Spec::new("reconnect_max_s", "Longest wait between reconnects, s")
-        .range(0.0, 3600.0)
-        .read_only(),
+    crate::kit::node::RECONNECT_INITIAL_SPEC,
+    crate::kit::node::RECONNECT_MAX_SPEC,
 ];
 
 impl CameraParams {

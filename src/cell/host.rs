@@ -45,6 +45,24 @@ pub fn serve(ctx: &r2r::Context, spec: &NodeSpec, args: &CellArgs) -> anyhow::Re
     }
 }
 
+/// The variable Fast DDS (2.x, as in Jazzy) reads its default profiles from.
+pub const DDS_PROFILE_ENV: &str = "FASTRTPS_DEFAULT_PROFILES_FILE";
+
+/// The transports a cell of one process per node uses (params/fastdds.xml):
+/// a shared-memory segment that holds camera frames.
+pub const DDS_PROFILE: &str = include_str!("../../params/fastdds.xml");
+
+/// Writes [`DDS_PROFILE`] into `dir` for the processes of a cell, unless
+/// the environment names a profile of its own (which they then inherit).
+pub fn dds_profile_in(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if std::env::var_os(DDS_PROFILE_ENV).is_some_and(|v| !v.is_empty()) {
+        return Ok(None);
+    }
+    let path = dir.join("fastdds.xml");
+    std::fs::write(&path, DDS_PROFILE).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(Some(path))
+}
+
 struct Proc {
     child: Child,
     exit_reported: bool,
@@ -56,6 +74,8 @@ struct Proc {
 pub struct Processes {
     pids_path: PathBuf,
     bin_dir: PathBuf,
+    /// The Fast DDS profile every process is started with, if any.
+    dds_profile: Option<PathBuf>,
     log_dir: PathBuf,
     args: CellArgs,
     specs: BTreeMap<String, NodeSpec>,
@@ -75,11 +95,19 @@ impl Processes {
         Processes {
             pids_path: pids_path.to_path_buf(),
             bin_dir: bin_dir.to_path_buf(),
+            dds_profile: None,
             log_dir: log_dir.to_path_buf(),
             args,
             specs: nodes.iter().map(|n| (n.name.clone(), n.clone())).collect(),
             table: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Starts every process with the Fast DDS profile at `path`
+    /// (FASTRTPS_DEFAULT_PROFILES_FILE).
+    pub fn with_dds_profile(mut self, path: &Path) -> Self {
+        self.dds_profile = Some(path.to_path_buf());
+        self
     }
 
     fn spawn_one(&self, spec: &NodeSpec) -> anyhow::Result<Child> {
@@ -96,7 +124,11 @@ impl Processes {
             .append(true)
             .open(&log_path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        if let Some(profile) = &self.dds_profile {
+            command.env(DDS_PROFILE_ENV, profile);
+        }
+        let child = command
             .args(self.args.command_line(&spec.name))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -372,13 +372,17 @@ async fn run(ctx: r2r::Context, mut a: RunArgs, chaos: Option<ChaosArgs>) -> any
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
         };
-        let p = Arc::new(Processes::new(
+        let mut p = Processes::new(
             &bin_dir,
             &out.join("logs"),
             &out.join("pids.json"),
             args.clone(),
             &spec.nodes,
-        ));
+        );
+        if let Some(profile) = super::host::dds_profile_in(&out)? {
+            p = p.with_dds_profile(&profile);
+        }
+        let p = Arc::new(p);
         p.start_all()?;
         Hosted::Processes(p)
     } else {

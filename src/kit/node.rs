@@ -44,6 +44,19 @@ pub const HEARTBEAT_SPEC: crate::kit::params::Spec = crate::kit::params::Spec::n
 )
 .range(0.01, 60.0);
 
+/// The specs of `reconnect_initial_s` and `reconnect_max_s`, for nodes
+/// that recover from faults with [`reconnect`].
+pub const RECONNECT_INITIAL_SPEC: crate::kit::params::Spec = crate::kit::params::Spec::new(
+    "reconnect_initial_s",
+    "Wait before the first reconnect, s (then doubling)",
+)
+.range(0.0, 600.0)
+.read_only();
+pub const RECONNECT_MAX_SPEC: crate::kit::params::Spec =
+    crate::kit::params::Spec::new("reconnect_max_s", "Longest wait between reconnects, s")
+        .range(0.0, 3600.0)
+        .read_only();
+
 /// After a fault: configure and activate again up to `attempts` times,
 /// backing off from `initial` doubling to `max` (0 attempts: stay in
 /// error for the manager or an operator).

@@ -598,7 +598,20 @@ pub async fn read_remote<P: NodeParams>(
     node: &str,
     timeout: std::time::Duration,
 ) -> Result<P, ParamError> {
-    let names: Vec<String> = P::specs().iter().map(|s| s.name.to_string()).collect();
+    let names: Vec<&str> = P::specs().iter().map(|s| s.name).collect();
+    read_remote_only(client, node, &names, timeout).await
+}
+
+/// As [`read_remote`], asking only for `names` (the rest keep their
+/// defaults): what a reader needs, so that a parameter it does not use,
+/// added to or missing from that node, changes nothing for it.
+pub async fn read_remote_only<P: NodeParams>(
+    client: &r2r::Client<r2r::rcl_interfaces::srv::GetParameters::Service>,
+    node: &str,
+    names: &[&str],
+    timeout: std::time::Duration,
+) -> Result<P, ParamError> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let request = r2r::rcl_interfaces::srv::GetParameters::Request {
         names: names.clone(),
     };

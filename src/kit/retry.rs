@@ -5,6 +5,7 @@
 use crate::kit::call::CallError;
 use rand::Rng;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,13 +72,17 @@ pub struct DeadLetter {
     pub at_ns: u64,
 }
 
-/// Where finally failed requests go: JSON lines in a file, and kept in
-/// memory for inspection.
+/// Where finally failed requests go: JSON lines in a file, and the newest
+/// [`DEAD_LETTERS_KEPT`] kept in memory for inspection (a node that runs
+/// for months must not grow with every failure).
 #[derive(Clone, Default)]
 pub struct DeadLetters {
     file: Option<PathBuf>,
-    kept: Arc<Mutex<Vec<DeadLetter>>>,
+    kept: Arc<Mutex<VecDeque<DeadLetter>>>,
 }
+
+/// How many dead letters are kept in memory, newest last.
+pub const DEAD_LETTERS_KEPT: usize = 1000;
 
 impl DeadLetters {
     pub fn in_memory() -> Self {
@@ -110,14 +115,17 @@ impl DeadLetters {
                 tracing::error!("dead-letter log {}: {e}", path.display());
             }
         }
-        self.kept
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(letter);
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == DEAD_LETTERS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(letter);
     }
 
+    /// The dead letters kept in memory, oldest first.
     pub fn entries(&self) -> Vec<DeadLetter> {
-        self.kept.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter().cloned().collect()
     }
 }
 

@@ -31,6 +31,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// How long bring-up waits for one GetState answer before asking again.
+const GET_STATE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Owns the managed nodes' processes, when the manager was started by our
 /// own command (one process per node).
 pub trait Supervisor: Send + Sync {
@@ -185,7 +188,10 @@ impl Shared {
                 "{node}: not active within bringup_timeout_s ({} s)",
                 self.params.bringup_timeout_s
             );
-            let state = match self.get_state(node, left.min(Duration::from_secs(2))).await {
+            // Briefly: a respawned node's old server may still be matched
+            // (its participant's lease has not run out), and a request sent
+            // to it is never answered; asking again soon reaches the new one.
+            let state = match self.get_state(node, left.min(GET_STATE_TIMEOUT)).await {
                 Ok(s) => s,
                 Err(e) => {
                     // Not there yet (starting, or respawning): ask again

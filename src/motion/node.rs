@@ -685,6 +685,12 @@ pub struct MotionNode {
     live: SharedLive,
     /// The board while configured (from the port's opening on).
     grbl: Slot,
+    /// Held by each whole conversation with the board that must not be
+    /// interleaved with another: configure (open, reset, check, home,
+    /// park) and an operator's unlock. Without it, an unlock sent while
+    /// the node's own recovery was configuring had its `$X` lost to the
+    /// reset, or read by the other's port. The e-stop never waits on it.
+    conversation: Arc<tokio::sync::Mutex<()>>,
     /// The e-stop and unlock services: for the node's whole life.
     service_tasks: Vec<JoinHandle<()>>,
     configured_tasks: Vec<JoinHandle<()>>,
@@ -701,6 +707,7 @@ impl MotionNode {
             counters: c.counters.clone(),
             live: Default::default(),
             grbl: Default::default(),
+            conversation: Default::default(),
             service_tasks: Vec::new(),
             configured_tasks: Vec::new(),
             active_tasks: Vec::new(),
@@ -732,8 +739,10 @@ impl MotionNode {
             }
         }));
         let (slot, params) = (self.grbl.clone(), self.params.clone());
+        let conversation = self.conversation.clone();
         self.service_tasks.push(tokio::spawn(async move {
             while let Some(req) = unlock.next().await {
+                let _talking = conversation.lock().await;
                 let resp = unlock_board(&slot, &params.get()).await;
                 let _ = req.respond(resp);
             }
@@ -828,6 +837,9 @@ impl Steps for MotionNode {
         if self.service_tasks.is_empty() {
             self.serve_estop_and_unlock()?;
         }
+        // Until configure ends, the board is this conversation's alone.
+        let conversation = self.conversation.clone();
+        let _talking = block_on(async move { conversation.lock_owned().await })?;
         let p = self.params.get();
         let g = Arc::new(Grbl::open(client_config(&p))?);
         *lock(&self.live) = Live::default();

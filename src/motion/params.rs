@@ -44,6 +44,8 @@ pub struct MotionParams {
     pub poll_busy_s: f64,
     pub state_call_timeout_s: f64,
     pub reconnect_attempts: i64,
+    pub reconnect_initial_s: f64,
+    pub reconnect_max_s: f64,
 }
 
 impl Default for MotionParams {
@@ -82,6 +84,11 @@ impl Default for MotionParams {
             poll_busy_s: 0.02,
             state_call_timeout_s: 2.0,
             reconnect_attempts: 10,
+            // Soon: an alarm or a closed port is worth a look at once; a
+            // port not back yet is tried again, doubling the wait to a
+            // second (opening a missing tty costs nothing).
+            reconnect_initial_s: 0.25,
+            reconnect_max_s: 1.0,
         }
     }
 }
@@ -180,6 +187,8 @@ const SPECS: &[Spec] = &[
         "After a fault: reconfigure and reactivate this many times (0: stay in error)",
     )
     .range(0.0, 1000.0),
+    crate::kit::node::RECONNECT_INITIAL_SPEC,
+    crate::kit::node::RECONNECT_MAX_SPEC,
 ];
 
 impl NodeParams for MotionParams {
@@ -226,8 +235,8 @@ impl KitParams for MotionParams {
     fn recovery(&self) -> Recovery {
         crate::kit::node::reconnect(
             self.reconnect_attempts,
-            Duration::from_secs(1),
-            Duration::from_secs(10),
+            Duration::from_secs_f64(self.reconnect_initial_s),
+            Duration::from_secs_f64(self.reconnect_max_s),
         )
     }
 }
@@ -235,6 +244,30 @@ impl KitParams for MotionParams {
 fn three(v: &[f64]) -> [f64; 3] {
     [v[0], v[1], v[2]]
 }
+
+/// The parameters a CNC's model is made of ([`MotionParams::picker`], its
+/// bins and dwell): what the scheduler reads from each `cnc_<id>`.
+pub const MODEL_PARAMS: &[&str] = &[
+    "cnc_id",
+    "origin_x_m",
+    "origin_y_m",
+    "origin_z_m",
+    "max_rate_mm_per_min",
+    "accel_mm_per_s2",
+    "travel_mm",
+    "workspace_margin_mm",
+    "reach_x_min_m",
+    "reach_x_max_m",
+    "approach_height_m",
+    "safe_z_m",
+    "descend_s",
+    "track_s",
+    "lag_s",
+    "bin_classes",
+    "bin_x_m",
+    "bin_y_m",
+    "release_dwell_s",
+];
 
 impl MotionParams {
     /// The intercept model for this CNC (params validated).
@@ -295,6 +328,58 @@ pub fn settings_mismatches(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_model_params_are_all_a_cncs_model_is_made_of() {
+        let names: Vec<&str> = SPECS.iter().map(|s| s.name).collect();
+        for n in MODEL_PARAMS {
+            assert!(names.contains(n), "{n} is not a parameter");
+        }
+        // Another CNC: every model parameter differs from the defaults.
+        let d = MotionParams::default();
+        let other = MotionParams {
+            cnc_id: "7".into(),
+            origin_x_m: d.origin_x_m + 0.8,
+            origin_y_m: d.origin_y_m + 0.01,
+            origin_z_m: d.origin_z_m + 0.02,
+            max_rate_mm_per_min: vec![20_000.0, 18_000.0, 9_000.0],
+            accel_mm_per_s2: vec![2_000.0, 1_500.0, 800.0],
+            travel_mm: vec![690.0, 790.0, 140.0],
+            workspace_margin_mm: 2.0,
+            reach_x_min_m: d.reach_x_min_m + 0.8,
+            reach_x_max_m: d.reach_x_max_m + 0.78,
+            approach_height_m: d.approach_height_m + 0.01,
+            safe_z_m: d.safe_z_m + 0.01,
+            descend_s: d.descend_s + 0.05,
+            track_s: d.track_s + 0.05,
+            lag_s: d.lag_s + 0.01,
+            bin_classes: vec!["blue_bar".into()],
+            bin_x_m: vec![d.reach_x_min_m + 1.1],
+            bin_y_m: vec![0.7],
+            release_dwell_s: d.release_dwell_s + 0.1,
+            reconnect_max_s: 3.0,
+            ..d.clone()
+        };
+        assert!(other.validate().is_ok(), "{:?}", other.validate());
+        // Read as the scheduler reads it: those parameters, defaults for
+        // the rest.
+        let (from, mut to) = (
+            serde_json::to_value(&other).unwrap(),
+            serde_json::to_value(&d).unwrap(),
+        );
+        for n in MODEL_PARAMS {
+            to[*n] = from[*n].clone();
+        }
+        let read: MotionParams = serde_json::from_value(to).unwrap();
+        assert_eq!(
+            crate::sched::reach::CncModel::from_params(&read),
+            crate::sched::reach::CncModel::from_params(&other)
+        );
+        assert_ne!(
+            crate::sched::reach::CncModel::from_params(&d),
+            crate::sched::reach::CncModel::from_params(&other)
+        );
+    }
 
     #[test]
     fn board_settings_are_checked_by_number_naming_each_difference() {

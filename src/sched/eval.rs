@@ -1,7 +1,8 @@
 //! A run of a policy over an arrival list, on the reach model's clock: the
 //! scheduler decides every `step_s` from what it has seen (each object
 //! from its stamp on), each CNC carries out its picks as planned, and an
-//! unpickable object (an injected failure) is tried and lost. Pure and
+//! unpickable object (an injected failure) is tried and lost: its grip
+//! fails at the contact, where the motion controller ends the pick. Pure and
 //! deterministic; the scheduler benchmark and tests compare its picks
 //! with the oracle's.
 
@@ -21,6 +22,10 @@ pub struct Run {
     pub passed: usize,
     /// Every assignment, in order: (object key, CNC index, decision time).
     pub assignments: Vec<(u64, usize, f64)>,
+    /// Every assignment handed back unstarted, in order: (object key, CNC
+    /// index, time). The CNC was to pick it after a pick whose grip
+    /// failed, planned from the bin it never went to.
+    pub revoked: Vec<(u64, usize, f64)>,
     /// Picks by CNC.
     pub per_cnc: Vec<usize>,
     /// Time each decision took, s (wall clock: measured, never decided on).
@@ -74,15 +79,28 @@ pub fn run(
         + 30.0;
     let mut t = sorted.first().map_or(0.0, |o| o.traj.t0_s);
     while t <= end {
-        // Picks finished by now.
+        // Picks finished by now. A grip that fails ends its pick at the
+        // contact (the motion controller asks the vacuum sensor there), so
+        // the CNC is free sooner and elsewhere: what it held after that
+        // pick, planned from the bin, is handed back to be decided again.
         for (i, q) in queues.iter_mut().enumerate() {
-            while q.front().is_some_and(|d| d.slot.done_at_s <= t) {
-                let Some(d) = q.pop_front() else { break };
-                if pickable[index[&d.key]] {
+            while let Some(d) = q.front().copied() {
+                let ok = pickable[index[&d.key]];
+                if ok && d.slot.done_at_s <= t {
+                    q.pop_front();
                     out.picked += 1;
                     out.per_cnc[i] += 1;
-                } else {
+                } else if !ok && d.slot.no_grip_done_at_s <= t {
+                    q.pop_front();
                     out.failed += 1;
+                    for later in q.drain(..) {
+                        open.insert(later.key);
+                        out.revoked.push((later.key, i, t));
+                    }
+                    state[i].free_at_s = d.slot.no_grip_done_at_s;
+                    state[i].at_mm = d.slot.no_grip_end_mm;
+                } else {
+                    break;
                 }
             }
             state[i].queued = q.len();

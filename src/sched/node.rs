@@ -25,12 +25,12 @@ use crate::kit::call::{send_goal, Caller};
 use crate::kit::health::Counters;
 use crate::kit::lifecycle::{ActiveGate, LifecyclePublisher, Steps};
 use crate::kit::node::{self, NodeContext};
-use crate::kit::params::{read_remote, Params};
+use crate::kit::params::{read_remote_only, Params};
 use crate::kit::retry::{Backoff, DeadLetters, RetryPolicy};
 use crate::kit::spin::SharedNode;
 use crate::kit::time::{from_seconds, seconds, wall_now, wall_now_s};
 use crate::kit::trace::trace_id;
-use crate::motion::params::MotionParams;
+use crate::motion::params::{MotionParams, MODEL_PARAMS};
 use crate::msgs::action::PickObject;
 use crate::msgs::msg as m;
 use crate::msgs::srv::TransitionObject;
@@ -595,7 +595,9 @@ impl Steps for SchedNode {
             self.tasks.push(tokio::spawn(async move {
                 let mut last = String::new();
                 loop {
-                    match read_remote::<MotionParams>(&client, &node, timeout).await {
+                    match read_remote_only::<MotionParams>(&client, &node, MODEL_PARAMS, timeout)
+                        .await
+                    {
                         Ok(params) if params.cnc_id == id => {
                             tracing::info!("scheduler: {node}'s model read from its parameters");
                             let _ = tx.send(Input::Model {

@@ -88,6 +88,42 @@ pub struct Scheduler {
     urgent: HashSet<u64>,
 }
 
+/// What "soonest" means for a pick: its contact, or when it frees the CNC.
+#[derive(Clone, Copy)]
+enum Soonest {
+    Contact,
+    Done,
+}
+
+/// Rounding between the two sums a pick's floor and its time are made of.
+const FLOOR_SLACK_S: f64 = 1e-9;
+
+/// The objects of one decision (by key), and for each CNC those it has a
+/// window for, by when they enter it (then by index): the earliest any
+/// contact with them can be.
+struct Pool<'a> {
+    objs: Vec<&'a Obj>,
+    by_enter: Vec<Vec<(f64, usize)>>,
+}
+
+impl<'a> Pool<'a> {
+    fn new(models: &[CncModel], objs: Vec<&'a Obj>) -> Self {
+        let by_enter = models
+            .iter()
+            .map(|m| {
+                let mut v: Vec<(f64, usize)> = objs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, o)| Some((m.window(&o.traj)?.0, j)))
+                    .collect();
+                v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                v
+            })
+            .collect();
+        Pool { objs, by_enter }
+    }
+}
+
 impl Scheduler {
     pub fn new(
         policy: Policy,
@@ -141,11 +177,12 @@ impl Scheduler {
             .filter(|o| o.confidence >= self.min_confidence)
             .collect();
         objs.sort_by_key(|o| o.key);
+        let pool = Pool::new(&self.models, objs);
         let mut cncs = cncs.to_vec();
         match self.policy.clone() {
-            Policy::Greedy => self.greedy(&mut cncs, &objs),
-            Policy::Balance { ratios } => self.balance(&mut cncs, &objs, &ratios),
-            Policy::Lookahead => self.lookahead(&mut cncs, &objs),
+            Policy::Greedy => self.greedy(&mut cncs, &pool),
+            Policy::Balance { ratios } => self.balance(&mut cncs, &pool, &ratios),
+            Policy::Lookahead => self.lookahead(&mut cncs, &pool),
         }
     }
 
@@ -211,7 +248,7 @@ impl Scheduler {
     fn fill(
         &self,
         cncs: &mut [CncState],
-        objs: &[&Obj],
+        pool: &Pool,
         may: impl Fn(&Obj, usize) -> bool,
     ) -> Vec<Decision> {
         let mut out = Vec::new();
@@ -219,15 +256,8 @@ impl Scheduler {
         for &i in &self.order {
             while self.has_room(&cncs[i]) {
                 let c = cncs[i];
-                let best = objs
-                    .iter()
-                    .filter(|o| !taken.contains(&o.key) && may(o, i))
-                    .filter_map(|o| Some((self.models[i].slot(o, c.free_at_s, c.at_mm)?, o.key)))
-                    .min_by(|a, b| {
-                        a.0.contact_at_s
-                            .total_cmp(&b.0.contact_at_s)
-                            .then(a.1.cmp(&b.1))
-                    });
+                let ok = |o: &Obj| !taken.contains(&o.key) && may(o, i);
+                let best = self.best(i, &c, pool, ok, 1, Soonest::Contact).pop();
                 let Some((slot, key)) = best.filter(|b| self.due(&b.0, b.1)) else {
                     break;
                 };
@@ -238,11 +268,12 @@ impl Scheduler {
         out
     }
 
-    fn greedy(&mut self, cncs: &mut [CncState], objs: &[&Obj]) -> Vec<Decision> {
-        self.fill(cncs, objs, |_, _| true)
+    fn greedy(&mut self, cncs: &mut [CncState], pool: &Pool) -> Vec<Decision> {
+        self.fill(cncs, pool, |_, _| true)
     }
 
-    fn balance(&mut self, cncs: &mut [CncState], objs: &[&Obj], ratios: &[f64]) -> Vec<Decision> {
+    fn balance(&mut self, cncs: &mut [CncState], pool: &Pool, ratios: &[f64]) -> Vec<Decision> {
+        let objs = &pool.objs;
         let ratio = |i: usize| ratios.get(i).copied().unwrap_or(1.0).max(1e-9);
         // Allot what is new, in order of arrival (upstream first).
         let mut fresh: Vec<&&Obj> = objs
@@ -290,7 +321,7 @@ impl Scheduler {
             }
         }
         let allotted = &self.allotted;
-        let out = self.fill(cncs, objs, |o, i| allotted.get(&o.key) == Some(&i));
+        let out = self.fill(cncs, pool, |o, i| allotted.get(&o.key) == Some(&i));
         for d in &out {
             self.allotted.remove(&d.key);
         }
@@ -305,6 +336,57 @@ impl Scheduler {
             .fold(f64::INFINITY, f64::min)
     }
 
+    /// The picks CNC `i` could make next from `c`, of the objects `ok`
+    /// lets it take: up to `k` of them, soonest first by `by` (ties by
+    /// key). The pool lists the objects by when they enter the CNC's
+    /// window, and no pick touches before that or before the CNC is free
+    /// (nor is done sooner than the ride and the dwell after it), so the
+    /// search stops at the first object that could not beat the k-th
+    /// found: the same picks as trying every object, for a handful of
+    /// intercepts.
+    fn best(
+        &self,
+        i: usize,
+        c: &CncState,
+        pool: &Pool,
+        ok: impl Fn(&Obj) -> bool,
+        k: usize,
+        by: Soonest,
+    ) -> Vec<(Slot, u64)> {
+        let m = &self.models[i];
+        let (after_contact_s, value): (f64, fn(&Slot) -> f64) = match by {
+            Soonest::Contact => (0.0, |s| s.contact_at_s),
+            Soonest::Done => (m.picker.track_s + m.release_dwell_s, |s| s.done_at_s),
+        };
+        let order = |a: &(Slot, u64), b: &(Slot, u64)| {
+            value(&a.0).total_cmp(&value(&b.0)).then(a.1.cmp(&b.1))
+        };
+        let mut best: Vec<(Slot, u64)> = Vec::with_capacity(k + 1);
+        if k == 0 {
+            return best;
+        }
+        for &(enter_s, j) in &pool.by_enter[i] {
+            if best.len() == k
+                && enter_s.max(c.free_at_s) + after_contact_s - FLOOR_SLACK_S
+                    > value(&best[k - 1].0)
+            {
+                break;
+            }
+            let o = pool.objs[j];
+            if !ok(o) {
+                continue;
+            }
+            let Some(slot) = m.slot(o, c.free_at_s, c.at_mm) else {
+                continue;
+            };
+            let found = (slot, o.key);
+            let at = best.partition_point(|b| order(b, &found).is_lt());
+            best.insert(at, found);
+            best.truncate(k);
+        }
+        best
+    }
+
     /// The picks CNC `i` could make next from `c` that free it soonest
     /// (the shortest cycles): up to `k` of them, soonest first (ties by
     /// key).
@@ -312,25 +394,18 @@ impl Scheduler {
         &self,
         i: usize,
         c: &CncState,
-        objs: &[&Obj],
+        pool: &Pool,
         skip: &HashSet<u64>,
         k: usize,
     ) -> Vec<(Slot, u64)> {
-        let mut all: Vec<(Slot, u64)> = objs
-            .iter()
-            .filter(|o| !skip.contains(&o.key))
-            .filter_map(|o| Some((self.models[i].slot(o, c.free_at_s, c.at_mm)?, o.key)))
-            .collect();
-        all.sort_by(|a, b| a.0.done_at_s.total_cmp(&b.0.done_at_s).then(a.1.cmp(&b.1)));
-        all.truncate(k);
-        all
+        self.best(i, c, pool, |o| !skip.contains(&o.key), k, Soonest::Done)
     }
 
-    /// How many of `objs` (less `skip`) the CNCs would pick from `cncs` if
+    /// How many of the pool's objects (less `skip`) the CNCs would pick from `cncs` if
     /// each, whenever it comes free (earliest first), took the object that
     /// frees it soonest (the base policy the lookahead improves on), and
     /// the CNC time those picks take, waiting included.
-    fn rollout(&self, cncs: &[CncState], objs: &[&Obj], skip: &HashSet<u64>) -> (usize, f64) {
+    fn rollout(&self, cncs: &[CncState], pool: &Pool, skip: &HashSet<u64>) -> (usize, f64) {
         let mut state: Vec<Option<CncState>> =
             cncs.iter().map(|c| c.active.then_some(*c)).collect();
         let mut taken = skip.clone();
@@ -345,7 +420,7 @@ impl Scheduler {
             let Some((i, c)) = next else {
                 return (picks, used_s);
             };
-            match self.soonest(i, &c, objs, &taken, 1).first() {
+            match self.soonest(i, &c, pool, &taken, 1).first() {
                 Some(&(slot, key)) => {
                     taken.insert(key);
                     picks += 1;
@@ -368,13 +443,13 @@ impl Scheduler {
     /// are counted, and the choice with the most wins; on a tie, the one
     /// whose picks use the least CNC time (shorter cycles leave room for
     /// objects not yet seen).
-    fn lookahead(&mut self, cncs: &mut [CncState], objs: &[&Obj]) -> Vec<Decision> {
+    fn lookahead(&mut self, cncs: &mut [CncState], pool: &Pool) -> Vec<Decision> {
         const CANDIDATES: usize = 4;
         let mut out = Vec::new();
         let mut taken = HashSet::new();
         for &i in &self.order {
             while self.has_room(&cncs[i]) {
-                let options = self.soonest(i, &cncs[i], objs, &taken, CANDIDATES);
+                let options = self.soonest(i, &cncs[i], pool, &taken, CANDIDATES);
                 let mut best: Option<((usize, f64), Slot, u64)> = None;
                 for (slot, key) in options {
                     let mut after = cncs.to_vec();
@@ -386,7 +461,7 @@ impl Scheduler {
                     };
                     let mut skip = taken.clone();
                     skip.insert(key);
-                    let (picks, used_s) = self.rollout(&after, objs, &skip);
+                    let (picks, used_s) = self.rollout(&after, pool, &skip);
                     let score = (1 + picks, used_s + slot.done_at_s - cncs[i].free_at_s);
                     // More picks; on a tie, less CNC time used for them.
                     let better = |b: &(usize, f64)| {

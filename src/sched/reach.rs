@@ -34,12 +34,17 @@ pub struct CncModel {
 }
 
 /// One pick as planned: when the nozzle meets the object, and when and
-/// where the gantry is free again (over the bin, at the safe height).
+/// where the gantry is free again (over the bin, at the safe height); or,
+/// if the grip fails at the contact (the vacuum sensor says so and the
+/// motion controller ends the pick there), free sooner, lifted to the
+/// safe height over where the ride ended.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slot {
     pub contact_at_s: f64,
     pub done_at_s: f64,
     pub end_mm: Vector3<f64>,
+    pub no_grip_done_at_s: f64,
+    pub no_grip_end_mm: Vector3<f64>,
 }
 
 impl CncModel {
@@ -99,10 +104,19 @@ impl CncModel {
             + self.picker.track_s
             + self.picker.travel_s(release_mm, bin)
             + self.release_dwell_s;
+        let lifted_mm = self.picker.frame.to_machine_mm(Vector3::new(
+            i.release_m.x,
+            i.release_m.y,
+            self.picker.safe_z_m,
+        ));
         Some(Slot {
             contact_at_s: i.contact_at_s,
             done_at_s,
             end_mm: bin,
+            no_grip_done_at_s: i.contact_at_s
+                + self.picker.track_s
+                + self.picker.travel_s(release_mm, lifted_mm),
+            no_grip_end_mm: lifted_mm,
         })
     }
 

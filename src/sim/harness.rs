@@ -34,7 +34,10 @@ pub struct PickCell {
     pub core: Arc<Mutex<SimCore>>,
     pub events: Arc<Mutex<Vec<TruthEvent>>>,
     board: Slot,
-    power_on: Box<dyn Fn() -> std::io::Result<PtyEmulator> + Send + Sync>,
+    /// Powers a board on with its gantry at a position (machine mm).
+    power_on: Box<dyn Fn([f64; 3]) -> std::io::Result<PtyEmulator> + Send + Sync>,
+    /// Where the gantry stood when the board was unplugged.
+    unplugged_at_mm: Mutex<[f64; 3]>,
     pub clock: SimClock,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -62,10 +65,16 @@ impl PickCell {
         let cfg = p.config().map_err(anyhow::Error::msg)?;
         let clock = SimClock::new(time_scale);
         let (settings, link) = (cfg.grbl_settings(0), link.map(Path::to_path_buf));
-        let power_on = Box::new(move || {
-            PtyEmulator::start_on(board.clone(), settings.clone(), clock, link.as_deref())
+        let power_on = Box::new(move |at_mm: [f64; 3]| {
+            PtyEmulator::start_at(
+                board.clone(),
+                settings.clone(),
+                clock,
+                link.as_deref(),
+                at_mm,
+            )
         });
-        let board: Slot = Arc::new(Mutex::new(Some(Arc::new(power_on()?))));
+        let board: Slot = Arc::new(Mutex::new(Some(Arc::new(power_on([0.0; 3])?))));
         let core = Arc::new(Mutex::new(SimCore::new(cfg)));
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -114,6 +123,7 @@ impl PickCell {
             events,
             board,
             power_on,
+            unplugged_at_mm: Mutex::new([0.0; 3]),
             clock,
             stop,
             thread: Some(thread),
@@ -133,6 +143,7 @@ impl PickCell {
         let Some(mut emu) = lock(&self.board).take() else {
             return;
         };
+        *lock(&self.unplugged_at_mm) = emu.snapshot().position_mm;
         // Powered off here, not by a late holder's drop (which would take
         // away the link of a board plugged in since).
         for _ in 0..1000 {
@@ -147,7 +158,8 @@ impl PickCell {
 
     /// Plugs a freshly powered board in behind the same link.
     pub fn plug_in(&self) -> std::io::Result<()> {
-        let emu = Arc::new((self.power_on)()?);
+        let at_mm = *lock(&self.unplugged_at_mm);
+        let emu = Arc::new((self.power_on)(at_mm)?);
         *lock(&self.board) = Some(emu);
         Ok(())
     }

@@ -96,16 +96,28 @@ pub fn truth_msg(f: &FrameTruth, epoch_s: f64) -> m::Truth {
     msg
 }
 
-/// One CNC's board: running, or unplugged until a time.
+/// One CNC's board: running, or unplugged until a time (its gantry
+/// standing where it was, machine mm: the board powers on there).
 enum Board {
     On(PtyEmulator),
-    Unplugged { until_s: f64 },
+    Unplugged { until_s: f64, at_mm: [f64; 3] },
 }
 
-fn power_on(cfg: &SimConfig, i: usize, clock: SimClock) -> std::io::Result<PtyEmulator> {
+fn power_on(
+    cfg: &SimConfig,
+    i: usize,
+    clock: SimClock,
+    gantry_mm: [f64; 3],
+) -> std::io::Result<PtyEmulator> {
     let c = &cfg.cncs[i];
     let link = (!c.pty_link.is_empty()).then(|| Path::new(&c.pty_link));
-    let emu = PtyEmulator::start_on(Config::default(), cfg.grbl_settings(i), clock, link)?;
+    let emu = PtyEmulator::start_at(
+        Config::default(),
+        cfg.grbl_settings(i),
+        clock,
+        link,
+        gantry_mm,
+    )?;
     // Reported on stdout so a launcher or a person can find it.
     println!(
         "sim: cnc_{} GRBL emulator on {}{}",
@@ -158,7 +170,11 @@ impl Cell {
                 FaultAction::Disconnect { cnc, until_s } => {
                     tracing::warn!(cnc = %self.core.cfg.cncs[cnc].id, until_s, "fault: serial line unplugged");
                     // Dropping the emulator closes its PTY and removes the link.
-                    self.boards[cnc] = Board::Unplugged { until_s };
+                    let at_mm = match &self.boards[cnc] {
+                        Board::On(e) => e.snapshot().position_mm,
+                        Board::Unplugged { at_mm, .. } => *at_mm,
+                    };
+                    self.boards[cnc] = Board::Unplugged { until_s, at_mm };
                 }
             }
         }
@@ -246,9 +262,9 @@ impl Cell {
             }
         }
         for i in 0..self.boards.len() {
-            if let Board::Unplugged { until_s } = self.boards[i] {
+            if let Board::Unplugged { until_s, at_mm } = self.boards[i] {
                 if until_s <= now_s {
-                    match power_on(&cfg, i, self.clock) {
+                    match power_on(&cfg, i, self.clock, at_mm) {
                         Ok(e) => self.boards[i] = Board::On(e),
                         Err(e) => tracing::error!(cnc = %cfg.cncs[i].id, "replugging: {e}"),
                     }
@@ -322,7 +338,8 @@ impl SimNode {
             .as_secs_f64();
         let mut boards = Vec::new();
         for i in 0..cfg.cncs.len() {
-            boards.push(Board::On(power_on(&cfg, i, clock)?));
+            // The gantries stand at their homes (machine zero) at start.
+            boards.push(Board::On(power_on(&cfg, i, clock, [0.0; 3])?));
         }
         let mut cell = Cell {
             core: SimCore::new(cfg),

@@ -72,6 +72,11 @@ pub struct SimParams {
     pub cnc_soft_limits: bool,
     pub cnc_max_rate_mm_per_min: f64,
     pub cnc_accel_mm_per_s2: f64,
+    /// Homing ($24 locate feed, $25 seek, $26 debounce, $27 pull-off).
+    pub cnc_homing_feed_mm_per_min: f64,
+    pub cnc_homing_seek_mm_per_min: f64,
+    pub cnc_homing_debounce_ms: f64,
+    pub cnc_homing_pulloff_mm: f64,
 
     pub bin_cnc_ids: Vec<String>,
     pub bin_classes: Vec<String>,
@@ -149,6 +154,10 @@ impl Default for SimParams {
             cnc_soft_limits: true,
             cnc_max_rate_mm_per_min: 30000.0,
             cnc_accel_mm_per_s2: 3000.0,
+            cnc_homing_feed_mm_per_min: 600.0,
+            cnc_homing_seek_mm_per_min: 10000.0,
+            cnc_homing_debounce_ms: 25.0,
+            cnc_homing_pulloff_mm: 2.0,
             bin_cnc_ids: s(&["1", "2"]),
             bin_classes: s(&["red_box", "blue_bar"]),
             bin_x_m: vec![2.3, 3.1],
@@ -358,6 +367,30 @@ const SPECS: &[Spec] = &[
     )
     .range(1.0, 1.0e6)
     .read_only(),
+    Spec::new(
+        "cnc_homing_feed_mm_per_min",
+        "Emulators' homing locate feed ($24), mm/min",
+    )
+    .range(1.0, 1.0e6)
+    .read_only(),
+    Spec::new(
+        "cnc_homing_seek_mm_per_min",
+        "Emulators' homing seek rate ($25), mm/min",
+    )
+    .range(1.0, 1.0e6)
+    .read_only(),
+    Spec::new(
+        "cnc_homing_debounce_ms",
+        "Emulators' homing switch debounce delay ($26), ms",
+    )
+    .range(0.0, 65535.0)
+    .read_only(),
+    Spec::new(
+        "cnc_homing_pulloff_mm",
+        "Emulators' homing pull-off distance ($27), mm",
+    )
+    .range(0.0, 1000.0)
+    .read_only(),
     Spec::new("bin_cnc_ids", "The CNC each bin belongs to").read_only(),
     Spec::new("bin_classes", "The class each bin takes").read_only(),
     Spec::new("bin_x_m", "Belt x of each bin's centre, m")
@@ -503,6 +536,10 @@ pub struct GrblSetup {
     pub soft_limits: bool,
     pub max_rate_mm_per_min: f64,
     pub accel_mm_per_s2: f64,
+    pub homing_feed_mm_per_min: f64,
+    pub homing_seek_mm_per_min: f64,
+    pub homing_debounce_ms: f64,
+    pub homing_pulloff_mm: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -852,6 +889,10 @@ impl SimParams {
                 soft_limits: self.cnc_soft_limits,
                 max_rate_mm_per_min: self.cnc_max_rate_mm_per_min,
                 accel_mm_per_s2: self.cnc_accel_mm_per_s2,
+                homing_feed_mm_per_min: self.cnc_homing_feed_mm_per_min,
+                homing_seek_mm_per_min: self.cnc_homing_seek_mm_per_min,
+                homing_debounce_ms: self.cnc_homing_debounce_ms,
+                homing_pulloff_mm: self.cnc_homing_pulloff_mm,
             },
         })
     }
@@ -896,6 +937,10 @@ impl SimConfig {
         s.set(132, o.z * 1000.0);
         s.set(20, if g.soft_limits { 1.0 } else { 0.0 });
         s.set(22, if g.homing { 1.0 } else { 0.0 });
+        s.set(24, g.homing_feed_mm_per_min);
+        s.set(25, g.homing_seek_mm_per_min);
+        s.set(26, g.homing_debounce_ms.round());
+        s.set(27, g.homing_pulloff_mm);
         s
     }
 

@@ -133,6 +133,13 @@ def test_cell_launch_starts_the_graph_check_config_reads(params, monkeypatch, tm
     (manager_params,) = nodes[-1].kwargs["parameters"]
     assert manager_params["node_names"] == [n["name"] for n in graph["nodes"]]
     assert manager_params["cnc_ids"] == graph["cnc_ids"]
+    # Every process gets the Fast DDS profile that carries frames between
+    # processes, the one file `cncpick run --processes` writes too.
+    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE", raising=False)
+    for n in nodes_of(module, params_file):
+        profile = pathlib.Path(n.kwargs["additional_env"]["FASTRTPS_DEFAULT_PROFILES_FILE"])
+        assert profile == REPO / "params" / "fastdds.xml", profile
+        assert "<segment_size>" in profile.read_text()
     # Each node gets its own section of the file: the values check-config validated.
     import yaml
 

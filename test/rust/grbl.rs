@@ -226,8 +226,38 @@ fn homing_takes_its_time_answers_no_status_and_ends_idle() {
     assert_eq!(b.status(), "", "no status report during homing");
     b.run(ms(10));
     let took = b.run_until(ms(20_000), |o| o.contains("ok"));
-    assert!(took >= ms(11_800) && took <= ms(12_000), "{took:?}");
+    // grbl 1.1's cycle with its defaults ($24=25, $25=500 mm/min, $26=250
+    // ms, $27=1 mm, 10 mm/s²), Z then XY, from where it powered on (0):
+    // per cycle, two 1 mm pull-offs at the seek rate (triangles, 2√(1/10)
+    // = 0.632 s each), the 1 mm locate at the feed (1/0.4167 + 0.4167/10
+    // = 2.442 s) and four 250 ms debounces: 4.707 s; twice: 9.414 s.
+    // (110 ms of it passed before `took` began.)
+    let took = took + ms(110);
+    assert!(took >= ms(9_300) && took <= ms(9_530), "{took:?}");
     assert_eq!(b.m.state(), State::Idle);
+}
+
+#[test]
+fn homing_takes_longer_the_further_the_machine_stands_from_its_switches() {
+    let mut s = Settings::default();
+    s.set(22, 1.0).unwrap();
+    // It powered on 10 mm below its Z switch and 50 mm from its X one.
+    let mut b = Bench {
+        m: Machine::new(Config::default(), s, Duration::ZERO).powered_on_at([-50.0, 0.0, -10.0]),
+        now: Duration::ZERO,
+        out: String::new(),
+    };
+    assert_eq!(b.m.position(), [-50.0, 0.0, -10.0]);
+    b.take();
+    b.send(b"$H\n");
+    let took = b.run_until(ms(40_000), |o| o.contains("ok"));
+    // 9.414 s as from the switches, plus the seeks at 500 mm/min (8.33
+    // mm/s, 10 mm/s²): Z 10 mm, 10/8.333 + 0.833 = 2.033 s; X 50 mm,
+    // 50/8.333 + 0.833 = 6.833 s. 18.28 s in all.
+    assert!(took >= ms(18_180) && took <= ms(18_400), "{took:?}");
+    // Homed: where it stands is now machine zero, and grbl knows it.
+    assert_eq!(b.m.position(), [0.0; 3]);
+    assert!(b.status().contains("MPos:0.000,0.000,0.000"));
 }
 
 #[test]
@@ -290,6 +320,50 @@ fn a_soft_reset_while_idle_brings_the_banner_back_in_about_35_ms() {
     let took = b.run_until(ms(1000), |o| o.contains("Grbl 1.1h"));
     assert!(took >= ms(30) && took <= ms(40), "{took:?}");
     assert_eq!(b.m.state(), State::Idle);
+}
+
+#[test]
+fn a_soft_reset_at_rest_keeps_a_homed_board_unlocked_and_where_it_was() {
+    // Grbl's power-on lock (homing enabled) is set once, before its reset
+    // loop: a reset at rest keeps the state and the position.
+    let mut b = Bench::homed();
+    b.cmd("G0 X-50 Y-20");
+    b.run(ms(10_000));
+    assert_eq!(b.m.state(), State::Idle);
+    b.take();
+    b.send(&[0x18]);
+    let out = b.run_until(ms(1000), |o| o.contains("Grbl 1.1h"));
+    assert!(out <= ms(40), "{out:?}");
+    b.run(ms(5));
+    assert!(
+        !b.take().contains("unlock"),
+        "a reset at rest locked the board"
+    );
+    assert_eq!(b.m.state(), State::Idle);
+    assert_eq!(b.m.position(), [-50.0, -20.0, 0.0]);
+    // After a feed hold has brought it to rest (Hold:0), likewise.
+    b.cmd("G1 X-150 F2000");
+    b.run(ms(500));
+    b.send(b"!");
+    b.run(ms(1000));
+    assert_eq!(b.m.state(), State::Hold(0));
+    let held = b.m.position();
+    b.send(&[0x18]);
+    b.run(ms(100));
+    assert_eq!(b.m.state(), State::Idle);
+    assert_eq!(b.m.position(), held);
+}
+
+#[test]
+fn status_reports_go_on_during_a_hold_decelerating_then_at_rest() {
+    let mut b = Bench::idle();
+    b.cmd("G1 X-100 F3000");
+    b.run(ms(500));
+    b.send(b"!");
+    b.run(ms(2));
+    assert!(b.status().starts_with("<Hold:1|"), "decelerating");
+    b.run(ms(1000));
+    assert!(b.status().starts_with("<Hold:0|"), "at rest");
 }
 
 #[test]

@@ -22,6 +22,17 @@ fn fast_settings() -> Settings {
     s
 }
 
+/// A board with homing enabled ($22=1) that homes in well under a second
+/// from near its switches.
+fn homing_board() -> PtyEmulator {
+    let mut s = fast_settings();
+    s.set(22, 1.0).unwrap();
+    for (n, v) in [(24, 3000.0), (25, 30_000.0), (26, 0.0), (27, 0.5)] {
+        s.set(n, v).unwrap();
+    }
+    PtyEmulator::start(Config::default(), s, 1.0).unwrap()
+}
+
 fn client(path: &str) -> Grbl {
     let mut c = ClientConfig::new(path);
     c.poll_period = Duration::from_millis(50);
@@ -233,13 +244,7 @@ async fn an_unanswered_line_times_out_with_feed_hold_and_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_with_homing_enabled_boots_in_alarm_and_homes() {
-    let mut s = fast_settings();
-    s.set(22, 1.0).unwrap();
-    let config = Config {
-        homing_time: Duration::from_millis(500),
-        ..Config::default()
-    };
-    let emu = PtyEmulator::start(config, s, 1.0).unwrap();
+    let emu = homing_board();
     let g = client(emu.path());
     let mut events = g.subscribe();
     assert_eq!(g.soft_reset(Duration::from_secs(2)).await.unwrap(), "1.1h");
@@ -254,4 +259,51 @@ async fn start_up_with_homing_enabled_boots_in_alarm_and_homes() {
     let is_idle = |e: &Event| matches!(e, Event::Line(Reply::Status(s)) if s.state.map(|s| s.label()) == Some("Idle".into()));
     next_event(&mut events, is_idle).await;
     assert_eq!(g.send("G0 X-1").await, Ok(Answer::Ok));
+}
+
+/// The controller's process dies in the middle of a move (SIGKILL closes
+/// its port at once) and a new one opens the port: it must stop the board
+/// without losing its position, so that no re-home is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_dies_mid_move_leaves_the_next_one_a_homed_board() {
+    let emu = homing_board();
+    let first = client(emu.path());
+    first.soft_reset(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(
+        first.send_within("$H", Duration::from_secs(5)).await,
+        Ok(Answer::Ok)
+    );
+    // Slow moves, so the board is mid-move when its host dies; the lines
+    // are in its buffer and planner, and it goes on with them.
+    for x in [-40, -80, -120] {
+        assert_eq!(first.send(&format!("G1 X{x} F3000")).await, Ok(Answer::Ok));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(emu.snapshot().state.label(), "Run");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = client(emu.path());
+    // It stops the board as soon as a report says it is at rest (Hold:0),
+    // and only then resets.
+    let t0 = std::time::Instant::now();
+    second
+        .stop_safely(cncpick::motion::grbl::client::STOP_WAIT)
+        .await;
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_millis(700),
+        "no report of the hold: {took:?}"
+    );
+    second.soft_reset(Duration::from_secs(2)).await.unwrap();
+    let mut events = second.subscribe();
+    let Event::Line(Reply::Status(s)) =
+        next_event(&mut events, |e| matches!(e, Event::Line(Reply::Status(_)))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        s.state.unwrap().label(),
+        "Idle",
+        "the reset lost the position"
+    );
 }

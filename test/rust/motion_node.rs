@@ -37,10 +37,8 @@ impl Rig {
         let lease = DomainLease::acquire().unwrap();
         std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
         let dir = common::temp_dir("motion_node", tag);
-        let board = Config {
-            homing_time: Duration::from_millis(300),
-            ..Config::default()
-        };
+        // Homing as the simulated cell's boards do it (sim.cnc_homing_*).
+        let board = Config::default();
         let sim = SimParams {
             seed: 11,
             arrival_rate_per_min: 60.0,
@@ -171,6 +169,24 @@ async fn picks_through_the_action_are_recorded_and_a_hostile_goal_moves_nothing(
     // machine) until someone configures it again.
     assert!(rig.c.cnc.change_state("configure").await);
     assert!(rig.c.cnc.change_state("activate").await);
+    // Each activation serves the pick action anew; the servers of the
+    // activations before it are gone (r2r patch), not left taking goal
+    // requests they drop.
+    for _ in 0..2 {
+        assert!(rig.c.cnc.change_state("deactivate").await);
+        assert!(rig.c.cnc.change_state("activate").await);
+    }
+    let servers = || {
+        let n = rig.c.probe.lock().unwrap();
+        n.get_publishers_info_by_topic("/cell/cnc_1/pick/_action/status", false)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while servers() != 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(servers(), 1, "pick action servers after four activations");
     rig.stop().await;
 }
 

@@ -226,3 +226,28 @@ fn dead_letters_are_appended_to_their_file_as_json_lines() {
         .collect();
     assert_eq!(ids, vec!["a", "b"]);
 }
+
+#[test]
+fn dead_letters_keep_only_the_newest_in_memory_and_every_one_in_the_file() {
+    use cncpick::kit::retry::{DeadLetter, DEAD_LETTERS_KEPT};
+    let path = std::env::temp_dir().join(format!("cncpick-dead-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let dead = DeadLetters::to_file(&path);
+    let total = DEAD_LETTERS_KEPT + 25;
+    for k in 0..total {
+        dead.record(DeadLetter {
+            what: "svc".into(),
+            request_id: format!("r{k}"),
+            attempts: 3,
+            error: "no reply".into(),
+            at_ns: k as u64,
+        });
+    }
+    let kept = dead.entries();
+    assert_eq!(kept.len(), DEAD_LETTERS_KEPT);
+    assert_eq!(kept[0].request_id, "r25");
+    assert_eq!(kept.last().unwrap().request_id, format!("r{}", total - 1));
+    let lines = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(lines.lines().count(), total);
+    let _ = std::fs::remove_file(&path);
+}

@@ -43,15 +43,28 @@ proptest! {
             let label = policy.label();
             let mut s = Scheduler::new(policy, models.clone(), queue_max, min_confidence);
             let r = run(&mut s, &starts(&models), &objs, &ok, 0.1, f64::INFINITY);
-            let mut seen = HashSet::new();
-            for (key, cnc, _) in &r.assignments {
-                prop_assert!(seen.insert(*key), "{label}: object {key} assigned twice");
-                let o = objs.iter().find(|o| o.key == *key).unwrap();
+            // In time order (a hand-back comes before the decisions of its
+            // step): an object is given again only once handed back.
+            let mut log: Vec<(f64, bool, u64, usize)> = r.revoked.iter().map(|&(k, c, t)| (t, false, k, c)).collect();
+            log.extend(r.assignments.iter().map(|&(k, c, t)| (t, true, k, c)));
+            log.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut held = std::collections::HashMap::new();
+            let mut ever = HashSet::new();
+            for (_, assigned, key, cnc) in log {
+                if !assigned {
+                    prop_assert_eq!(held.remove(&key), Some(cnc), "{}: object {} handed back by a CNC not holding it", label, key);
+                    continue;
+                }
+                prop_assert!(held.insert(key, cnc).is_none(), "{label}: object {key} assigned twice");
+                ever.insert(key);
+                let o = objs.iter().find(|o| o.key == key).unwrap();
                 prop_assert!(o.confidence >= min_confidence, "{label}: low confidence assigned");
-                prop_assert!(models[*cnc].bin(&o.class).is_some(), "{label}: no bin for it on CNC {cnc}");
+                prop_assert!(models[cnc].bin(&o.class).is_some(), "{label}: no bin for it on CNC {cnc}");
             }
-            prop_assert_eq!(r.picked + r.failed, r.assignments.len(), "{}: a pick was lost", label);
-            prop_assert!(r.assignments.len() + r.passed <= objs.len());
+            // Each object held at the end was tried exactly once.
+            prop_assert_eq!(r.picked + r.failed, held.len(), "{}: a pick was lost or made twice", label);
+            prop_assert!(held.len() + r.passed <= objs.len());
+            prop_assert!(ever.len() <= objs.len());
         }
     }
 }

@@ -338,6 +338,12 @@ impl Grbl {
             .timeout(READ_SLICE)
             .open_native()
             .map_err(|e| open_err(e.to_string()))?;
+        // What the board said before this host opened the port (to a host
+        // that died, or to no one) is not about now: a stale `<Idle|...>`
+        // read as the answer to our first `?` would have a reset sent into
+        // a moving machine (ALARM:3, the position lost, a re-home).
+        serialport::SerialPort::clear(&port, serialport::ClearBuffer::Input)
+            .map_err(|e| open_err(e.to_string()))?;
         let writer = port
             .try_clone_native()
             .map_err(|e| open_err(e.to_string()))?;

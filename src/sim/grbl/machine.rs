@@ -30,8 +30,6 @@ pub struct Config {
     pub reset_banner_delay: Duration,
     /// From 0x18 during motion (ALARM:3) to the banner.
     pub reset_in_motion_delay: Duration,
-    /// How long `$H` takes.
-    pub homing_time: Duration,
     /// After an unsolicited ALARM the firmware stalls this long.
     pub alarm_stall: Duration,
     /// WCO: is included in every n-th status report.
@@ -49,7 +47,6 @@ impl Default for Config {
             status_latency: Duration::from_millis(4),
             reset_banner_delay: Duration::from_millis(35),
             reset_in_motion_delay: Duration::from_millis(600),
-            homing_time: Duration::from_secs(12),
             alarm_stall: Duration::from_millis(500),
             wco_every: 10,
             ov_every: 20,
@@ -181,7 +178,12 @@ pub struct Machine {
     planner: VecDeque<Block>,
     sync: Option<Sync>,
     out: Vec<u8>,
+    /// Where grbl thinks it is (MPos), mm.
     pos: [f64; 3],
+    /// Where the machine really is, less `pos`: what grbl lost at its
+    /// last power-on (it starts counting from 0 wherever the gantry
+    /// stands); homing makes it 0.
+    offset: [f64; 3],
     /// Work coordinate offsets G54..G59, machine = work + wco.
     wco: [[f64; 3]; 6],
     coord: usize,
@@ -227,6 +229,7 @@ impl Machine {
             sync: None,
             out: Vec::new(),
             pos: [0.0; 3],
+            offset: [0.0; 3],
             wco: [[0.0; 3]; 6],
             coord: 0,
             g92: [0.0; 3],
@@ -248,7 +251,8 @@ impl Machine {
             dropped_bytes: 0,
             now,
         };
-        m.boot(false);
+        let homing = m.settings.flag(22);
+        m.boot(homing);
         m
     }
 
@@ -256,9 +260,44 @@ impl Machine {
         self.state
     }
 
-    /// Machine position, mm.
+    /// Where the machine really is, mm (machine frame): what grbl reports
+    /// as MPos, plus what it lost at power-on until it has homed.
     pub fn position(&self) -> [f64; 3] {
-        self.pos
+        [0, 1, 2].map(|a| self.pos[a] + self.offset[a])
+    }
+
+    /// A board powered on with its gantry at `physical_mm` (machine
+    /// frame): grbl counts from 0 there, so its position is lost until
+    /// homing finds the switches.
+    pub fn powered_on_at(mut self, physical_mm: [f64; 3]) -> Self {
+        self.offset = [0, 1, 2].map(|a| physical_mm[a] - self.pos[a]);
+        self
+    }
+
+    /// How long `$H` takes from where the machine really is: grbl 1.1's
+    /// cycle homes Z, then X and Y together; each cycle seeks the
+    /// switches at `$25` (from the axis furthest from its switch), pulls
+    /// off `$27` at `$25`, finds the switch again at `$24`, pulls off
+    /// again, and waits `$26` ms for the switches to settle after each
+    /// of those four moves. Each move from rest to rest at the axes'
+    /// acceleration.
+    pub fn homing_duration(&self) -> Duration {
+        let s = &self.settings;
+        let at = self.position();
+        let (feed, seek) = (s.get(24) / 60.0, s.get(25) / 60.0);
+        let (debounce_s, pulloff) = (s.get(26) / 1000.0, s.get(27));
+        let cycle = |axes: &[usize]| {
+            let d = axes.iter().map(|&a| at[a].abs()).fold(0.0, f64::max);
+            let accel = axes
+                .iter()
+                .map(|&a| s.get(120 + a as u16))
+                .fold(f64::INFINITY, f64::min);
+            trapezoid_time_s(d, seek, accel)
+                + 2.0 * trapezoid_time_s(pulloff, seek, accel)
+                + trapezoid_time_s(pulloff, feed, accel)
+                + 4.0 * debounce_s
+        };
+        Duration::from_secs_f64(cycle(&[2]) + cycle(&[0, 1]))
     }
 
     /// The vacuum: coolant (M8/M7) or spindle (M3/M4) on.
@@ -276,9 +315,14 @@ impl Machine {
         self.out.extend_from_slice(b"\r\n");
     }
 
-    fn boot(&mut self, stay_in_alarm: bool) {
+    /// The banner, after a power-on or a reset. Grbl locks itself in Alarm
+    /// at power-on when homing is enabled (its position is unknown); after a
+    /// soft reset it keeps its prior state (main.c: the `HOMING_INIT_LOCK`
+    /// check runs once, before the reset loop), so a reset while at rest
+    /// keeps a homed board's position and leaves it unlocked.
+    fn boot(&mut self, alarm: bool) {
         self.out.extend_from_slice(BANNER.as_bytes());
-        if self.settings.flag(22) || stay_in_alarm {
+        if alarm {
             self.state = State::Alarm;
             self.say("[MSG:'$H'|'$X' to unlock]");
         } else {
@@ -472,6 +516,7 @@ impl Machine {
             if t >= until {
                 self.homing_until = None;
                 self.pos = [0.0; 3];
+                self.offset = [0.0; 3];
                 self.state = State::Idle;
                 self.say("ok");
             }
@@ -492,6 +537,9 @@ impl Machine {
                     }
                 }
             }
+            // Grbl reports during a hold (Hold:1, then Hold:0): a host
+            // waits for Hold:0 to know the machine is at rest.
+            self.report_if_due(t);
             return;
         }
         while let Some(Block::Move(m)) = self.planner.front_mut() {
@@ -547,6 +595,12 @@ impl Machine {
                 None => {}
             }
         }
+        self.report_if_due(t);
+    }
+
+    /// The status report asked for with `?`, once its latency has passed
+    /// (none during homing).
+    fn report_if_due(&mut self, t: Duration) {
         if self.status_due.is_some_and(|due| t >= due) {
             self.status_due = None;
             if self.homing_until.is_none() {
@@ -670,7 +724,7 @@ impl Machine {
                     return Err(err::IDLE_ERROR);
                 }
                 self.state = State::Home;
-                self.homing_until = Some(t + self.config.homing_time);
+                self.homing_until = Some(t + self.homing_duration());
                 Ok(None)
             }
             "C" => {

@@ -104,6 +104,20 @@ impl PtyEmulator {
         clock: SimClock,
         link: Option<&Path>,
     ) -> std::io::Result<Self> {
+        Self::start_at(config, settings, clock, link, [0.0; 3])
+    }
+
+    /// As [`PtyEmulator::start_on`], with the gantry standing at
+    /// `gantry_mm` (machine frame) when the board powers on: grbl counts
+    /// from 0 there ([`Machine::powered_on_at`]), and homing starts from
+    /// there.
+    pub fn start_at(
+        config: Config,
+        settings: Settings,
+        clock: SimClock,
+        link: Option<&Path>,
+        gantry_mm: [f64; 3],
+    ) -> std::io::Result<Self> {
         let (mut master, slave) = TTYPort::pair().map_err(std::io::Error::other)?;
         let path = slave
             .name()
@@ -117,7 +131,7 @@ impl PtyEmulator {
         // connected (otherwise reads fail with EIO).
         let _slave = slave;
         let now = move || clock.now();
-        let mut m = Machine::new(config, settings, now());
+        let mut m = Machine::new(config, settings, now()).powered_on_at(gantry_mm);
         let snapshot = Arc::new(Mutex::new(Snapshot {
             at: now(),
             position_mm: m.position(),

@@ -37,6 +37,9 @@ pub trait ActionServer_ {
     fn is_cancelling(&self, uuid: &uuid::Uuid) -> Result<bool>;
     fn add_goal_handle(&mut self, uuid: uuid::Uuid, goal_handle: *mut rcl_action_goal_handle_t);
     fn destroy(&mut self, node: &mut rcl_node_t);
+    /// cncpick patch: its goal stream was dropped and none of its goals is
+    /// still active, so nothing will ever use it again.
+    fn is_abandoned(&self) -> bool;
 }
 
 /// Request to cancel an active goal.
@@ -428,22 +431,29 @@ where
     }
 
     fn handle_goal_expired(&mut self) {
+        // cncpick patch: stock r2r never called rcl_action_expire_goals (its
+        // loop ran while num_expired > 1, starting at 1), so every goal's
+        // handle, result and cancel channel stayed for the node's life.
+        // Expire them one at a time until none is left; rcl frees each
+        // expired goal's handle, so its entries here go too.
         let mut goal_info = WrappedNativeMsg::<action_msgs::msg::GoalInfo>::new();
-        let mut num_expired = 1;
-
-        while num_expired > 1 {
+        loop {
+            let mut num_expired = 0;
             let ret = unsafe {
                 rcl_action_expire_goals(&self.rcl_handle, &mut *goal_info, 1, &mut num_expired)
             };
             if ret != RCL_RET_OK as i32 {
-                log::debug!("action server: could not expire goal.");
+                log::debug!("action server: could not expire goals: {}", Error::from_rcl_error(ret));
+                return;
+            }
+            if num_expired == 0 {
                 return;
             }
             let gi = action_msgs::msg::GoalInfo::from_native(&goal_info);
             let uuid = uuid_msg_to_uuid(&gi.goal_id);
-            log::debug!("goal expired: {} - {}", uuid, num_expired);
-            // todo
-            // self.goals.remove(&uuid);
+            log::debug!("goal expired: {}", uuid);
+            self.goals.remove(&uuid);
+            self.cancel_senders.remove(&uuid);
             self.result_msgs.remove(&uuid);
             self.result_requests.remove(&uuid);
         }
@@ -572,6 +582,14 @@ where
             rcl_action_server_fini(&mut self.rcl_handle, node);
             rcl_ros_clock_fini(self.clock_handle.as_mut());
         }
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.goal_request_sender.is_closed()
+            && self
+                .goals
+                .values()
+                .all(|h| unsafe { !rcl_action_goal_handle_is_active(*h) })
     }
 }
 

@@ -1034,6 +1034,22 @@ impl Node {
     /// `timeout` is a duration specifying how long the spin should
     /// block for if there are no pending events.
     pub fn spin_once(&mut self, timeout: Duration) {
+        // cncpick patch: an action server whose goal stream was dropped, with
+        // no goal still active, goes (stock r2r kept every one for the
+        // node's life: a node that re-creates its server on each activation
+        // had one more server per activation, each taking every goal request
+        // and dropping it).
+        let node_handle = &mut self.node_handle;
+        self.action_servers.retain(|s| {
+            let mut s = s.lock().unwrap();
+            if s.is_abandoned() {
+                s.destroy(node_handle);
+                false
+            } else {
+                true
+            }
+        });
+
         // first handle any completed action cancellation responses
         for a in &mut self.action_servers {
             a.lock().unwrap().send_completed_cancel_requests();
