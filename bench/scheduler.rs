@@ -7,6 +7,11 @@
 //! could gain). And the decision latency of each policy with 200 live
 //! objects. Prints one JSON object on its last
 //! line. Run with `bench/run scheduler`.
+//!
+//! `CNCPICK_BENCH_CLAIRVOYANT=1`: every arrival is seen a minute early and
+//! the failures are left out, so each policy runs with the oracle's
+//! knowledge; the lookahead's picks are then a real schedule the optimum
+//! is at least.
 
 use cncpick::detector::score::quantile;
 use cncpick::sched::eval::run;

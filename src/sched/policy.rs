@@ -18,7 +18,7 @@
 
 use super::reach::{CncModel, Obj, Slot};
 use nalgebra::Vector3;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Which policy (the scheduler's `policy` param).
 #[derive(Debug, Clone, PartialEq)]
@@ -100,11 +100,17 @@ const FLOOR_SLACK_S: f64 = 1e-9;
 
 /// The objects of one decision (by key), and for each CNC those it has a
 /// window for, by when they enter it (then by index): the earliest any
-/// contact with them can be.
+/// contact with them can be. And the picks planned so far in this
+/// decision: the lookahead's rollouts ask the same question (this CNC,
+/// free then and there, this object) many times over.
 struct Pool<'a> {
     objs: Vec<&'a Obj>,
     by_enter: Vec<Vec<(f64, usize)>>,
+    slots: std::cell::RefCell<HashMap<SlotQuery, Option<Slot>>>,
 }
+
+/// (CNC, object index, when free, where: x, y, z), floats by their bits.
+type SlotQuery = (usize, usize, u64, [u64; 3]);
 
 impl<'a> Pool<'a> {
     fn new(models: &[CncModel], objs: Vec<&'a Obj>) -> Self {
@@ -120,7 +126,32 @@ impl<'a> Pool<'a> {
                 v
             })
             .collect();
-        Pool { objs, by_enter }
+        Pool {
+            objs,
+            by_enter,
+            slots: Default::default(),
+        }
+    }
+
+    /// `models[i]`'s pick of object `j` from `c` (as [`CncModel::slot`]),
+    /// worked out once per decision.
+    fn slot(&self, models: &[CncModel], i: usize, j: usize, c: &CncState) -> Option<Slot> {
+        let q = (
+            i,
+            j,
+            c.free_at_s.to_bits(),
+            [
+                c.at_mm.x.to_bits(),
+                c.at_mm.y.to_bits(),
+                c.at_mm.z.to_bits(),
+            ],
+        );
+        if let Some(s) = self.slots.borrow().get(&q) {
+            return *s;
+        }
+        let s = models[i].slot(self.objs[j], c.free_at_s, c.at_mm);
+        self.slots.borrow_mut().insert(q, s);
+        s
     }
 }
 
@@ -376,7 +407,7 @@ impl Scheduler {
             if !ok(o) {
                 continue;
             }
-            let Some(slot) = m.slot(o, c.free_at_s, c.at_mm) else {
+            let Some(slot) = pool.slot(&self.models, i, j, c) else {
                 continue;
             };
             let found = (slot, o.key);
