@@ -238,28 +238,11 @@ impl Picker {
     /// many there are (the intercept search asks this thousands of times
     /// per decision).
     fn legs(&self, from_mm: Vector3<f64>, to_mm: Vector3<f64>) -> ([Vector3<f64>; 3], usize) {
-        let safe_z = self
-            .frame
-            .to_machine_mm(Vector3::new(0.0, 0.0, self.safe_z_m))
-            .z;
-        // At the safe height, or higher if already higher, but inside the
-        // workspace (a gantry parked at machine zero starts just outside).
-        let z = safe_z.max(from_mm.z).min(self.workspace.max_mm[2]);
-        // Likewise the first leg's x and y: from just outside (machine
-        // zero), it steps inside first.
-        let w = &self.workspace;
-        let (x0, y0) = (
-            from_mm.x.clamp(w.min_mm[0], w.max_mm[0]),
-            from_mm.y.clamp(w.min_mm[1], w.max_mm[1]),
-        );
+        let up = self.safe_rest_mm(from_mm);
         let mut legs = [Vector3::zeros(); 3];
         let mut n = 0;
         let mut at = from_mm;
-        for p in [
-            Vector3::new(x0, y0, z),
-            Vector3::new(to_mm.x, to_mm.y, z),
-            to_mm,
-        ] {
+        for p in [up, Vector3::new(to_mm.x, to_mm.y, up.z), to_mm] {
             if (p - at).norm() > 1e-9 {
                 legs[n] = p;
                 n += 1;
@@ -267,6 +250,23 @@ impl Picker {
             }
         }
         (legs, n)
+    }
+
+    /// Where a gantry at `from_mm` (machine) may rest, and where every
+    /// travel from it goes first: at the safe height, or higher if already
+    /// higher, and inside the workspace (a gantry homed to machine zero
+    /// stands just outside it, and steps inside).
+    pub fn safe_rest_mm(&self, from_mm: Vector3<f64>) -> Vector3<f64> {
+        let safe_z = self
+            .frame
+            .to_machine_mm(Vector3::new(0.0, 0.0, self.safe_z_m))
+            .z;
+        let w = &self.workspace;
+        Vector3::new(
+            from_mm.x.clamp(w.min_mm[0], w.max_mm[0]),
+            from_mm.y.clamp(w.min_mm[1], w.max_mm[1]),
+            safe_z.max(from_mm.z).min(w.max_mm[2]),
+        )
     }
 
     /// Time of [`Picker::travel_legs`] at rapid rate, each leg rest to rest.

@@ -3,7 +3,7 @@
 //!
 //! - configure: open the port, soft reset and wait for the banner, check
 //!   `$$` against the params, home with `$H` where homing is enabled and the board is locked (position unknown), set
-//!   absolute millimetres, park at the safe height.
+//!   absolute millimetres, rest at the safe height inside the workspace.
 //! - activate: a new epoch from the state manager; picks are accepted.
 //! - deactivate: no new picks; the current one finishes (bounded) or is
 //!   stopped with a feed hold and a reset.
@@ -162,29 +162,25 @@ async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Resu
         .await?
         .machine_mm(None)
         .ok_or_else(|| anyhow::anyhow!("{}: the status report has no position", p.port))?;
-    // Park: mid-window, at the safe height.
+    // To rest where it stands: up to the safe height if below it, and
+    // inside the workspace (a homed gantry stands just outside). No park
+    // mid-window: the first pick's approach starts from here as well as
+    // from there, and crossing to it cost every restart about 2 s.
     let picker = p.picker();
-    let park_m = Vector3::new(
-        (p.reach_x_min_m + p.reach_x_max_m) / 2.0,
-        p.park_y_m,
-        p.safe_z_m,
-    );
-    let park = picker.frame.to_machine_mm(park_m);
-    picker.workspace.check(park)?;
-    let mut lines = Vec::new();
-    let mut from = Vector3::from(at);
-    let mut total_s = 0.0;
-    for leg in picker.travel_legs(from, park) {
-        picker.workspace.check(leg)?;
-        total_s += picker
+    let from = Vector3::from(at);
+    let rest = picker.safe_rest_mm(from);
+    picker.workspace.check(rest)?;
+    if (rest - from).norm() > 1e-6 {
+        let move_s = picker
             .limits
-            .move_time_s(from, leg, picker.limits.rapid_mm_per_min());
-        lines.push(format!("G0 X{:.3} Y{:.3} Z{:.3}", leg.x, leg.y, leg.z));
-        from = leg;
+            .move_time_s(from, rest, picker.limits.rapid_mm_per_min());
+        let lines = [
+            format!("G0 X{:.3} Y{:.3} Z{:.3}", rest.x, rest.y, rest.z),
+            "G4 P0".into(),
+        ];
+        run_lines(g, &lines, response + Duration::from_secs_f64(move_s * 2.0)).await?;
     }
-    lines.push("G4 P0".into());
-    run_lines(g, &lines, response + Duration::from_secs_f64(total_s * 2.0)).await?;
-    lock(live).machine_mm = [park.x, park.y, park.z];
+    lock(live).machine_mm = [rest.x, rest.y, rest.z];
     // At rest: one more report, so the status says so from the start.
     status_now(g, response).await?;
     Ok(())

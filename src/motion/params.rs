@@ -34,7 +34,6 @@ pub struct MotionParams {
     pub descend_s: f64,
     pub track_s: f64,
     pub lag_s: f64,
-    pub park_y_m: f64,
     pub bin_classes: Vec<String>,
     pub bin_x_m: Vec<f64>,
     pub bin_y_m: Vec<f64>,
@@ -74,7 +73,6 @@ impl Default for MotionParams {
             descend_s: 0.2,
             track_s: 0.25,
             lag_s: 0.05,
-            park_y_m: 0.3,
             bin_classes: vec!["red_box".into()],
             bin_x_m: vec![2.3],
             bin_y_m: vec![0.68],
@@ -83,12 +81,13 @@ impl Default for MotionParams {
             poll_idle_s: 0.2,
             poll_busy_s: 0.02,
             state_call_timeout_s: 2.0,
-            reconnect_attempts: 10,
+            reconnect_attempts: 20,
             // Soon: an alarm or a closed port is worth a look at once; a
-            // port not back yet is tried again, doubling the wait to a
-            // second (opening a missing tty costs nothing).
+            // port not back yet is tried again twice a second (opening a
+            // missing tty costs nothing), for about 10 s before the
+            // manager takes over.
             reconnect_initial_s: 0.25,
-            reconnect_max_s: 1.0,
+            reconnect_max_s: 0.5,
         }
     }
 }
@@ -165,11 +164,6 @@ const SPECS: &[Spec] = &[
         "Time allowed for the link and status lag in every plan, s",
     )
     .range(0.0, 5.0),
-    Spec::new(
-        "park_y_m",
-        "Belt y of the park point (x: mid window, z: safe), m",
-    )
-    .range(-1e3, 1e3),
     Spec::new("bin_classes", "Object classes this CNC bins, one bin each").read_only(),
     Spec::new("bin_x_m", "Each bin's belt-frame x, m").read_only(),
     Spec::new("bin_y_m", "Each bin's belt-frame y, m").read_only(),

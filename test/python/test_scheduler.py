@@ -51,7 +51,6 @@ CNC_1 = {
     "descend_s": 0.2,
     "track_s": 0.25,
     "lag_s": 0.05,
-    "park_y_m": 0.3,
     "bin_classes": ["red_box"],
     "bin_x_m": [2.3],
     "bin_y_m": [0.68],
