@@ -157,27 +157,85 @@ impl From<opencv::Error> for DetectError {
 
 /// Label of every 24-bit BGR colour (index `b << 16 | g << 8 | r`): 0 for
 /// none, else 1 + the first class whose thresholds accept it.
+///
+/// Built with OpenCV's own operations throughout (a node's configure waits
+/// for it): all 2²⁴ colours to HSV, then per channel a 256-entry table of
+/// the classes (a bit each, eight at a time) accepting that value, the
+/// three ANDed, and the lowest bit set turned into its label.
 pub fn colour_table(classes: &[ClassSpec]) -> opencv::Result<Vec<u8>> {
     const SIDE: i32 = 4096;
-    let mut bgr = vec![0u8; (SIDE * SIDE * 3) as usize];
-    for (i, px) in bgr.chunks_exact_mut(3).enumerate() {
-        px[0] = (i >> 16) as u8;
-        px[1] = (i >> 8) as u8;
-        px[2] = i as u8;
-    }
-    let all = Mat::new_rows_cols_with_data(SIDE, SIDE * 3, &bgr)?;
-    let all = all.reshape(3, SIDE)?;
+    // Row r, column c holds colour i = r·4096 + c: b = r >> 4,
+    // g = (r & 15) << 4 | c >> 8, r = c & 255. Every row is the first one
+    // plus a constant (b, g's high half, 0).
+    let first: Vec<u8> = (0..SIDE as usize)
+        .flat_map(|c| [0, (c >> 8) as u8, c as u8])
+        .collect();
+    let first = Mat::new_rows_cols_with_data(1, SIDE * 3, &first)?;
+    let first = first.reshape(3, 1)?;
+    let offsets: Vec<u8> = (0..SIDE as usize)
+        .flat_map(|r| [(r >> 4) as u8, ((r & 15) << 4) as u8, 0])
+        .collect();
+    let offsets = Mat::new_rows_cols_with_data(SIDE, 3, &offsets)?;
+    let offsets = offsets.reshape(3, SIDE)?;
+    let rows = core::repeat(&first, SIDE, 1)?;
+    let cols = core::repeat(&offsets, 1, SIDE)?;
+    let mut all = Mat::default();
+    core::add(&rows, &cols, &mut all, &core::no_array(), -1)?;
     let mut hsv = Mat::default();
     imgproc::cvt_color_def(&all, &mut hsv, imgproc::COLOR_BGR2HSV)?;
-    let hsv = hsv.data_bytes()?;
-    let mut table = vec![0u8; 1 << 24];
-    for (i, t) in table.iter_mut().enumerate() {
-        let p = [hsv[3 * i], hsv[3 * i + 1], hsv[3 * i + 2]];
-        if let Some(k) = classes.iter().position(|c| c.accepts(p)) {
-            *t = k as u8 + 1;
+    let mut channels = Vector::<Mat>::new();
+    core::split(&hsv, &mut channels)?;
+
+    let mut table = Mat::zeros(SIDE, SIDE, CV_8UC1)?.to_mat()?;
+    for (chunk_i, chunk) in classes.chunks(8).enumerate() {
+        let lut = |accepts: &dyn Fn(&ClassSpec, u8) -> bool| -> opencv::Result<Mat> {
+            let bits: Vec<u8> = (0..=255u8)
+                .map(|v| {
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| accepts(c, v))
+                        .fold(0u8, |m, (k, _)| m | 1 << k)
+                })
+                .collect();
+            Mat::new_rows_cols_with_data(1, 256, &bits)?.try_clone()
+        };
+        let luts = [
+            lut(&|c, v| c.hue_accepts(v))?,
+            lut(&|c, v| v >= c.saturation_min)?,
+            lut(&|c, v| v >= c.value_min)?,
+        ];
+        let mut both = Mat::default();
+        for (k, l) in luts.iter().enumerate() {
+            let mut bits = Mat::default();
+            core::lut(&channels.get(k)?, l, &mut bits)?;
+            both = if k == 0 {
+                bits
+            } else {
+                let mut and = Mat::default();
+                core::bitwise_and_def(&both, &bits, &mut and)?;
+                and
+            };
         }
+        // Lowest bit set -> its class's label; none -> 0.
+        let labels: Vec<u8> = (0..=255u8)
+            .map(|m| {
+                if m == 0 {
+                    0
+                } else {
+                    (chunk_i * 8) as u8 + m.trailing_zeros() as u8 + 1
+                }
+            })
+            .collect();
+        let labels = Mat::new_rows_cols_with_data(1, 256, &labels)?;
+        let mut labelled = Mat::default();
+        core::lut(&both, &labels, &mut labelled)?;
+        // An earlier chunk's classes come first.
+        let mut unlabelled = Mat::default();
+        core::compare(&table, &Scalar::all(0.0), &mut unlabelled, core::CMP_EQ)?;
+        labelled.copy_to_masked(&mut table, &unlabelled)?;
     }
-    Ok(table)
+    Ok(table.data_bytes()?.to_vec())
 }
 
 pub struct Detector {
@@ -596,6 +654,54 @@ mod tests {
                 hits += (got[i] == 255) as usize;
             }
             assert!(hits > 50, "class {k}: only {hits} sample colours in range");
+        }
+    }
+
+    /// Overlapping windows: the first class listed wins; more than eight
+    /// classes (the table is built eight at a time): each still labelled.
+    /// The reference is each sample colour's own cvtColor and
+    /// `ClassSpec::accepts`, colour by colour.
+    #[test]
+    fn overlapping_classes_go_to_the_first_and_a_ninth_class_is_labelled() {
+        let mut classes: Vec<ClassSpec> = (0..10).map(|k| class(k as f64 * 36.0)).collect();
+        classes[1].hue_tolerance_deg = 30.0; // overlaps classes 0 and 2
+        classes[2].saturation_min = 20;
+        classes[9].value_min = 0;
+        let table = colour_table(&classes).unwrap();
+        let mut x: u32 = 777;
+        let mut seen = vec![0usize; classes.len() + 1];
+        for n in 0..60000 {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            let px = if n < 8 {
+                // The corners of the cube: the index's byte order.
+                [
+                    (n & 1) as u8 * 255,
+                    (n >> 1 & 1) as u8 * 255,
+                    (n >> 2) as u8 * 255,
+                ]
+            } else {
+                [(x >> 8) as u8, (x >> 16) as u8, (x >> 24) as u8]
+            };
+            let one = Mat::new_rows_cols_with_data(1, 3, &px).unwrap();
+            let one = one.reshape(3, 1).unwrap();
+            let mut hsv = Mat::default();
+            imgproc::cvt_color_def(&one, &mut hsv, imgproc::COLOR_BGR2HSV).unwrap();
+            let h = hsv.data_bytes().unwrap();
+            let want = classes
+                .iter()
+                .position(|c| c.accepts([h[0], h[1], h[2]]))
+                .map_or(0, |k| k as u8 + 1);
+            let idx = ((px[0] as usize) << 16) | ((px[1] as usize) << 8) | px[2] as usize;
+            assert_eq!(table[idx], want, "colour {px:?} (hsv {:?})", &h[..3]);
+            seen[want as usize] += 1;
+        }
+        // Every class has colours of its own, class 0 too (class 1 overlaps it).
+        for (k, n) in seen.iter().enumerate().skip(1) {
+            assert!(
+                *n > 20,
+                "class {}: only {n} sample colours: {seen:?}",
+                k - 1
+            );
         }
     }
 }

@@ -35,6 +35,34 @@ pub enum CallError {
     },
 }
 
+/// An r2r error of a call to `service`.
+fn ros_error(service: &str) -> impl Fn(r2r::Error) -> CallError + '_ {
+    move |source| CallError::Ros {
+        service: service.to_string(),
+        source,
+    }
+}
+
+/// Waits for `available` (a server matched) within `timeout`; returns the
+/// call's deadline.
+async fn await_server<A>(
+    service: &str,
+    timeout: Duration,
+    available: A,
+) -> Result<tokio::time::Instant, CallError>
+where
+    A: Future<Output = Result<(), r2r::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, available).await {
+        Err(_) => Err(CallError::Unavailable {
+            service: service.to_string(),
+            timeout_ms: timeout.as_millis(),
+        }),
+        Ok(r) => r.map(|()| deadline).map_err(ros_error(service)),
+    }
+}
+
 /// The core of a bounded call, independent of r2r so it can be tested with a
 /// paused clock: `available` resolves once a server is matched, `send` issues
 /// the request and returns the reply future.
@@ -49,21 +77,9 @@ where
     S: FnOnce() -> Result<F, r2r::Error>,
     F: Future<Output = Result<R, r2r::Error>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let ros = |source| CallError::Ros {
-        service: service.to_string(),
-        source,
-    };
-    match tokio::time::timeout_at(deadline, available).await {
-        Err(_) => {
-            return Err(CallError::Unavailable {
-                service: service.to_string(),
-                timeout_ms: timeout.as_millis(),
-            })
-        }
-        Ok(r) => r.map_err(ros)?,
-    }
-    let reply = send().map_err(ros)?;
+    let deadline = await_server(service, timeout, available).await?;
+    let ros = ros_error(service);
+    let reply = send().map_err(&ros)?;
     match tokio::time::timeout_at(deadline, reply).await {
         Err(_) => Err(CallError::Timeout {
             service: service.to_string(),
@@ -71,6 +87,70 @@ where
         }),
         Ok(r) => r.map_err(ros),
     }
+}
+
+/// As [`bounded`], but a request unanswered `every` after it went is sent
+/// again, the earlier ones still awaited, and the first reply to any of
+/// them is taken. For idempotent queries only (a lifecycle node's
+/// `get_state`): a server that has just started can answer its first
+/// requests late while discovery completes, and a call that gave up on
+/// them would throw those late answers away.
+pub async fn hedged<R, A, S, F>(
+    service: &str,
+    timeout: Duration,
+    every: Duration,
+    available: A,
+    mut send: S,
+) -> Result<R, CallError>
+where
+    A: Future<Output = Result<(), r2r::Error>>,
+    S: FnMut() -> Result<F, r2r::Error>,
+    F: Future<Output = Result<R, r2r::Error>>,
+{
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let deadline = await_server(service, timeout, available).await?;
+    let ros = ros_error(service);
+    let mut waiting = FuturesUnordered::new();
+    waiting.push(send().map_err(&ros)?);
+    let mut again = tokio::time::Instant::now() + every.max(Duration::from_millis(1));
+    loop {
+        tokio::select! {
+            r = waiting.next() => match r {
+                Some(Ok(reply)) => return Ok(reply),
+                // One request failed; the others may still be answered.
+                Some(Err(e)) if waiting.is_empty() => return Err(ros(e)),
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(again.min(deadline)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(CallError::Timeout {
+                        service: service.to_string(),
+                        timeout_ms: timeout.as_millis(),
+                    });
+                }
+                waiting.push(send().map_err(&ros)?);
+                again += every.max(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// [`hedged`] on an r2r client.
+pub async fn call_hedged<T>(
+    client: &r2r::Client<T>,
+    service: &str,
+    request: &T::Request,
+    timeout: Duration,
+    every: Duration,
+) -> Result<T::Response, CallError>
+where
+    T: r2r::WrappedServiceTypeSupport + 'static,
+{
+    let available = r2r::Node::is_available(client).map_err(ros_error(service))?;
+    hedged(service, timeout, every, available, || {
+        client.request(request)
+    })
+    .await
 }
 
 /// Calls `client` with `request`, giving up after `timeout` in all.
@@ -83,10 +163,7 @@ pub async fn call<T>(
 where
     T: r2r::WrappedServiceTypeSupport + 'static,
 {
-    let available = r2r::Node::is_available(client).map_err(|source| CallError::Ros {
-        service: service.to_string(),
-        source,
-    })?;
+    let available = r2r::Node::is_available(client).map_err(ros_error(service))?;
     bounded(service, timeout, available, || client.request(request)).await
 }
 

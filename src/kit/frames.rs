@@ -202,14 +202,17 @@ impl FramePublisher {
     }
 
     /// Publishes `frame` if the node is active; returns whether it went out.
+    /// Readers in this process get it first: copying 2.7 MB into an Image
+    /// for another process's reader (rviz, a recorder) must not delay the
+    /// detector.
     pub fn publish(&self, frame: SharedFrame) -> anyhow::Result<bool> {
         if !self.gate.is_open() {
             return Ok(false);
         }
+        let _ = self.local.send(frame.clone());
         if self.dds.get_inter_process_subscription_count()? > 0 {
             self.dds.publish(&image_msg(&frame)?)?;
         }
-        let _ = self.local.send(frame);
         Ok(true)
     }
 }

@@ -15,7 +15,7 @@ use super::metrics::{Kpis, MetricsCore, Sample};
 use super::params::ManagerParams;
 use super::prom::{render, MetricsServer};
 use crate::kit::app::{stop_tasks, RunningNode};
-use crate::kit::call::call;
+use crate::kit::call::{call, call_hedged};
 use crate::kit::lifecycle::State;
 use crate::kit::params::Params;
 use crate::kit::time::wall_now;
@@ -31,8 +31,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// How long bring-up waits for one GetState answer before asking again.
-const GET_STATE_TIMEOUT: Duration = Duration::from_millis(500);
+/// An unanswered GetState is asked again this soon, the first request still
+/// awaited (a node just started answers late while discovery completes, or
+/// a respawned node's dead server took the request).
+const GET_STATE_AGAIN: Duration = Duration::from_millis(200);
 
 /// Owns the managed nodes' processes, when the manager was started by our
 /// own command (one process per node).
@@ -155,11 +157,12 @@ impl Shared {
             .lcs
             .get(node)
             .ok_or_else(|| anyhow::anyhow!("{node}: not a managed node"))?;
-        let r = call(
+        let r = call_hedged(
             &lc.get,
             &lc.get_name,
             &GetState::Request::default(),
             timeout,
+            GET_STATE_AGAIN,
         )
         .await?;
         Ok(state_of(r.current_state.id))
@@ -188,10 +191,13 @@ impl Shared {
                 "{node}: not active within bringup_timeout_s ({} s)",
                 self.params.bringup_timeout_s
             );
-            // Briefly: a respawned node's old server may still be matched
-            // (its participant's lease has not run out), and a request sent
-            // to it is never answered; asking again soon reaches the new one.
-            let state = match self.get_state(node, left.min(GET_STATE_TIMEOUT)).await {
+            // Hedged, over all the time left: a respawned node's old server
+            // may still be matched (its participant's lease has not run
+            // out) and never answer, and a new one answers only once
+            // discovery has matched its reply to us (2–3 s after its start
+            // here, all at once): asked again every 0.2 s, the first answer
+            // to any request is taken.
+            let state = match self.get_state(node, left).await {
                 Ok(s) => s,
                 Err(e) => {
                     // Not there yet (starting, or respawning): ask again

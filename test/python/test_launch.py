@@ -140,6 +140,11 @@ def test_cell_launch_starts_the_graph_check_config_reads(params, monkeypatch, tm
         profile = pathlib.Path(n.kwargs["additional_env"]["FASTRTPS_DEFAULT_PROFILES_FILE"])
         assert profile == REPO / "params" / "fastdds.xml", profile
         assert "<segment_size>" in profile.read_text()
+    # Well-formed XML to a strict parser (Fast DDS's tinyxml2 forgives a
+    # "--" inside a comment; other tools do not).
+    import xml.dom.minidom
+
+    xml.dom.minidom.parse(str(REPO / "params" / "fastdds.xml"))
     # Each node gets its own section of the file: the values check-config validated.
     import yaml
 

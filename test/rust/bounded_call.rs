@@ -1,7 +1,7 @@
 //! Bounded service calls: the deadline logic under a paused clock, and a real
 //! r2r client against no server and against a real server over DDS.
 
-use cncpick::kit::call::{bounded, call, CallError};
+use cncpick::kit::call::{bounded, call, hedged, CallError};
 use cncpick::kit::spin::{create_node, Spinner};
 use cncpick::kit::testing::DomainLease;
 use cncpick::msgs::srv::GetObject;
@@ -62,6 +62,83 @@ async fn waiting_for_the_server_and_the_reply_share_one_deadline() {
 async fn a_reply_inside_the_bound_is_returned() {
     let r = bounded("/s", BOUND, after(1500, ()), || Ok(after(400, 7u32))).await;
     assert_eq!(r.unwrap(), 7);
+}
+
+const AGAIN: Duration = Duration::from_millis(250);
+
+/// A server that answers each request 700 ms after it came (a node just
+/// started): a plain call with a 500 ms bound never gets an answer; the
+/// hedged one takes the first request's, at 700 ms, having sent three.
+#[tokio::test(start_paused = true)]
+async fn a_hedged_call_takes_the_first_late_answer_and_asks_again_meanwhile() {
+    let t0 = Instant::now();
+    let plain = bounded("/s", Duration::from_millis(500), ready(Ok(())), || {
+        Ok(after(700, 0u32))
+    })
+    .await;
+    assert!(matches!(plain, Err(CallError::Timeout { .. })), "{plain:?}");
+
+    let t0_hedged = Instant::now();
+    let mut sent = 0u32;
+    let r = hedged("/s", BOUND, AGAIN, ready(Ok(())), || {
+        sent += 1;
+        Ok(after(700, sent))
+    })
+    .await;
+    assert_eq!(r.unwrap(), 1, "the first request's answer comes first");
+    assert_eq!(t0_hedged.elapsed(), Duration::from_millis(700));
+    assert_eq!(sent, 3, "asked at 0, 250 and 500 ms");
+    assert!(t0.elapsed() >= Duration::from_millis(1200));
+}
+
+/// Requests lost (never answered) until the server is really there: the
+/// first one sent after 1 s is answered at once.
+#[tokio::test(start_paused = true)]
+async fn a_hedged_call_reaches_a_server_that_loses_its_first_requests() {
+    let t0 = Instant::now();
+    let r = hedged("/s", BOUND, AGAIN, ready(Ok(())), || {
+        let lost = t0.elapsed() < Duration::from_secs(1);
+        let at_ms = t0.elapsed().as_millis() as u32;
+        Ok(async move {
+            if lost {
+                pending::<()>().await;
+            }
+            Ok(at_ms)
+        })
+    })
+    .await;
+    assert_eq!(r.unwrap(), 1000);
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+}
+
+/// No answer to any: given up exactly at the bound, having asked every
+/// 250 ms; and no request at all when no server appears.
+#[tokio::test(start_paused = true)]
+async fn a_hedged_call_that_is_never_answered_gives_up_at_the_bound() {
+    let t0 = Instant::now();
+    let mut sent = 0;
+    let r: Result<u32, _> = hedged("/s", BOUND, AGAIN, ready(Ok(())), || {
+        sent += 1;
+        Ok(pending())
+    })
+    .await;
+    assert!(matches!(r, Err(CallError::Timeout { .. })), "{r:?}");
+    assert_eq!(t0.elapsed(), BOUND);
+    assert_eq!(sent, 8, "at 0, 250, ..., 1750 ms");
+
+    let t1 = Instant::now();
+    let r: Result<u32, _> = hedged(
+        "/s",
+        BOUND,
+        AGAIN,
+        pending(),
+        || -> Result<std::future::Pending<_>, _> {
+            panic!("a request must not be sent when no server is there")
+        },
+    )
+    .await;
+    assert!(matches!(r, Err(CallError::Unavailable { .. })), "{r:?}");
+    assert_eq!(t1.elapsed(), BOUND);
 }
 
 #[test]
