@@ -81,11 +81,20 @@ pub struct Renderer {
     /// Gaussian noise fields, a margin larger than the frame; each frame
     /// takes a window at an offset drawn from the seed and the frame number.
     noise_bank: Vec<Mat>,
+    /// The empty belt with the beams, blurred with `still_sigma`.
+    still: Mat,
+    still_sigma: Option<f64>,
+    /// The frame being drawn, sharp and blurred (kept between frames).
+    canvas: Mat,
+    blurred: Mat,
 }
 
 /// Noise fields in the bank, and the margin each frame's window moves in.
 const NOISE_FIELDS: u64 = 3;
 const NOISE_MARGIN_PX: i32 = 97;
+/// The noise fields are 8-bit, offset by this (so clipped at -128 and +127
+/// grey levels, far beyond any noise the params allow to matter).
+const NOISE_OFFSET: f64 = 128.0;
 
 fn scalar(bgr: [f64; 3], gain: f64) -> Scalar {
     Scalar::new(bgr[0] * gain, bgr[1] * gain, bgr[2] * gain, 0.0)
@@ -134,6 +143,10 @@ impl Renderer {
             geometry,
             background,
             noise_bank: Vec::new(),
+            still: Mat::default(),
+            still_sigma: None,
+            canvas: Mat::default(),
+            blurred: Mat::default(),
         })
     }
 
@@ -162,7 +175,9 @@ impl Renderer {
                     &Scalar::all(self.spec.noise_stddev),
                     false,
                 )?;
-                self.noise_bank.push(field);
+                let mut offset = Mat::default();
+                field.convert_to(&mut offset, CV_8U, 1.0, NOISE_OFFSET)?;
+                self.noise_bank.push(offset);
             }
         }
         let pick = derive(self.seed, "noise-window", frame);
@@ -204,6 +219,13 @@ impl Renderer {
     }
 
     /// Draws frame number `frame`, exposed at `t_s`, into `out` (BGR8).
+    ///
+    /// The picture is the belt with the objects and then the beams in front,
+    /// blurred, lit and noised. Only what lies near an object changes from
+    /// frame to frame, so the blur is worked out once for the empty belt
+    /// and, per frame, only around each object; the result is the same bytes
+    /// as blurring the whole picture ([`Renderer::render_whole`], which the
+    /// tests hold it to).
     pub fn render(
         &mut self,
         frame: u64,
@@ -211,7 +233,99 @@ impl Renderer {
         objects: &[Drawn],
         out: &mut Mat,
     ) -> opencv::Result<()> {
-        self.background.copy_to(out)?;
+        let near = self.sharp(objects)?;
+        let sigma = self.spec.blur_sigma_px;
+        if sigma > 0.0 {
+            if self.still_sigma != Some(sigma) {
+                let mut empty = self.background.try_clone()?;
+                self.draw_beams(&mut empty)?;
+                self.still = blur(&empty, sigma)?;
+                self.still_sigma = Some(sigma);
+            }
+            self.still.copy_to(&mut self.blurred)?;
+            // A pixel's blur reads `reach` pixels around it: pixels farther
+            // than that from every object keep the empty belt's. Around each
+            // object, the pixels that may differ (`changed`) and those they
+            // read (`read`; past the frame's edge its edge pixels repeat, as
+            // in the blur of a whole frame) go side by side into one image,
+            // blurred at once: a patch's neighbour reaches only the margin
+            // of it that is thrown away. One blur, not one per object: each
+            // call costs far more than its few pixels.
+            let reach = blur_reach_px(sigma);
+            let whole = core::Rect::new(0, 0, self.canvas.cols(), self.canvas.rows());
+            let patches: Vec<(core::Rect, core::Rect)> = near
+                .into_iter()
+                .map(|r| {
+                    let changed = grow(r, reach) & whole;
+                    (changed, grow(changed, reach))
+                })
+                .collect();
+            if !patches.is_empty() {
+                let width = patches.iter().map(|(_, r)| r.width).sum();
+                let height = patches.iter().map(|(_, r)| r.height).max().unwrap_or(0);
+                let mut side_by_side =
+                    Mat::new_rows_cols_with_default(height, width, CV_8UC3, Scalar::all(0.0))?;
+                let mut x = 0;
+                for &(_, read) in &patches {
+                    let inside = read & whole;
+                    // A view of the frame: copyMakeBorder takes the real
+                    // pixels around it and repeats only past the frame.
+                    core::copy_make_border(
+                        &self.canvas.roi(inside)?,
+                        &mut side_by_side.roi_mut(core::Rect::new(
+                            x,
+                            0,
+                            read.width,
+                            read.height,
+                        ))?,
+                        inside.y - read.y,
+                        read.y + read.height - inside.y - inside.height,
+                        inside.x - read.x,
+                        read.x + read.width - inside.x - inside.width,
+                        core::BORDER_REPLICATE,
+                        Scalar::default(),
+                    )?;
+                    x += read.width;
+                }
+                let done = blur(&side_by_side, sigma)?;
+                let mut x = 0;
+                for &(changed, read) in &patches {
+                    let inner = core::Rect::new(x + reach, reach, changed.width, changed.height);
+                    done.roi(inner)?
+                        .copy_to(&mut self.blurred.roi_mut(changed)?)?;
+                    x += read.width;
+                }
+            }
+            self.finish(frame, t_s, true, out)
+        } else {
+            self.finish(frame, t_s, false, out)
+        }
+    }
+
+    /// [`Renderer::render`] the plain way: the whole picture drawn, blurred,
+    /// lit and noised. The reference the fast path is held to.
+    pub fn render_whole(
+        &mut self,
+        frame: u64,
+        t_s: f64,
+        objects: &[Drawn],
+        out: &mut Mat,
+    ) -> opencv::Result<()> {
+        self.sharp(objects)?;
+        let sigma = self.spec.blur_sigma_px;
+        if sigma > 0.0 {
+            self.blurred = blur(&self.canvas, sigma)?;
+        }
+        self.finish(frame, t_s, sigma > 0.0, out)
+    }
+
+    /// Draws the sharp picture into `canvas`: the belt, the objects, the
+    /// beams. Returns the box each drawn object may have touched.
+    fn sharp(&mut self, objects: &[Drawn]) -> opencv::Result<Vec<core::Rect>> {
+        self.background.copy_to(&mut self.canvas)?;
+        let out = &mut self.canvas;
+        let (fw, fh) = (out.cols(), out.rows());
+        let mut near = Vec::with_capacity(objects.len());
         for o in objects {
             let c = &self.classes[o.class];
             let color = Scalar::new(
@@ -231,30 +345,62 @@ impl Renderer {
             {
                 continue;
             }
-            match c.shape {
-                Shape::Disc => imgproc::circle(
-                    out,
-                    fixed(u, v),
-                    (l * ONE).round() as i32,
-                    color,
-                    -1,
-                    imgproc::LINE_AA,
-                    SHIFT,
-                )?,
+            let (lo, hi) = match c.shape {
+                Shape::Disc => {
+                    imgproc::circle(
+                        out,
+                        fixed(u, v),
+                        (l * ONE).round() as i32,
+                        color,
+                        -1,
+                        imgproc::LINE_AA,
+                        SHIFT,
+                    )?;
+                    ((u - l, v - l), (u + l, v + l))
+                }
                 Shape::Box => {
                     let (sn, cs) = o.yaw_rad.sin_cos();
-                    let corner = |a: f64, b: f64| fixed(u + a * cs - b * sn, v + a * sn + b * cs);
-                    let pts = [corner(l, w), corner(-l, w), corner(-l, -w), corner(l, -w)];
+                    let at = |a: f64, b: f64| (u + a * cs - b * sn, v + a * sn + b * cs);
+                    let corners = [at(l, w), at(-l, w), at(-l, -w), at(l, -w)];
+                    let pts = corners.map(|(x, y)| fixed(x, y));
                     imgproc::fill_convex_poly(
                         out,
                         &core::Vector::<Point>::from_iter(pts),
                         color,
                         imgproc::LINE_AA,
                         SHIFT,
-                    )?
+                    )?;
+                    let fold = |f: fn(f64, f64) -> f64, i: usize| {
+                        corners
+                            .iter()
+                            .map(|c| if i == 0 { c.0 } else { c.1 })
+                            .reduce(f)
+                            .unwrap_or(0.0)
+                    };
+                    (
+                        (fold(f64::min, 0), fold(f64::min, 1)),
+                        (fold(f64::max, 0), fold(f64::max, 1)),
+                    )
                 }
+            };
+            // Anti-aliasing reaches a pixel past the outline; two for margin.
+            let x0 = (lo.0.floor() as i32 - 2).max(0);
+            let y0 = (lo.1.floor() as i32 - 2).max(0);
+            let x1 = (hi.0.ceil() as i32 + 3).min(fw);
+            let y1 = (hi.1.ceil() as i32 + 3).min(fh);
+            if x1 > x0 && y1 > y0 {
+                near.push(core::Rect::new(x0, y0, x1 - x0, y1 - y0));
             }
         }
+        let mut canvas = std::mem::take(&mut self.canvas);
+        let drawn = self.draw_beams(&mut canvas);
+        self.canvas = canvas;
+        drawn?;
+        Ok(near)
+    }
+
+    /// The gantry beams, in front of everything on the belt.
+    fn draw_beams(&self, out: &mut Mat) -> opencv::Result<()> {
         let half = self.spec.occluder_width_m / 2.0;
         for &x in &self.spec.occluder_x_m {
             let (u0, _) = self.geometry.pixel_of(x - half, 0.0);
@@ -269,32 +415,54 @@ impl Renderer {
                 SHIFT,
             )?;
         }
-        // Blur, then brightness and noise in one pass (a gain commutes with
-        // a blur, both being linear).
-        if self.spec.blur_sigma_px > 0.0 {
-            let mut blurred = Mat::default();
-            imgproc::gaussian_blur(
-                out,
-                &mut blurred,
-                Size::new(0, 0),
-                self.spec.blur_sigma_px,
-                self.spec.blur_sigma_px,
-                core::BORDER_REPLICATE,
-            )?;
-            *out = blurred;
-        }
-        let gain = self.lighting_gain(t_s);
-        if self.spec.noise_stddev > 0.0 {
-            let (field, window) = self.noise_for(frame, out.cols(), out.rows())?;
-            let noise = self.noise_bank[field].roi(window)?;
-            let mut lit = Mat::default();
-            core::add_weighted(out, gain, &noise, 1.0, 0.0, &mut lit, CV_8U)?;
-            *out = lit;
-        } else if gain != 1.0 {
-            let mut lit = Mat::default();
-            out.convert_to(&mut lit, -1, gain, 0.0)?;
-            *out = lit;
-        }
         Ok(())
     }
+
+    /// Brightness and noise over the blurred picture (`blurred`) or the
+    /// sharp one (`canvas`), into `out`. A gain commutes with a blur, both
+    /// being linear.
+    fn finish(&mut self, frame: u64, t_s: f64, blurred: bool, out: &mut Mat) -> opencv::Result<()> {
+        let gain = self.lighting_gain(t_s);
+        let noise = if self.spec.noise_stddev > 0.0 {
+            let (cols, rows) = (self.canvas.cols(), self.canvas.rows());
+            Some(self.noise_for(frame, cols, rows)?)
+        } else {
+            None
+        };
+        let src = if blurred { &self.blurred } else { &self.canvas };
+        match noise {
+            Some((field, window)) => {
+                // The noise is stored offset by 128 in 8 bits: two 8-bit
+                // inputs take OpenCV's vectorised path.
+                let noise = self.noise_bank[field].roi(window)?;
+                core::add_weighted(src, gain, &noise, 1.0, -NOISE_OFFSET, out, CV_8U)
+            }
+            None if gain != 1.0 => src.convert_to(out, -1, gain, 0.0),
+            None => src.copy_to(out),
+        }
+    }
+}
+
+/// The pixels around each pixel that a blur of `sigma` px reads: OpenCV's
+/// kernel for 8-bit images is `round(6 sigma + 1) | 1` wide; one more for
+/// margin.
+fn blur_reach_px(sigma: f64) -> i32 {
+    (3.0 * sigma).ceil() as i32 + 1
+}
+
+fn blur(src: &Mat, sigma: f64) -> opencv::Result<Mat> {
+    let mut out = Mat::default();
+    imgproc::gaussian_blur(
+        src,
+        &mut out,
+        Size::new(0, 0),
+        sigma,
+        sigma,
+        core::BORDER_REPLICATE,
+    )?;
+    Ok(out)
+}
+
+fn grow(r: core::Rect, by: i32) -> core::Rect {
+    core::Rect::new(r.x - by, r.y - by, r.width + 2 * by, r.height + 2 * by)
 }

@@ -61,6 +61,80 @@ fn the_same_seed_gives_byte_identical_truth_and_frames_and_another_seed_differs(
 
 /// Centroid of what differs from `bg` in a window around (u, v), each
 /// pixel weighted by how much of the object's colour covers it.
+/// The renderer blurs only around the objects; its frames must be the bytes
+/// of blurring the whole picture: objects crossing the frame's edges, under
+/// the beams, touching one another, and with the effects changed mid-run.
+#[test]
+fn blurring_only_around_the_objects_gives_the_bytes_of_blurring_the_whole_frame() {
+    let variants = [
+        SimParams {
+            seed: 5,
+            arrival_rate_per_min: 400.0,
+            min_gap_m: 0.0,
+            ..SimParams::default()
+        },
+        SimParams {
+            seed: 6,
+            arrival_rate_per_min: 300.0,
+            blur_sigma_px: 1.7,
+            occluder_x_m: vec![0.2, 0.75, 1.3],
+            occluder_width_m: 0.08,
+            ..SimParams::default()
+        },
+        SimParams {
+            seed: 8,
+            arrival_rate_per_min: 300.0,
+            noise_stddev: 0.0,
+            occluder_x_m: vec![0.9],
+            ..SimParams::default()
+        },
+    ];
+    for p in &variants {
+        let mut core = SimCore::new(p.config().unwrap());
+        let (mut fast, mut whole) = (renderer(&core), renderer(&core));
+        let (mut a, mut b) = (Mat::default(), Mat::default());
+        let (mut compared, mut at_edge) = (0, 0);
+        for k in (0..900).step_by(5) {
+            if k == 450 {
+                // Effects change while running, as a parameter update does.
+                for r in [&mut fast, &mut whole] {
+                    r.set_effects(3.0, 1.1, 0.2, 10.0);
+                }
+            }
+            let (f, drawn) = core.frame(k);
+            fast.render(k, f.t_s, &drawn, &mut a).unwrap();
+            whole.render_whole(k, f.t_s, &drawn, &mut b).unwrap();
+            assert_eq!(
+                a.data_bytes().unwrap(),
+                b.data_bytes().unwrap(),
+                "seed {} frame {k}: {} objects",
+                p.seed,
+                drawn.len()
+            );
+            if !drawn.is_empty() {
+                compared += 1;
+            }
+            let half = 0.05;
+            if drawn.iter().any(|d| {
+                (d.x_m - p.camera_x_min_m).abs() < half
+                    || (d.x_m - p.camera_x_min_m - 1.28).abs() < half
+            }) {
+                at_edge += 1;
+            }
+        }
+        assert!(
+            compared > 100,
+            "seed {}: {compared} frames had objects",
+            p.seed
+        );
+        assert!(
+            at_edge > 10,
+            "seed {}: {at_edge} frames had an object at an edge",
+            p.seed
+        );
+    }
+}
+
 fn centroid(img: &Mat, bg: &Mat, color: [u8; 3], u: f64, v: f64, r: i32) -> (f64, f64) {
     let (mut sw, mut su, mut sv) = (0.0, 0.0, 0.0);
     for y in (v.round() as i32 - r)..=(v.round() as i32 + r) {
