@@ -215,10 +215,7 @@ pub async fn send_goal<A>(
 where
     A: r2r::WrappedActionTypeSupport + 'static,
 {
-    let available = r2r::Node::is_available(client).map_err(|source| CallError::Ros {
-        service: action.to_string(),
-        source,
-    })?;
+    let available = r2r::Node::is_available(client).map_err(ros_error(action))?;
     bounded(action, timeout, available, || {
         client.send_goal_request(goal)
     })
