@@ -111,7 +111,10 @@ pub struct MetricsConfig {
 pub struct MetricsCore {
     cfg: MetricsConfig,
     samples: VecDeque<(f64, Sample)>,
-    lane_of: HashMap<[u8; 16], u8>,
+    /// Each tracked object's lane, and when a track last showed it.
+    lane_of: HashMap<[u8; 16], (u8, f64)>,
+    /// When `lane_of` was last swept of objects long gone.
+    swept_s: f64,
     live: Vec<([u8; 16], u8)>,
     node_first: BTreeMap<String, VecDeque<(f64, u64, u64)>>,
     node_last: BTreeMap<String, (u64, Option<f64>)>,
@@ -125,6 +128,7 @@ impl MetricsCore {
             cfg,
             samples: VecDeque::new(),
             lane_of: HashMap::new(),
+            swept_s: f64::NEG_INFINITY,
             live: Vec::new(),
             node_first: BTreeMap::new(),
             node_last: BTreeMap::new(),
@@ -137,7 +141,15 @@ impl MetricsCore {
         match &s {
             Sample::Tracks { objects } => {
                 for (o, lane) in objects {
-                    self.lane_of.insert(*o, *lane);
+                    self.lane_of.insert(*o, (*lane, t_s));
+                }
+                // An object whose end was never heard (its event lost)
+                // would stay forever: forget it two windows after its
+                // last track, once a second.
+                if t_s - self.swept_s >= 1.0 {
+                    let since_s = t_s - 2.0 * self.cfg.window_s;
+                    self.lane_of.retain(|_, (_, seen_s)| *seen_s >= since_s);
+                    self.swept_s = t_s;
                 }
                 self.live = objects.clone();
                 return;
@@ -179,6 +191,12 @@ impl MetricsCore {
         }
     }
 
+    /// How many objects' lanes are remembered (bounded by the objects
+    /// tracked in the last two windows).
+    pub fn lanes_remembered(&self) -> usize {
+        self.lane_of.len()
+    }
+
     pub fn kpis(&self, now_s: f64) -> Kpis {
         let from = now_s - self.cfg.window_s;
         let per_min = 60.0 / self.cfg.window_s.max(1e-9);
@@ -199,7 +217,7 @@ impl MetricsCore {
         for (_, s) in self.samples.iter().filter(|(t, _)| *t >= from) {
             match s {
                 Sample::Event { object, to, .. } => {
-                    let lane = self.lane_of.get(object).map(|l| *l as usize);
+                    let lane = self.lane_of.get(object).map(|l| l.0 as usize);
                     let slot = match *to {
                         state_id::DETECTED => {
                             registered += 1;

@@ -368,6 +368,60 @@ fn kpis_count_the_window_and_the_miss_rate_alert_has_hysteresis() {
 }
 
 #[test]
+fn the_lane_memory_forgets_objects_whose_end_was_never_heard() {
+    let mut m = MetricsCore::new(MetricsConfig {
+        window_s: 60.0,
+        lanes: 4,
+        belt_length_m: 4.0,
+        cnc_ids: vec!["1".into()],
+        miss_rate_warning: 0.1,
+        min_samples: 10,
+    });
+    let key = |n: u32| {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&n.to_le_bytes());
+        a
+    };
+    // 1,000 s of tracks: each object in view for 5 s (5 objects at once,
+    // a new one a second), and no event ever heard for any of them.
+    for t in 0..1000u32 {
+        let objects = (t.saturating_sub(4)..=t)
+            .map(|n| (key(n), (n % 4) as u8))
+            .collect();
+        m.add(t as f64, Sample::Tracks { objects });
+    }
+    // Two windows' worth and the live ones, not 1,000.
+    let held = m.lanes_remembered();
+    assert!((120..=126).contains(&held), "{held} lanes remembered");
+    // An object that left the view 90 s ago (within two windows) still
+    // has its lane when its end is heard; one gone for 200 s has none.
+    m.add(
+        1000.0,
+        Sample::Event {
+            object: key(905),
+            to: 6,
+            cnc: String::new(),
+        },
+    );
+    m.add(
+        1000.0,
+        Sample::Event {
+            object: key(795),
+            to: 6,
+            cnc: String::new(),
+        },
+    );
+    let k = m.kpis(1000.0);
+    assert_eq!(k.missed, 2);
+    let by_lane: Vec<f64> = k.lanes.iter().map(|l| l.miss_rate).collect();
+    assert_eq!(
+        by_lane,
+        vec![0.0, 1.0, 0.0, 0.0],
+        "only 905 (lane 1) has a lane"
+    );
+}
+
+#[test]
 fn the_prometheus_page_has_the_seed_names_with_labels() {
     let mut m = MetricsCore::new(MetricsConfig {
         window_s: 60.0,
