@@ -12,6 +12,18 @@
 //! colour, built once from OpenCV's own BGR→HSV conversion. Labelling a
 //! frame is then one lookup per pixel instead of a colour conversion and
 //! one `inRange` per class, and the masks are the same bits.
+//!
+//! Objects cover a few per cent of a frame, so the per-class steps (the
+//! compare, the opening, the contours) run only around them. Labelling
+//! marks each 32-pixel tile where a row of labelled pixels ends that is as
+//! long as the opening's kernel (a pixel the opening keeps has its whole
+//! kernel labelled; scattered noise does not mark a tile). The marked
+//! tiles' groups become rectangles grown by a margin, merged until none
+//! overlap, and each is worked on as an image of its own with a kernel's
+//! side of context about it. Nothing the opening keeps lies outside them,
+//! and the margin gives the opening and the contours the whole frame's
+//! view, so the detections are the whole frame's
+//! ([`Detector::detect_whole`], and the test that compares them).
 
 use super::homography::Homography;
 use opencv::core::{self, Mat, Point, Rect, Scalar, Size, Vec3b, Vector, CV_8UC1, CV_8UC3};
@@ -246,8 +258,20 @@ pub struct Detector {
     opened: Mat,
     kernel: Mat,
     contours: Vector<Vector<Point>>,
+    /// Per tile of the labels (`TILE_PX` square, row-major): whether a
+    /// run of labelled pixels as long as the kernel ends in it.
+    busy: Vec<bool>,
+    /// Per tile: the classes labelled in it (bit `k` for class `k`; bit
+    /// 63 for class 63 and above).
+    present: Vec<u64>,
     pub last: FrameStats,
+    /// The last frame's rectangles worked on, and the share of the ROI
+    /// they cover (1 with the whole ROI).
+    pub last_regions: (usize, f64),
 }
+
+/// The side of the tiles labelling marks, px.
+const TILE_PX: i32 = 32;
 
 impl Detector {
     pub fn new(cfg: DetectorConfig) -> opencv::Result<Self> {
@@ -268,7 +292,10 @@ impl Detector {
             opened: Mat::default(),
             kernel,
             contours: Vector::new(),
+            busy: Vec::new(),
+            present: Vec::new(),
             last: FrameStats::default(),
+            last_regions: (0, 0.0),
         })
     }
 
@@ -327,26 +354,214 @@ impl Detector {
         Ok(roi)
     }
 
-    /// Labels every pixel of the ROI through the colour table.
-    fn label(&mut self, frame: &Mat, roi: Rect) -> Result<(), DetectError> {
+    /// Labels every pixel of the ROI through the colour table, and marks
+    /// the tiles where a row holds `run_px` labelled pixels in a row (the
+    /// least a pixel the opening keeps has about it: its whole kernel
+    /// labelled, or as much of it as lies inside the ROI) ending in that
+    /// tile.
+    fn label(&mut self, frame: &Mat, roi: Rect, run_px: usize) -> Result<(), DetectError> {
         if self.labels.rows() != roi.height || self.labels.cols() != roi.width {
             self.labels =
                 Mat::new_rows_cols_with_default(roi.height, roi.width, CV_8UC1, Scalar::all(0.0))?;
         }
+        let tiles_x = ((roi.width + TILE_PX - 1) / TILE_PX) as usize;
+        let tiles_y = ((roi.height + TILE_PX - 1) / TILE_PX) as usize;
+        self.busy.clear();
+        self.busy.resize(tiles_x * tiles_y, false);
+        self.present.clear();
+        self.present.resize(tiles_x * tiles_y, 0);
+        let tile = TILE_PX as usize;
         for r in 0..roi.height {
             let src =
                 &frame.at_row::<Vec3b>(roi.y + r)?[roi.x as usize..(roi.x + roi.width) as usize];
             let dst = self.labels.at_row_mut::<u8>(r)?;
-            for (d, p) in dst.iter_mut().zip(src) {
-                let i = ((p[0] as usize) << 16) | ((p[1] as usize) << 8) | p[2] as usize;
-                *d = self.table[i];
+            let row = (r / TILE_PX) as usize * tiles_x;
+            // Labelled pixels in a row so far, across tiles. Past the
+            // ROI's edges the opening sees no unlabelled pixel, so a run
+            // from the left edge counts as long enough, and so does one
+            // to the right edge.
+            let mut run = run_px;
+            for (t, (dst, src)) in dst.chunks_mut(tile).zip(src.chunks(tile)).enumerate() {
+                let mut any = 0u8;
+                for (d, p) in dst.iter_mut().zip(src) {
+                    let i = ((p[0] as usize) << 16) | ((p[1] as usize) << 8) | p[2] as usize;
+                    *d = self.table[i];
+                    any |= *d;
+                }
+                if any == 0 {
+                    run = 0;
+                    continue;
+                }
+                let mut present = 0u64;
+                for &d in dst.iter() {
+                    if d == 0 {
+                        run = 0;
+                        continue;
+                    }
+                    run += 1;
+                    present |= 1u64 << (d as u32 - 1).min(63);
+                    if run >= run_px {
+                        self.busy[row + t] = true;
+                    }
+                }
+                self.present[row + t] |= present;
+            }
+            if run > 0 {
+                self.busy[row + tiles_x - 1] = true;
             }
         }
         Ok(())
     }
 
-    /// Finds the objects in `frame` (8-bit BGR).
+    /// Where the opening can keep pixels, in ROI pixels: each group of
+    /// touching marked tiles, grown by `margin_px` and kept inside the ROI,
+    /// the rectangles merged until none overlap. Every pixel the opening
+    /// keeps lies in one, at least `margin_px` less a kernel's side inside
+    /// its edges but for the ROI's own.
+    fn regions(&self, roi: Rect, margin_px: i32) -> Vec<Rect> {
+        let tiles_x = ((roi.width + TILE_PX - 1) / TILE_PX) as usize;
+        let mut seen = vec![false; self.busy.len()];
+        let mut rects: Vec<Rect> = Vec::new();
+        let mut stack = Vec::new();
+        for start in 0..self.busy.len() {
+            if !self.busy[start] || seen[start] {
+                continue;
+            }
+            seen[start] = true;
+            stack.push(start);
+            let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+            while let Some(i) = stack.pop() {
+                let (x, y) = (i % tiles_x, i / tiles_x);
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+                for dy in -1i64..=1 {
+                    for dx in -1i64..=1 {
+                        let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                        if nx < 0 || ny < 0 || nx >= tiles_x as i64 {
+                            continue;
+                        }
+                        let n = ny as usize * tiles_x + nx as usize;
+                        if n < self.busy.len() && self.busy[n] && !seen[n] {
+                            seen[n] = true;
+                            stack.push(n);
+                        }
+                    }
+                }
+            }
+            let t = TILE_PX;
+            let (left, top) = (x0 as i32 * t - margin_px, y0 as i32 * t - margin_px);
+            let (right, bottom) = (
+                (x1 as i32 + 1) * t + margin_px,
+                (y1 as i32 + 1) * t + margin_px,
+            );
+            rects.push(clip(left, top, right, bottom, roi));
+        }
+        // Merge overlapping rectangles until none overlap.
+        let mut merged = true;
+        while merged {
+            merged = false;
+            'pairs: for a in 0..rects.len() {
+                for b in a + 1..rects.len() {
+                    if (rects[a] & rects[b]).area() > 0 {
+                        let u = rects[a] | rects[b];
+                        rects[a] = u;
+                        rects.swap_remove(b);
+                        merged = true;
+                        break 'pairs;
+                    }
+                }
+            }
+        }
+        rects
+    }
+
+    /// The classes labelled in the tiles `r` (ROI pixels) meets: a pixel
+    /// the opening keeps in `r` is of its class.
+    fn present_in(&self, r: Rect, roi: Rect) -> u64 {
+        let tiles_x = ((roi.width + TILE_PX - 1) / TILE_PX) as usize;
+        let (x0, y0) = ((r.x / TILE_PX) as usize, (r.y / TILE_PX) as usize);
+        let x1 = ((r.x + r.width - 1) / TILE_PX) as usize;
+        let y1 = ((r.y + r.height - 1) / TILE_PX) as usize;
+        (y0..=y1)
+            .flat_map(|y| (x0..=x1).map(move |x| y * tiles_x + x))
+            .filter_map(|i| self.present.get(i))
+            .fold(0, |a, p| a | p)
+    }
+
+    /// Finds the objects of class `k` in `labels`, the ROI's labels over
+    /// `grown`, whose pixels outside `inner` are only context: what the
+    /// opening keeps there is cleared before the contours.
+    fn find_class(
+        &mut self,
+        labels: &impl core::ToInputArray,
+        grown: Rect,
+        inner: Rect,
+        k: usize,
+        roi: Rect,
+        found: &mut Vec<Detected>,
+    ) -> Result<(), DetectError> {
+        core::compare(
+            labels,
+            &Scalar::all(k as f64 + 1.0),
+            &mut self.mask,
+            core::CMP_EQ,
+        )?;
+        let mask = if self.cfg.open_px > 1 {
+            imgproc::morphology_ex_def(
+                &self.mask,
+                &mut self.opened,
+                imgproc::MORPH_OPEN,
+                &self.kernel,
+            )?;
+            &mut self.opened
+        } else {
+            &mut self.mask
+        };
+        if grown != inner {
+            let (gx, gy) = (inner.x - grown.x, inner.y - grown.y);
+            let (w, h) = (grown.width, grown.height);
+            let (ir, ib) = (gx + inner.width, gy + inner.height);
+            for band in [
+                Rect::new(0, 0, w, gy),
+                Rect::new(0, ib, w, h - ib),
+                Rect::new(0, gy, gx, inner.height),
+                Rect::new(ir, gy, w - ir, inner.height),
+            ] {
+                if band.area() > 0 {
+                    Mat::roi_mut(mask, band)?.set_to_def(&Scalar::all(0.0))?;
+                }
+            }
+        }
+        let at = grown.tl();
+        imgproc::find_contours(
+            mask,
+            &mut self.contours,
+            imgproc::RETR_EXTERNAL,
+            imgproc::CHAIN_APPROX_SIMPLE,
+            at,
+        )?;
+        for c in self.contours.iter() {
+            self.last.contours += 1;
+            if let Some(d) = measure(&self.cfg, k, &c, roi, &mut self.last)? {
+                found.push(d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the objects in `frame` (8-bit BGR), working on each class
+    /// only around the labelled pixels (or on the whole ROI, when they
+    /// cover over half of it).
     pub fn detect(&mut self, frame: &Mat) -> Result<Vec<Detected>, DetectError> {
+        self.detect_in(frame, false)
+    }
+
+    /// As [`Detector::detect`], each class over the whole ROI: the
+    /// reference the region path is tested against.
+    pub fn detect_whole(&mut self, frame: &Mat) -> Result<Vec<Detected>, DetectError> {
+        self.detect_in(frame, true)
+    }
+
+    fn detect_in(&mut self, frame: &Mat, whole: bool) -> Result<Vec<Detected>, DetectError> {
         if frame.typ() != CV_8UC3 {
             return Err(DetectError::PixelFormat(format!(
                 "{} with {} channel(s) (OpenCV type {})",
@@ -356,43 +571,59 @@ impl Detector {
             )));
         }
         let roi = self.roi(frame)?;
-        self.label(frame, roi)?;
+        let k = self.cfg.open_px.max(1);
+        self.label(frame, roi, k as usize)?;
         self.last = FrameStats::default();
+        // Every pixel the opening keeps lies within a kernel's side of a
+        // marked tile; the contours need one unlabelled pixel about them.
+        let mut rects = self.regions(roi, k + 1);
+        let area: i64 = rects.iter().map(|r| r.area() as i64).sum();
+        if whole || 2 * area > roi.area() as i64 {
+            rects = vec![Rect::new(0, 0, roi.width, roi.height)];
+        }
+        let covered: i64 = rects.iter().map(|r| r.area() as i64).sum();
+        self.last_regions = (rects.len(), covered as f64 / roi.area() as f64);
+        let labels = std::mem::take(&mut self.labels);
         let mut found = Vec::new();
-        for k in 0..self.cfg.classes.len() {
-            core::compare(
-                &self.labels,
-                &Scalar::all(k as f64 + 1.0),
-                &mut self.mask,
-                core::CMP_EQ,
-            )?;
-            let mask = if self.cfg.open_px > 1 {
-                imgproc::morphology_ex_def(
-                    &self.mask,
-                    &mut self.opened,
-                    imgproc::MORPH_OPEN,
-                    &self.kernel,
-                )?;
-                &self.opened
-            } else {
-                &self.mask
-            };
-            imgproc::find_contours_def(
-                mask,
-                &mut self.contours,
-                imgproc::RETR_EXTERNAL,
-                imgproc::CHAIN_APPROX_SIMPLE,
-            )?;
-            for c in self.contours.iter() {
-                self.last.contours += 1;
-                if let Some(d) = measure(&self.cfg, k, &c, roi, &mut self.last)? {
-                    found.push(d);
+        let result = (|| {
+            let present: Vec<u64> = rects.iter().map(|r| self.present_in(*r, roi)).collect();
+            for class in 0..self.cfg.classes.len() {
+                let bit = 1u64 << class.min(63);
+                for (r, _) in rects.iter().zip(&present).filter(|(_, p)| *p & bit != 0) {
+                    // The opening reaches a kernel's side (both ways over):
+                    // worked on with that much about it, the rectangle's
+                    // own pixels are the whole frame's.
+                    let grown = grow(*r, k, roi);
+                    let view = Mat::roi(&labels, grown)?;
+                    self.find_class(&view, grown, *r, class, roi, &mut found)?;
                 }
             }
-        }
+            Ok::<_, DetectError>(())
+        })();
+        self.labels = labels;
+        result?;
         let kept = suppress_duplicates(found, self.cfg.duplicate_distance_m, &mut self.last);
         Ok(kept)
     }
+}
+
+/// `r` grown by `by_px` on every side, kept inside `roi`'s size.
+fn grow(r: Rect, by_px: i32, roi: Rect) -> Rect {
+    clip(
+        r.x - by_px,
+        r.y - by_px,
+        r.x + r.width + by_px,
+        r.y + r.height + by_px,
+        roi,
+    )
+}
+
+/// The rectangle from (left, top) to (right, bottom), kept inside `roi`'s
+/// size.
+fn clip(left: i32, top: i32, right: i32, bottom: i32, roi: Rect) -> Rect {
+    let (l, t) = (left.max(0), top.max(0));
+    let (r, b) = (right.min(roi.width), bottom.min(roi.height));
+    Rect::new(l, t, (r - l).max(0), (b - t).max(0))
 }
 
 fn depth_name(depth: i32) -> &'static str {

@@ -100,6 +100,89 @@ fn on_noisy_sim_frames_of_several_seeds_detection_meets_its_figures() {
     assert_eq!(all.class_right, all.true_positives);
 }
 
+/// The detector works on each class only around the labelled pixels; its
+/// detections and counts must be those of working on the whole frame:
+/// objects crossing the frame's edges, touching one another, under the
+/// beams, with openings of several sizes (odd and even) or none.
+#[test]
+fn working_only_around_the_labelled_pixels_finds_what_the_whole_frame_finds() {
+    let variants = [
+        (
+            SimParams {
+                seed: 11,
+                arrival_rate_per_min: 120.0,
+                min_gap_m: 0.0,
+                ..SimParams::default()
+            },
+            None,
+        ),
+        (
+            SimParams {
+                seed: 12,
+                arrival_rate_per_min: 150.0,
+                occluder_x_m: vec![0.2, 0.75, 1.3],
+                occluder_width_m: 0.08,
+                noise_stddev: 12.0,
+                ..SimParams::default()
+            },
+            Some(4),
+        ),
+        (
+            SimParams {
+                seed: 13,
+                arrival_rate_per_min: 150.0,
+                burst_probability: 0.3,
+                ..SimParams::default()
+            },
+            Some(1),
+        ),
+        (
+            SimParams {
+                seed: 14,
+                arrival_rate_per_min: 150.0,
+                min_gap_m: 0.0,
+                ..SimParams::default()
+            },
+            Some(7),
+        ),
+    ];
+    for (p, open_px) in &variants {
+        let cfg = p.config().unwrap();
+        let mut dp = DetectorParams::for_sim(&cfg);
+        if let Some(k) = open_px {
+            dp.open_px = *k;
+        }
+        let (mut fast, mut whole) = (
+            Detector::new(dp.config().unwrap()).unwrap(),
+            Detector::new(dp.config().unwrap()).unwrap(),
+        );
+        let mut core = SimCore::new(cfg);
+        let mut r = renderer(&core);
+        let mut image = Mat::default();
+        let (mut found, mut partial, mut by_regions) = (0, 0, 0);
+        for k in (0..1200).step_by(6) {
+            let (truth, drawn) = core.frame(k);
+            r.render(k, truth.t_s, &drawn, &mut image).unwrap();
+            let a = fast.detect(&image).unwrap();
+            let b = whole.detect_whole(&image).unwrap();
+            assert_eq!(a, b, "seed {} frame {k}", p.seed);
+            assert_eq!(fast.last, whole.last, "seed {} frame {k}", p.seed);
+            found += a.len();
+            partial += fast.last.partial;
+            if fast.last_regions.1 < 0.5 && fast.last_regions.0 > 0 {
+                by_regions += 1;
+            }
+        }
+        assert!(found > 200, "seed {}: {found} detections", p.seed);
+        assert!(partial > 15, "seed {}: {partial} cut by the edge", p.seed);
+        assert!(
+            by_regions > 80,
+            "seed {}: {by_regions} of 200 frames by regions",
+            p.seed
+        );
+    }
+}
+
 #[test]
 fn the_shipped_defaults_match_the_simulated_cell() {
     let sim = SimParams::default().config().unwrap();
