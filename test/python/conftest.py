@@ -217,23 +217,8 @@ def _shm_in_use():
     """Names in /dev/shm that some other live process has open or mapped.
     (This process's own DDS participants are shut down by then; Fast DDS
     may still keep a dead peer's segment mapped here, which is no use.)"""
-    used = set()
-    me = str(os.getpid())
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if pid == me:
-            continue
-        try:
-            with open(f"/proc/{pid}/maps") as maps:
-                for line in maps:
-                    if "/dev/shm/" in line:
-                        used.add(line.split("/dev/shm/", 1)[1].split()[0])
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("/dev/shm/"):
-                    used.add(target[len("/dev/shm/"):].split()[0])
-        except OSError:
-            continue
-    return used
+    me = os.getpid()
+    return {n for n, holders in _shm_holders(_shm_names()).items() if any(pid != me for pid, _ in holders)}
 
 
 @pytest.fixture
@@ -249,3 +234,51 @@ def sweep_stale_shm():
             os.unlink(f"/dev/shm/{name}")
         except OSError:
             pass
+
+
+# Fast DDS files each test left behind, and who still maps them, for the
+# summary at the end (scripts/test fails if any are left after the suite;
+# this says which test left them).
+_SHM_LEFT = {}
+
+
+@pytest.fixture(autouse=True)
+def _report_shm_left_behind(request):
+    """Autouse, so it is set up first and torn down last, after every other
+    fixture of the test (its processes, rclpy, any sweep) is gone."""
+    before = _shm_names()
+    yield
+    left = _shm_names() - before
+    if left:
+        holders = _shm_holders(left)
+        _SHM_LEFT[request.node.nodeid] = {n: holders.get(n, []) for n in sorted(left)}
+
+
+def _shm_holders(names):
+    """For each name, the live processes (pid, command) that map or open it."""
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                mapped = {line.split("/dev/shm/", 1)[1].split()[0] for line in maps if "/dev/shm/" in line}
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("/dev/shm/"):
+                    mapped.add(target[len("/dev/shm/") :].split()[0])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        for n in mapped & set(names):
+            out.setdefault(n, []).append((int(pid), cmd[:120]))
+    return out
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _SHM_LEFT:
+        return
+    terminalreporter.section("Fast DDS shared-memory files left behind")
+    for test, files in _SHM_LEFT.items():
+        terminalreporter.write_line(test)
+        for name, holders in files.items():
+            terminalreporter.write_line(f"  /dev/shm/{name}: " + ("; ".join(f"{pid} {cmd}" for pid, cmd in holders) or "no live process holds it"))
