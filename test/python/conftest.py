@@ -68,8 +68,23 @@ def rclpy_node(domain_id):
         yield node, executor
     finally:
         executor.shutdown()
+        # Node.destroy_node leaves action clients, which hold the node.
+        for w in list(node.waitables):
+            if hasattr(w, "destroy"):
+                w.destroy()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+    # Fast DDS destroys the participant with the context's last node; one
+    # that outlives the test keeps the shared-memory files of every later
+    # peer on this domain. A live participant holds the lock files (`_el`)
+    # of its own segment and ports open; a peer's segment, even a killed
+    # one's, may stay mapped here, which holds nothing.
+    locks = _shm_open_by(os.getpid())
+    if locks:
+        pytest.fail(
+            "the test's rclpy participant outlived it (a node, action client or lifecycle state machine "
+            f"was not destroyed); it still holds {sorted(locks)}"
+        )
 
 
 class Process:
@@ -254,6 +269,21 @@ def _report_shm_left_behind(request):
         _SHM_LEFT[request.node.nodeid] = {n: holders.get(n, []) for n in sorted(left)}
 
 
+def _shm_open_by(pid):
+    """The Fast DDS files in /dev/shm that process pid has open."""
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            # Closed since the listing (the listing's own fd, in this
+            # process): not open.
+            continue
+        if target.startswith("/dev/shm/") and "fastrtps" in target:
+            out.add(target[len("/dev/shm/") :].split()[0])
+    return out
+
+
 def _shm_holders(names):
     """For each name, the live processes (pid, command) that map or open it."""
     out = {}
@@ -261,10 +291,7 @@ def _shm_holders(names):
         try:
             with open(f"/proc/{pid}/maps") as maps:
                 mapped = {line.split("/dev/shm/", 1)[1].split()[0] for line in maps if "/dev/shm/" in line}
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("/dev/shm/"):
-                    mapped.add(target[len("/dev/shm/") :].split()[0])
+            mapped |= _shm_open_by(pid)
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:

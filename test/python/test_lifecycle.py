@@ -138,12 +138,20 @@ def pair(spawn, rclpy_node):
         ref = Reference(ref_name, node.context, fail_on=fail_on or None, result=result)
         executor.add_node(ref)
         made.append((proc, ref))
-        return proc, Client(node, executor, f"{NS}/{rust_name}"), Client(node, executor, f"{NS}/{ref_name}")
+        # Ours latched: seeing its publisher does not mean it has seen our
+        # subscription yet, so a first event could be missed (the rclpy
+        # reference shares our participant and matches at once).
+        ours = Client(node, executor, f"{NS}/{rust_name}", latched=True)
+        return proc, ours, Client(node, executor, f"{NS}/{ref_name}")
 
     yield make
     for proc, ref in made:
         assert proc.terminate() == 0, "".join(proc.stderr)
         executor.remove_node(ref)
+        # rclpy's LifecycleNode.destroy_node leaves its state machine, which
+        # holds the node, so the DDS participant outlived the test and kept
+        # opening later tests' shared-memory ports.
+        ref._state_machine.destroy_when_not_in_use()
         ref.destroy_node()
 
 
