@@ -15,7 +15,7 @@
 
 use cncpick::detector::score::quantile;
 use cncpick::sched::eval::run;
-use cncpick::sched::oracle::{lagrangian_bound, upper_bound};
+use cncpick::sched::oracle::{bracket, upper_bound};
 use cncpick::sched::policy::{CncState, Policy, Scheduler};
 use cncpick::sched::reach::CncModel;
 use cncpick::sched::scenario::{bound_span, cell, parked, poisson};
@@ -46,11 +46,13 @@ fn node_settings() -> (usize, f64) {
     (p.queue_max as usize, horizon_s)
 }
 
-/// Picks by each policy and the bound, over the seeds, at `per_min`.
-fn load(models: &[CncModel], per_min: f64) -> (Vec<Vec<usize>>, Vec<usize>) {
+/// Picks by each policy, the bound, and the oracle's own schedule's
+/// picks, over the seeds, at `per_min`.
+fn load(models: &[CncModel], per_min: f64) -> (Vec<Vec<usize>>, Vec<usize>, Vec<usize>) {
     let (span, heights) = bound_span();
     let mut picks = vec![Vec::new(); policies().len()];
     let mut bounds = Vec::new();
+    let mut schedules = Vec::new();
     for seed in SEEDS {
         let (objs, ok) = poisson(seed, per_min, SECONDS, BELT_MPS, FAIL);
         // Experiment: every arrival known from the start, failures known.
@@ -81,9 +83,24 @@ fn load(models: &[CncModel], per_min: f64) -> (Vec<Vec<usize>>, Vec<usize>) {
             .max()
             .unwrap_or(0);
         let flow = upper_bound(models, &objs, &ok, span, &heights);
-        let tight = lagrangian_bound(models, &objs, &ok, span, &heights, GRID_S, ITERATIONS, best);
-        eprintln!("  flow bound {flow}, lagrangian bound {tight}");
-        bounds.push(tight);
+        let b = bracket(
+            models,
+            &parked(models),
+            &objs,
+            &ok,
+            span,
+            &heights,
+            GRID_S,
+            ITERATIONS,
+            best,
+        );
+        eprintln!(
+            "  flow bound {flow}, lagrangian bound {}, the oracle's schedule {}",
+            b.bound,
+            b.picks()
+        );
+        bounds.push(b.bound);
+        schedules.push(b.picks());
         eprintln!(
             "{per_min}/min seed {seed}: bound {} picks {:?}",
             bounds.last().unwrap_or(&0),
@@ -93,69 +110,58 @@ fn load(models: &[CncModel], per_min: f64) -> (Vec<Vec<usize>>, Vec<usize>) {
                 .collect::<Vec<_>>()
         );
     }
-    (picks, bounds)
+    (picks, bounds, schedules)
+}
+
+/// `{name}_{label}`: each quantile of `a ÷ b`, seed by seed.
+fn put(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    a: &[usize],
+    b: &[usize],
+    quantiles: &[(&str, f64)],
+) {
+    let ratios: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| x as f64 / y as f64)
+        .collect();
+    for (label, q) in quantiles {
+        out.insert(format!("{name}_{label}"), quantile(&ratios, *q).into());
+    }
 }
 
 fn main() {
     let models = cell(&BINS);
     let mut out = serde_json::Map::new();
-    let (picks, bounds) = load(&models, 100.0);
+    let (picks, bounds, schedules) = load(&models, 100.0);
+    const MEDIAN: (&str, f64) = ("median", 0.5);
+    const MIN: (&str, f64) = ("min", 0.0);
+    const MAX: (&str, f64) = ("max", 1.0);
     for (k, policy) in policies().iter().enumerate() {
-        let ratios: Vec<f64> = picks[k]
-            .iter()
-            .zip(&bounds)
-            .map(|(&p, &b)| p as f64 / b as f64)
-            .collect();
-        out.insert(
-            format!("{}_picks_over_bound_median", policy.label()),
-            quantile(&ratios, 0.5).into(),
-        );
-        out.insert(
-            format!("{}_picks_over_bound_min", policy.label()),
-            quantile(&ratios, 0.0).into(),
-        );
+        let name = format!("{}_picks_over_bound", policy.label());
+        put(&mut out, &name, &picks[k], &bounds, &[MEDIAN, MIN]);
     }
+    // Where the optimum lies: at least the oracle's schedule.
+    let name = "oracle_schedule_over_bound";
+    put(&mut out, name, &schedules, &bounds, &[MEDIAN, MIN]);
+    let name = "lookahead_picks_over_oracle_schedule";
+    put(&mut out, name, &picks[2], &schedules, &[MEDIAN]);
     out.insert(
         "bound_median_at_100_per_min".into(),
         quantile(&bounds.iter().map(|&b| b as f64).collect::<Vec<_>>(), 0.5).into(),
     );
-    let (over, over_bounds) = load(&models, 200.0);
-    let gains: Vec<f64> = over[2]
-        .iter()
-        .zip(&over[0])
-        .map(|(&l, &g)| l as f64 / g as f64)
-        .collect();
-    out.insert(
-        "lookahead_over_greedy_at_200_per_min_median".into(),
-        quantile(&gains, 0.5).into(),
-    );
-    out.insert(
-        "lookahead_over_greedy_at_200_per_min_min".into(),
-        quantile(&gains, 0.0).into(),
-    );
-    let at_bound: Vec<f64> = over[2]
-        .iter()
-        .zip(&over_bounds)
-        .map(|(&p, &b)| p as f64 / b as f64)
-        .collect();
-    out.insert(
-        "lookahead_picks_over_bound_at_200_per_min_median".into(),
-        quantile(&at_bound, 0.5).into(),
-    );
+    let (over, over_bounds, over_schedules) = load(&models, 200.0);
+    let name = "lookahead_over_greedy_at_200_per_min";
+    put(&mut out, name, &over[2], &over[0], &[MEDIAN, MIN]);
+    let name = "lookahead_picks_over_bound_at_200_per_min";
+    put(&mut out, name, &over[2], &over_bounds, &[MEDIAN]);
     // The most any schedule could gain over greedy: the bound over greedy.
-    let ceiling: Vec<f64> = over_bounds
-        .iter()
-        .zip(&over[0])
-        .map(|(&b, &g)| b as f64 / g as f64)
-        .collect();
-    out.insert(
-        "bound_over_greedy_at_200_per_min_median".into(),
-        quantile(&ceiling, 0.5).into(),
-    );
-    out.insert(
-        "bound_over_greedy_at_200_per_min_max".into(),
-        quantile(&ceiling, 1.0).into(),
-    );
+    let name = "bound_over_greedy_at_200_per_min";
+    put(&mut out, name, &over_bounds, &over[0], &[MEDIAN, MAX]);
+    // What a real schedule (the oracle's, knowing every arrival) gains.
+    let name = "oracle_schedule_over_greedy_at_200_per_min";
+    put(&mut out, name, &over_schedules, &over[0], &[MEDIAN]);
 
     // Decision latency with 200 live objects: 200 objects on the belt
     // between the camera and the last window, every CNC idle.

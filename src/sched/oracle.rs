@@ -24,6 +24,9 @@
 //!   rounded down: every real schedule is a path), and `Σ λ_o + Σ_i path_i(1 − λ)` bounds every
 //!   schedule for any `λ ≥ 0`; subgradient steps lower it.
 //!
+//! - [`bracket`]: that bound, and below it a real schedule built from its
+//!   prices, so the optimum of a large run lies between the two.
+//!
 //! Objects marked unpickable (the run's injected failures: a grip that
 //! would fail whoever tried) count for no schedule.
 
@@ -199,159 +202,366 @@ pub fn lagrangian_bound(
     iterations: usize,
     target: usize,
 ) -> usize {
+    priced(
+        models, objs, pickable, y_range_m, heights_m, grid_s, iterations, target,
+    )
+    .map_or(0, |(_, best, _)| whole(best))
+}
+
+/// Whole picks only: the bound rounds down past rounding noise.
+fn whole(bound: f64) -> usize {
+    (bound + 1e-6).floor() as usize
+}
+
+/// The bound's grid over the pickable objects, the bound, and the prices
+/// that gave it; None if nothing is pickable.
+#[allow(clippy::too_many_arguments)]
+fn priced(
+    models: &[CncModel],
+    objs: &[Obj],
+    pickable: &[bool],
+    y_range_m: (f64, f64),
+    heights_m: &[f64],
+    grid_s: f64,
+    iterations: usize,
+    target: usize,
+) -> Option<(Grid, f64, Vec<f64>)> {
     let flow = upper_bound(models, objs, pickable, y_range_m, heights_m);
     let todo: Vec<usize> = (0..objs.len()).filter(|&k| pickable[k]).collect();
     if todo.is_empty() {
-        return 0;
+        return None;
     }
-    // A pick of object o at contact c keeps its CNC busy over [c - a, c +
-    // d] at least (`CncModel::pick_parts_s`): the gantry is free at s = c - a
-    // for it and again at s + a + d. Time starts early enough for any
-    // first pick's approach (the CNCs are parked long before).
-    let lead = models
-        .iter()
-        .flat_map(|m| {
-            todo.iter().filter_map(|&k| {
-                let w = m.window(&objs[k].traj)?;
-                m.pick_parts_s(&objs[k], w)
+    let grid = Grid::new(models, objs, &todo, grid_s);
+    let (best, price) = grid.prices(objs.len(), &todo, flow, iterations, target);
+    Some((grid, best, price))
+}
+
+/// Where the optimum lies: a proven upper bound on every schedule's picks,
+/// and a real schedule below it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bracket {
+    /// [`lagrangian_bound`]'s.
+    pub bound: usize,
+    /// Per CNC, the objects it picks (indices into the run's objects) in
+    /// order, each at its earliest contact from where the last pick left
+    /// the gantry ([`CncModel::slot`]): a schedule the CNCs can carry out,
+    /// found from the bound's prices.
+    pub schedule: Vec<Vec<usize>>,
+}
+
+impl Bracket {
+    /// The schedule's picks.
+    pub fn picks(&self) -> usize {
+        self.schedule.iter().map(Vec::len).sum()
+    }
+}
+
+/// [`lagrangian_bound`], and a schedule built from its prices (a
+/// Lagrangian heuristic): the CNCs in turn, in every order, each takes the
+/// heaviest path over the objects no CNC before it took, an object
+/// weighing `1 - α λ_o`, each pick kept a few grid steps longer than the
+/// bound's least (its times are rounded down); then the path is carried
+/// out with the reach model from `starts`, leaving out any pick it cannot
+/// make. The most picks over the orders, the α and the margins.
+#[allow(clippy::too_many_arguments)]
+pub fn bracket(
+    models: &[CncModel],
+    starts: &[Start],
+    objs: &[Obj],
+    pickable: &[bool],
+    y_range_m: (f64, f64),
+    heights_m: &[f64],
+    grid_s: f64,
+    iterations: usize,
+    target: usize,
+) -> Bracket {
+    let mut schedule = vec![Vec::new(); models.len()];
+    let Some((grid, best, price)) = priced(
+        models, objs, pickable, y_range_m, heights_m, grid_s, iterations, target,
+    ) else {
+        return Bracket { bound: 0, schedule };
+    };
+    let mut bufs = Buffers::default();
+    for order in orders(models.len()) {
+        for margin in 1..=3 {
+            for alpha in [0.5, 0.75, 1.0, 1.25] {
+                let mut taken = vec![false; objs.len()];
+                let mut got = vec![Vec::new(); models.len()];
+                for &i in &order {
+                    let weight = |k: usize| {
+                        if taken[k] {
+                            0.0
+                        } else {
+                            // A little for every pick: a free object is
+                            // still worth taking.
+                            1.0 - alpha * price[k] + 1e-3
+                        }
+                    };
+                    let (_, path) = grid.heaviest(i, margin, weight, &mut bufs);
+                    let mut at = starts[i];
+                    for k in path {
+                        if taken[k] {
+                            continue;
+                        }
+                        if let Some(s) = models[i].slot(&objs[k], at.free_at_s, at.at_mm) {
+                            at = Start {
+                                free_at_s: s.done_at_s,
+                                at_mm: s.end_mm,
+                            };
+                            taken[k] = true;
+                            got[i].push(k);
+                        }
+                    }
+                }
+                if got.iter().map(Vec::len).sum::<usize>()
+                    > schedule.iter().map(Vec::len).sum::<usize>()
+                {
+                    schedule = got;
+                }
+            }
+        }
+    }
+    Bracket {
+        bound: whole(best),
+        schedule,
+    }
+}
+
+/// The orders the CNCs take their turns in: every one up to 5 CNCs, else
+/// each rotation of upstream first and of downstream first.
+fn orders(n: usize) -> Vec<Vec<usize>> {
+    fn every(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![Vec::new()];
+        }
+        let mut out = Vec::new();
+        for p in every(n - 1) {
+            for at in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(at, n - 1);
+                out.push(q);
+            }
+        }
+        out
+    }
+    if n <= 5 {
+        return every(n);
+    }
+    (0..n)
+        .flat_map(|r| {
+            let up: Vec<usize> = (0..n).map(|i| (i + r) % n).collect();
+            let down: Vec<usize> = up.iter().rev().copied().collect();
+            [up, down]
+        })
+        .collect()
+}
+
+/// One arc of a CNC's grid: taking object `k` from the bin the arc starts
+/// at; the CNC is then `busy` grid steps, and over bin `to`.
+struct Arc {
+    k: usize,
+    to: usize,
+    busy: usize,
+}
+
+/// One CNC's grid: its bins, its arcs, and by start step (from bin, arc).
+struct Cnc {
+    nb: usize,
+    arcs: Vec<Arc>,
+    by_start: Vec<Vec<(usize, usize)>>,
+}
+
+/// The bound's grid: per CNC, a state per (time step, bin where its last
+/// pick ended; the first may start from any).
+struct Grid {
+    cncs: Vec<Cnc>,
+    steps: usize,
+}
+
+/// The longest-path buffers, reused across paths: `value[t * nb + b]`, the
+/// most weight from grid step t on, free over bin b, and the arc taken.
+#[derive(Default)]
+struct Buffers {
+    value: Vec<f64>,
+    choice: Vec<Option<usize>>,
+}
+
+impl Grid {
+    /// An arc: taking object k with its contact in grid step c, from bin
+    /// `from`: the gantry is free for it from step `start` (c less the
+    /// approach), busy `busy` steps, then over bin `to`. Times rounded
+    /// down, so that every real schedule is a path: floor(x) - floor(y) >=
+    /// floor(x - y).
+    fn new(models: &[CncModel], objs: &[Obj], todo: &[usize], grid_s: f64) -> Grid {
+        // A pick of object o at contact c keeps its CNC busy over [c - a, c +
+        // d] at least (`CncModel::pick_parts_s`): the gantry is free at s = c - a
+        // for it and again at s + a + d. Time starts early enough for any
+        // first pick's approach (the CNCs are parked long before).
+        let lead = models
+            .iter()
+            .flat_map(|m| {
+                todo.iter().filter_map(|&k| {
+                    let w = m.window(&objs[k].traj)?;
+                    m.pick_parts_s(&objs[k], w)
+                })
             })
-        })
-        .flat_map(|(a, _, _)| a)
-        .fold(0.0, f64::max);
-    let t0 = todo
-        .iter()
-        .filter_map(|&k| {
-            models
-                .iter()
-                .filter_map(|m| m.window(&objs[k].traj).map(|w| w.0))
-                .reduce(f64::min)
-        })
-        .fold(f64::INFINITY, f64::min)
-        - lead
-        - grid_s;
-    // Per CNC, a state per bin (where its last pick ended; the first may
-    // start from any). An arc: taking object k with its contact in grid
-    // step c, from bin `from`: the gantry is free for it from step `start`
-    // (c less the approach), busy `busy` steps, then over bin `to`. Times
-    // rounded down, so that every real schedule is a path:
-    // floor(x) - floor(y) >= floor(x - y).
-    struct Arc {
-        k: usize,
-        to: usize,
-        busy: usize,
-    }
-    let cell = |t: f64| ((t - t0) / grid_s).floor() as i64;
-    // Per CNC: its bins, its arcs, and by start step (from bin, arc).
-    struct Cnc {
-        nb: usize,
-        arcs: Vec<Arc>,
-        by_start: Vec<Vec<(usize, usize)>>,
-    }
-    let mut cncs: Vec<Cnc> = Vec::new();
-    let mut steps = 0usize;
-    for m in models {
-        let nb = m.bins.len().max(1);
-        let mut arcs = Vec::new();
-        let mut starts: Vec<(usize, usize, usize)> = Vec::new();
-        for &k in &todo {
-            let o = &objs[k];
-            let Some((enter, leave)) = m.window(&o.traj) else {
-                continue;
-            };
-            for c in cell(enter)..=cell(leave) {
-                let from_s = (t0 + c as f64 * grid_s).max(enter);
-                let to_s = (t0 + (c + 1) as f64 * grid_s).min(leave);
-                let Some((approach, depart, to)) = m.pick_parts_s(o, (from_s, to_s.max(from_s)))
-                else {
+            .flat_map(|(a, _, _)| a)
+            .fold(0.0, f64::max);
+        let t0 = todo
+            .iter()
+            .filter_map(|&k| {
+                models
+                    .iter()
+                    .filter_map(|m| m.window(&objs[k].traj).map(|w| w.0))
+                    .reduce(f64::min)
+            })
+            .fold(f64::INFINITY, f64::min)
+            - lead
+            - grid_s;
+        let cell = |t: f64| ((t - t0) / grid_s).floor() as i64;
+        let mut cncs: Vec<Cnc> = Vec::new();
+        let mut steps = 0usize;
+        for m in models {
+            let nb = m.bins.len().max(1);
+            let mut arcs = Vec::new();
+            let mut starts: Vec<(usize, usize, usize)> = Vec::new();
+            for &k in todo {
+                let o = &objs[k];
+                let Some((enter, leave)) = m.window(&o.traj) else {
                     continue;
                 };
-                let after = (depart / grid_s).floor() as i64;
-                for (from, a) in approach.iter().enumerate() {
-                    let ahead = (a / grid_s).floor() as i64;
-                    let start = (c - ahead).max(0) as usize;
-                    let busy = (ahead + after).max(1) as usize;
-                    steps = steps.max(start + busy + 1);
-                    starts.push((start, from, arcs.len()));
-                    arcs.push(Arc { k, to, busy });
+                for c in cell(enter)..=cell(leave) {
+                    let from_s = (t0 + c as f64 * grid_s).max(enter);
+                    let to_s = (t0 + (c + 1) as f64 * grid_s).min(leave);
+                    let Some((approach, depart, to)) =
+                        m.pick_parts_s(o, (from_s, to_s.max(from_s)))
+                    else {
+                        continue;
+                    };
+                    let after = (depart / grid_s).floor() as i64;
+                    for (from, a) in approach.iter().enumerate() {
+                        let ahead = (a / grid_s).floor() as i64;
+                        let start = (c - ahead).max(0) as usize;
+                        let busy = (ahead + after).max(1) as usize;
+                        steps = steps.max(start + busy + 1);
+                        starts.push((start, from, arcs.len()));
+                        arcs.push(Arc { k, to, busy });
+                    }
                 }
             }
-        }
-        let mut by_start: Vec<Vec<(usize, usize)>> = Vec::new();
-        for (start, from, n) in starts {
-            if by_start.len() <= start {
-                by_start.resize(start + 1, Vec::new());
+            let mut by_start: Vec<Vec<(usize, usize)>> = Vec::new();
+            for (start, from, n) in starts {
+                if by_start.len() <= start {
+                    by_start.resize(start + 1, Vec::new());
+                }
+                by_start[start].push((from, n));
             }
-            by_start[start].push((from, n));
+            cncs.push(Cnc { nb, arcs, by_start });
         }
-        cncs.push(Cnc { nb, arcs, by_start });
+        Grid {
+            cncs,
+            steps: steps.max(1),
+        }
     }
-    let steps = steps.max(1);
-    let mut price = vec![0.0f64; objs.len()];
-    let mut best = (flow.min(todo.len())) as f64;
-    let mut step_size = 1.0;
-    // value[t * nb + b]: the most weight from grid step t on, free over
-    // bin b (buffers reused across iterations).
-    let mut value: Vec<f64> = Vec::new();
-    let mut choice: Vec<Option<usize>> = Vec::new();
-    for _ in 0..iterations {
-        let mut used = vec![0u32; objs.len()];
-        let mut total: f64 = todo.iter().map(|&k| price[k]).sum();
-        for Cnc { nb, arcs, by_start } in &cncs {
-            let nb = *nb;
-            value.clear();
-            value.resize((steps + 1) * nb, 0.0);
-            choice.clear();
-            choice.resize(steps * nb, None);
-            for t in (0..steps).rev() {
-                for b in 0..nb {
-                    value[t * nb + b] = value[(t + 1) * nb + b];
+
+    /// CNC `i`'s heaviest path, each object weighing `weight(k)` (only
+    /// those above 0 are taken) and each pick keeping it `margin` steps
+    /// more than its arc says: the weight and the objects, in order.
+    fn heaviest(
+        &self,
+        i: usize,
+        margin: usize,
+        weight: impl Fn(usize) -> f64,
+        bufs: &mut Buffers,
+    ) -> (f64, Vec<usize>) {
+        let Cnc { nb, arcs, by_start } = &self.cncs[i];
+        let (nb, steps) = (*nb, self.steps);
+        let Buffers { value, choice } = bufs;
+        value.clear();
+        value.resize((steps + 1) * nb, 0.0);
+        choice.clear();
+        choice.resize(steps * nb, None);
+        for t in (0..steps).rev() {
+            for b in 0..nb {
+                value[t * nb + b] = value[(t + 1) * nb + b];
+            }
+            for &(from, n) in by_start.get(t).map_or(&[][..], |v| &v[..]) {
+                let a = &arcs[n];
+                let w = weight(a.k);
+                let next = (t + a.busy + margin).min(steps);
+                let v = w + value[next * nb + a.to];
+                if w > 0.0 && v > value[t * nb + from] {
+                    value[t * nb + from] = v;
+                    choice[t * nb + from] = Some(n);
                 }
-                for &(from, n) in by_start.get(t).map_or(&[][..], |v| &v[..]) {
+            }
+        }
+        let (mut b, top) =
+            (0..nb)
+                .map(|b| (b, value[b]))
+                .fold((0, f64::MIN), |x, y| if y.1 > x.1 { y } else { x });
+        // Walk the path.
+        let mut path = Vec::new();
+        let mut t = 0;
+        while t < steps {
+            match choice[t * nb + b] {
+                Some(n) if value[t * nb + b] > value[(t + 1) * nb + b] => {
                     let a = &arcs[n];
-                    let w = 1.0 - price[a.k];
-                    let next = (t + a.busy).min(steps);
-                    let v = w + value[next * nb + a.to];
-                    if w > 0.0 && v > value[t * nb + from] {
-                        value[t * nb + from] = v;
-                        choice[t * nb + from] = Some(n);
-                    }
+                    path.push(a.k);
+                    t += a.busy + margin;
+                    b = a.to;
                 }
-            }
-            let (mut b, top) =
-                (0..nb)
-                    .map(|b| (b, value[b]))
-                    .fold((0, f64::MIN), |x, y| if y.1 > x.1 { y } else { x });
-            total += top;
-            // Walk the path to count what it used.
-            let mut t = 0;
-            while t < steps {
-                match choice[t * nb + b] {
-                    Some(n) if value[t * nb + b] > value[(t + 1) * nb + b] => {
-                        let a = &arcs[n];
-                        used[a.k] += 1;
-                        t += a.busy;
-                        b = a.to;
-                    }
-                    _ => t += 1,
-                }
+                _ => t += 1,
             }
         }
-        best = best.min(total);
-        // Subgradient: raise the price of what was used twice, lower it
-        // for what was left (Polyak's step towards `target`).
-        let g: Vec<f64> = todo.iter().map(|&k| 1.0 - used[k] as f64).collect();
-        let norm: f64 = g.iter().map(|x| x * x).sum();
-        if norm == 0.0 {
-            break;
-        }
-        let gap = (total - target as f64).max(1.0);
-        for (&k, gk) in todo.iter().zip(&g) {
-            price[k] = (price[k] - step_size * gap / norm * gk).max(0.0);
-        }
-        step_size *= 0.97;
+        (top, path)
     }
-    // Whole picks only: the bound rounds down past rounding noise.
-    (best + 1e-6).floor() as usize
+
+    /// Subgradient steps on the prices of `todo`'s objects (of `n`): the
+    /// lowest bound found (never above `flow`, nor `todo`'s count), and the
+    /// prices that gave it.
+    fn prices(
+        &self,
+        n: usize,
+        todo: &[usize],
+        flow: usize,
+        iterations: usize,
+        target: usize,
+    ) -> (f64, Vec<f64>) {
+        let mut price = vec![0.0f64; n];
+        let mut best = (flow.min(todo.len())) as f64;
+        let mut best_price = price.clone();
+        let mut step_size = 1.0;
+        let mut bufs = Buffers::default();
+        for _ in 0..iterations {
+            let mut used = vec![0u32; n];
+            let mut total: f64 = todo.iter().map(|&k| price[k]).sum();
+            for i in 0..self.cncs.len() {
+                let (top, path) = self.heaviest(i, 0, |k| 1.0 - price[k], &mut bufs);
+                total += top;
+                for k in path {
+                    used[k] += 1;
+                }
+            }
+            if total < best {
+                best = total;
+                best_price.clone_from(&price);
+            }
+            // Subgradient: raise the price of what was used twice, lower it
+            // for what was left (Polyak's step towards `target`).
+            let g: Vec<f64> = todo.iter().map(|&k| 1.0 - used[k] as f64).collect();
+            let norm: f64 = g.iter().map(|x| x * x).sum();
+            if norm == 0.0 {
+                break;
+            }
+            let gap = (total - target as f64).max(1.0);
+            for (&k, gk) in todo.iter().zip(&g) {
+                price[k] = (price[k] - step_size * gap / norm * gk).max(0.0);
+            }
+            step_size *= 0.97;
+        }
+        (best, best_price)
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +634,99 @@ mod tests {
             some[3] = false;
             assert!(exact(&models, &starts, &objs, &some) <= best);
             assert!(upper_bound(&models, &objs, &some, (0.0, 0.6), &[0.04]) <= objs.len() - 2);
+        }
+    }
+
+    /// Whether `b`'s schedule can be carried out: each object at most
+    /// once and pickable, each CNC's picks one after another from its
+    /// start, as the reach model allows.
+    fn carried_out(
+        models: &[CncModel],
+        starts: &[Start],
+        objs: &[Obj],
+        pickable: &[bool],
+        b: &Bracket,
+    ) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, seq) in b.schedule.iter().enumerate() {
+            let mut at = starts[i];
+            for &k in seq {
+                if !pickable[k] || !seen.insert(k) {
+                    return Err(format!("object {k} unpickable or picked twice"));
+                }
+                let s = models[i]
+                    .slot(&objs[k], at.free_at_s, at.at_mm)
+                    .ok_or(format!("CNC {i} cannot pick object {k} then"))?;
+                at = Start {
+                    free_at_s: s.done_at_s,
+                    at_mm: s.end_mm,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_bracket_holds_the_exact_optimum_and_its_schedule_can_be_carried_out() {
+        let models = two();
+        let starts = parked(&models);
+        for seed in 0..6 {
+            let objs = arrivals(9, 0.6, seed);
+            let mut ok = vec![true; objs.len()];
+            ok[4] = false;
+            let best = exact(&models, &starts, &objs, &ok);
+            let b = bracket(
+                &models,
+                &starts,
+                &objs,
+                &ok,
+                (0.0, 0.6),
+                &[0.04],
+                0.02,
+                200,
+                best,
+            );
+            carried_out(&models, &starts, &objs, &ok, &b).unwrap();
+            assert!(
+                b.picks() <= best && best <= b.bound,
+                "seed {seed}: schedule {}, exact {best}, bound {}",
+                b.picks(),
+                b.bound
+            );
+            assert!(b.picks() >= 1, "seed {seed}");
+        }
+        // Sparse: every object, as the exact search finds.
+        let objs = arrivals(6, 8.0, 1);
+        let all = vec![true; objs.len()];
+        let b = bracket(
+            &models,
+            &starts,
+            &objs,
+            &all,
+            (0.0, 0.6),
+            &[0.04],
+            0.02,
+            50,
+            6,
+        );
+        carried_out(&models, &starts, &objs, &all, &b).unwrap();
+        assert_eq!((b.picks(), b.bound), (6, 6));
+    }
+
+    #[test]
+    fn every_cnc_order_is_tried_up_to_five_and_each_rotation_beyond() {
+        let five = orders(5);
+        assert_eq!(five.len(), 120);
+        assert_eq!(
+            five.iter().collect::<std::collections::HashSet<_>>().len(),
+            120
+        );
+        let seven = orders(7);
+        assert_eq!(seven.len(), 14);
+        for o in &seven {
+            let mut sorted = o.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..7).collect::<Vec<_>>());
         }
     }
 

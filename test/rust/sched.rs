@@ -3,7 +3,7 @@
 //! same assignments; no policy beats the oracle's bound (or, on small
 //! runs, its exact optimum).
 
-use cncpick::sched::eval::run;
+use cncpick::sched::eval::{run, Run};
 use cncpick::sched::oracle::{exact, lagrangian_bound, upper_bound, Start};
 use cncpick::sched::policy::{Policy, Scheduler};
 use cncpick::sched::reach::{CncModel, Obj};
@@ -21,6 +21,19 @@ fn starts(models: &[CncModel]) -> Vec<Start> {
 
 fn arrivals(seed: u64, per_min: f64, seconds: f64, fail: f64) -> (Vec<Obj>, Vec<bool>) {
     scenario::poisson(seed, per_min, seconds, 0.2, fail)
+}
+
+/// A run of `policy` from parked CNCs, one pick queued at most, every
+/// pick committed at once, deciding every `step_s`.
+fn run_from_parked(
+    policy: &Policy,
+    models: &[CncModel],
+    objs: &[Obj],
+    ok: &[bool],
+    step_s: f64,
+) -> Run {
+    let mut s = Scheduler::new(policy.clone(), models.to_vec(), 1, 0.0);
+    run(&mut s, &starts(models), objs, ok, step_s, f64::INFINITY)
 }
 
 fn policies() -> Vec<Policy> {
@@ -75,22 +88,8 @@ fn the_same_arrivals_give_the_same_assignments() {
     let models = cncs(&[all; 4]);
     let (objs, ok) = arrivals(7, 150.0, 30.0, 0.05);
     for policy in policies() {
-        let a = run(
-            &mut Scheduler::new(policy.clone(), models.clone(), 1, 0.0),
-            &starts(&models),
-            &objs,
-            &ok,
-            0.1,
-            f64::INFINITY,
-        );
-        let b = run(
-            &mut Scheduler::new(policy.clone(), models.clone(), 1, 0.0),
-            &starts(&models),
-            &objs,
-            &ok,
-            0.1,
-            f64::INFINITY,
-        );
+        let a = run_from_parked(&policy, &models, &objs, &ok, 0.1);
+        let b = run_from_parked(&policy, &models, &objs, &ok, 0.1);
         assert_eq!(a.assignments, b.assignments, "{}", policy.label());
         assert!(a.picked > 0);
     }
@@ -110,14 +109,7 @@ fn no_policy_beats_the_oracle() {
         );
         for policy in policies() {
             let label = policy.label();
-            let r = run(
-                &mut Scheduler::new(policy, models.clone(), 1, 0.0),
-                &starts(&models),
-                &objs,
-                &ok,
-                0.1,
-                f64::INFINITY,
-            );
+            let r = run_from_parked(&policy, &models, &objs, &ok, 0.1);
             assert!(
                 r.picked <= bound,
                 "seed {seed} {label}: {} > bound {bound}",
@@ -143,14 +135,7 @@ fn no_policy_beats_the_oracle() {
             "seed {seed}: exact {best} > lagrangian {tight}"
         );
         for policy in policies() {
-            let r = run(
-                &mut Scheduler::new(policy.clone(), two.clone(), 1, 0.0),
-                &starts(&two),
-                &objs,
-                &ok,
-                0.05,
-                f64::INFINITY,
-            );
+            let r = run_from_parked(&policy, &two, &objs, &ok, 0.05);
             assert!(
                 r.picked <= best,
                 "seed {seed} {}: {} > exact {best}",
