@@ -226,6 +226,20 @@ impl Picker {
         }
     }
 
+    /// The belt x span where the nozzle may touch an object and ride with
+    /// it, m: the reach window, cut to the workspace's X (soft limits and
+    /// their margin). A window reaching past them would plan contacts the
+    /// machine must refuse; the scheduler's windows and the intercept both
+    /// come from here.
+    pub fn reach_x_m(&self) -> (f64, f64) {
+        // A hair inside, so that a ride ending on the edge passes the check.
+        let x = |mm: f64, inward: f64| self.frame.origin_m.x + mm / 1000.0 + inward;
+        (
+            self.reach_x_min_m.max(x(self.workspace.min_mm[0], 1e-9)),
+            self.reach_x_max_m.min(x(self.workspace.max_mm[0], -1e-9)),
+        )
+    }
+
     /// The legs of a travel from `from_mm` to `to_mm` (machine): up to the
     /// safe height if below it, across at that height, down to the target.
     /// Legs of zero length are left out.
@@ -301,12 +315,12 @@ impl Picker {
             return Err(NoIntercept::NotMoving(v));
         }
         // Contact must leave room to ride with the object inside the window.
-        let last_contact_x = self.reach_x_max_m - v * self.track_s;
+        let (first_contact_x, reach_max_x) = self.reach_x_m();
+        let last_contact_x = reach_max_x - v * self.track_s;
         let latest = traj.t0_s + (last_contact_x - traj.x_m) / v;
         if latest < now_s {
             return Err(NoIntercept::Passed);
         }
-        let first_contact_x = self.reach_x_min_m;
         let earliest = (traj.t0_s + (first_contact_x - traj.x_m) / v).max(now_s);
         let top_z = height_m;
         let plan = |contact_at_s: f64| {
@@ -499,5 +513,37 @@ mod tests {
         assert!(
             matches!(p.intercept(&wide, 0.04, home, 10.0), Err(NoIntercept::Outside(e)) if e.axis == 'Y')
         );
+    }
+
+    #[test]
+    fn the_reach_window_ends_at_the_soft_limit_so_no_planned_ride_crosses_it() {
+        let p = picker();
+        // Machine X 0 is belt x 2.6 m, and the soft limit 0.5 mm inside it.
+        let (lo, hi) = p.reach_x_m();
+        assert_eq!(lo, 2.0);
+        assert!((hi - 2.5995).abs() < 1e-6, "{hi}");
+        // Objects ever nearer the window's end, 0.7 mm apart, the gantry
+        // waiting over it: each is met with its ride inside the workspace,
+        // or found too late; never planned across the limit.
+        let above = p.frame.to_machine_mm(Vector3::new(2.54, 0.3, p.safe_z_m));
+        let (mut met, mut late) = (0, 0);
+        for k in 0..300 {
+            let traj = Trajectory {
+                x_m: 2.3 + k as f64 * 7e-4,
+                y_m: 0.3,
+                t0_s: 10.0,
+                vx_mps: 0.2,
+            };
+            match p.intercept(&traj, 0.04, above, 10.0) {
+                Ok(i) => {
+                    let release_mm = p.frame.to_machine_mm(i.release_m);
+                    assert!(p.workspace.check(release_mm).is_ok(), "{k}: {i:?}");
+                    met += 1;
+                }
+                Err(NoIntercept::TooLate | NoIntercept::Passed) => late += 1,
+                Err(e) => panic!("{k}: {e}"),
+            }
+        }
+        assert!(met > 0 && late > 0, "met {met}, too late {late}");
     }
 }

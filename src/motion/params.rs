@@ -121,7 +121,11 @@ const SPECS: &[Spec] = &[
         .range(-1e3, 1e3)
         .read_only(),
     Spec::new("reach_x_min_m", "Upstream end of the reach window, m").range(-1e3, 1e3),
-    Spec::new("reach_x_max_m", "Downstream end of the reach window, m").range(-1e3, 1e3),
+    Spec::new(
+        "reach_x_max_m",
+        "Downstream end of the reach window, m (cut to the workspace's X)",
+    )
+    .range(-1e3, 1e3),
     Spec::new(
         "max_rate_mm_per_min",
         "Expected $110-$112: checked against the board at configure",
@@ -211,6 +215,17 @@ impl NodeParams for MotionParams {
             return Err(format!(
                 "reach_x_max_m ({}) must be downstream of reach_x_min_m ({})",
                 self.reach_x_max_m, self.reach_x_min_m
+            ));
+        }
+        let (lo, hi) = self.picker().reach_x_m();
+        if hi <= lo {
+            return Err(format!(
+                "reach_x_min_m..reach_x_max_m ({}..{} m) lies outside the workspace's X \
+                 (origin_x_m, travel_mm and workspace_margin_mm put it at belt x {:.4}..{:.4} m)",
+                self.reach_x_min_m,
+                self.reach_x_max_m,
+                self.origin_x_m - self.travel_mm[0] / 1000.0 + self.workspace_margin_mm / 1000.0,
+                self.origin_x_m - self.workspace_margin_mm / 1000.0,
             ));
         }
         same_lengths(&[
@@ -398,5 +413,17 @@ mod tests {
             ..MotionParams::default()
         };
         assert!(bad.validate().unwrap_err().contains("travel_mm needs 3"));
+        // A window past machine zero's end of the belt: named, with where
+        // the workspace is.
+        let off = MotionParams {
+            reach_x_min_m: 3.0,
+            reach_x_max_m: 3.5,
+            ..MotionParams::default()
+        };
+        let e = off.validate().unwrap_err();
+        assert!(
+            e.contains("outside the workspace's X") && e.contains("..2.5990 m"),
+            "{e}"
+        );
     }
 }

@@ -681,7 +681,7 @@ impl Core {
                     seen_at_s: traj.t0_s,
                     contact_at_s: slot.contact_at_s,
                     contact_m: [
-                        traj.x_at(slot.contact_at_s).min(model.picker.reach_x_max_m),
+                        traj.x_at(slot.contact_at_s).min(model.picker.reach_x_m().1),
                         traj.y_m,
                         h,
                     ],

@@ -83,9 +83,9 @@ impl CncModel {
         if v <= 1e-6 {
             return None;
         }
-        let p = &self.picker;
-        let enter = traj.t0_s + (p.reach_x_min_m - traj.x_m) / v;
-        let leave = traj.t0_s + (p.reach_x_max_m - v * p.track_s - traj.x_m) / v;
+        let (min_x, max_x) = self.picker.reach_x_m();
+        let enter = traj.t0_s + (min_x - traj.x_m) / v;
+        let leave = traj.t0_s + (max_x - v * self.picker.track_s - traj.x_m) / v;
         (leave >= enter).then_some((enter, leave))
     }
 
@@ -195,7 +195,7 @@ impl CncModel {
             .bins
             .iter()
             .map(|(_, bin)| {
-                let window = (p.reach_x_min_m, p.reach_x_max_m);
+                let window = p.reach_x_m();
                 let (out, back) = self.least_travels_s(*bin, window, y_range_m, heights_m);
                 out + back
             })
