@@ -141,6 +141,31 @@ impl Workspace {
     }
 }
 
+/// A lower bound on [`Picker::travel_s`] from one point to targets at one
+/// height: the legs up and down are what they are wherever the target
+/// lies, and the leg across takes at least as long as either of its axes
+/// alone at that axis's own limits (a straight move's speed and
+/// acceleration along each axis are its share of the move's, which the
+/// planner keeps within the axis's limits).
+struct TravelBound {
+    vertical_s: f64,
+    across_from_mm: Vector3<f64>,
+    limits: Limits,
+}
+
+impl TravelBound {
+    fn least_s(&self, to_mm: Vector3<f64>) -> f64 {
+        let axis = |k: usize| {
+            trapezoid_time_s(
+                (to_mm[k] - self.across_from_mm[k]).abs(),
+                self.limits.max_rate_mm_per_min[k] / 60.0,
+                self.limits.accel_mm_per_s2[k],
+            )
+        };
+        self.vertical_s + axis(0).max(axis(1))
+    }
+}
+
 /// An object moving along the belt: where it is at `t0_s`, and its speed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Trajectory {
@@ -296,6 +321,21 @@ impl Picker {
         t
     }
 
+    /// What a travel from `from_mm` to any point at the belt-frame height
+    /// `to_z_m` takes at least: see [`TravelBound`].
+    fn travel_bound(&self, from_mm: Vector3<f64>, to_z_m: f64) -> TravelBound {
+        let rapid = self.limits.rapid_mm_per_min();
+        let up = self.safe_rest_mm(from_mm);
+        let to_z_mm = self.frame.to_machine_mm(Vector3::new(0.0, 0.0, to_z_m)).z;
+        let down = Vector3::new(up.x, up.y, to_z_mm);
+        TravelBound {
+            vertical_s: self.limits.move_time_s(from_mm, up, rapid)
+                + self.limits.move_time_s(up, down, rapid),
+            across_from_mm: up,
+            limits: self.limits,
+        }
+    }
+
     /// The earliest intercept for an object of height `height_m` on
     /// `traj`, for a gantry at `from_mm` (machine) at time `now_s`. The
     /// nozzle descends straight onto the point where the object will be
@@ -343,11 +383,19 @@ impl Picker {
             }
         };
         // Scan in 10 ms steps: the first contact time the gantry can make.
+        // A step the travel's lower bound already rules out is passed
+        // over without working out the travel (the same steps, the same
+        // answer; the scheduler asks this thousands of times a decision).
+        let bound = self.travel_bound(from_mm, top_z + self.approach_height_m);
         let step_s = 0.01;
         let mut t = earliest;
         while t <= latest + 1e-9 {
             let p = plan(t);
             let approach_mm = self.frame.to_machine_mm(p.approach_m);
+            if now_s + self.lag_s + bound.least_s(approach_mm) > p.descend_at_s + 1e-6 {
+                t += step_s;
+                continue;
+            }
             let travel_s = self.travel_s(from_mm, approach_mm);
             if now_s + self.lag_s + travel_s <= p.descend_at_s {
                 for point in [p.approach_m, p.contact_m, p.release_m] {
@@ -545,5 +593,101 @@ mod tests {
             }
         }
         assert!(met > 0 && late > 0, "met {met}, too late {late}");
+    }
+
+    /// A picker with its own per-axis limits (X, Y, Z rates in mm/min and
+    /// accelerations in mm/s²), so the bound meets axes of every kind.
+    fn picker_with(rates: [f64; 3], accels: [f64; 3]) -> Picker {
+        Picker {
+            limits: Limits {
+                max_rate_mm_per_min: rates,
+                accel_mm_per_s2: accels,
+            },
+            ..picker()
+        }
+    }
+
+    /// The scan as it was before the travel's bound let it pass steps
+    /// over: every 10 ms step tried with the whole travel.
+    fn scan_every_step(
+        p: &Picker,
+        traj: &Trajectory,
+        height_m: f64,
+        from_mm: Vector3<f64>,
+        now_s: f64,
+    ) -> Result<Intercept, NoIntercept> {
+        let v = traj.vx_mps;
+        let (first_x, max_x) = p.reach_x_m();
+        let latest = traj.t0_s + (max_x - v * p.track_s - traj.x_m) / v;
+        if latest < now_s {
+            return Err(NoIntercept::Passed);
+        }
+        let mut t = (traj.t0_s + (first_x - traj.x_m) / v).max(now_s);
+        while t <= latest + 1e-9 {
+            let at = |dt: f64| Vector3::new(traj.x_at(t + dt), traj.y_m, height_m);
+            let approach_m = at(0.0) + Vector3::new(0.0, 0.0, p.approach_height_m);
+            let travel_s = p.travel_s(from_mm, p.frame.to_machine_mm(approach_m));
+            if now_s + p.lag_s + travel_s <= t - p.descend_s {
+                for point in [approach_m, at(0.0), at(p.track_s)] {
+                    p.workspace.check(p.frame.to_machine_mm(point))?;
+                }
+                return Ok(Intercept {
+                    descend_at_s: t - p.descend_s,
+                    contact_at_s: t,
+                    approach_m,
+                    contact_m: at(0.0),
+                    release_m: at(p.track_s),
+                });
+            }
+            t += 0.01;
+        }
+        Err(NoIntercept::TooLate)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        /// The bound the intercept's scan leans on never exceeds the
+        /// travel, from anywhere (below or above the safe height, even
+        /// outside the workspace) to anywhere at the target's height.
+        #[test]
+        fn the_travel_bound_is_never_more_than_the_travel(
+            rates in proptest::array::uniform3(600.0f64..40_000.0),
+            accels in proptest::array::uniform3(50.0f64..5_000.0),
+            from in proptest::array::uniform3(-900.0f64..20.0),
+            to_xy in proptest::array::uniform2(-900.0f64..20.0),
+            to_z_m in -0.05f64..0.3,
+        ) {
+            let p = picker_with(rates, accels);
+            let from = Vector3::from(from);
+            let to_z_mm = p.frame.to_machine_mm(Vector3::new(0.0, 0.0, to_z_m)).z;
+            let to = Vector3::new(to_xy[0], to_xy[1], to_z_mm);
+            let bound = p.travel_bound(from, to_z_m).least_s(to);
+            let travel = p.travel_s(from, to);
+            proptest::prop_assert!(bound <= travel + 1e-9, "bound {bound} > travel {travel}");
+        }
+
+        /// Passing steps over changes nothing: the intercept is the one the
+        /// scan of every step finds, contact for contact and error for
+        /// error.
+        #[test]
+        fn the_intercept_is_the_one_every_step_of_the_scan_finds(
+            rates in proptest::array::uniform3(3_000.0f64..40_000.0),
+            accels in proptest::array::uniform3(200.0f64..5_000.0),
+            x_m in 0.5f64..2.7,
+            y_m in 0.0f64..0.75,
+            vx_mps in 0.02f64..0.6,
+            height_m in 0.0f64..0.08,
+            from in proptest::array::uniform3(-700.0f64..0.0),
+            now_s in 0.0f64..5.0,
+        ) {
+            let p = picker_with(rates, accels);
+            let traj = Trajectory { x_m, y_m, t0_s: 1.0, vx_mps };
+            let from = Vector3::from(from);
+            proptest::prop_assert_eq!(
+                p.intercept(&traj, height_m, from, now_s),
+                scan_every_step(&p, &traj, height_m, from, now_s)
+            );
+        }
     }
 }

@@ -18,7 +18,8 @@
 
 use super::reach::{CncModel, Obj, Slot};
 use nalgebra::Vector3;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeMap, HashSet};
 
 /// Which policy (the scheduler's `policy` param).
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +107,7 @@ const FLOOR_SLACK_S: f64 = 1e-9;
 struct Pool<'a> {
     objs: Vec<&'a Obj>,
     by_enter: Vec<Vec<(f64, usize)>>,
-    slots: std::cell::RefCell<HashMap<SlotQuery, Option<Slot>>>,
+    slots: std::cell::RefCell<FxHashMap<SlotQuery, Option<Slot>>>,
 }
 
 /// (CNC, object index, when free, where: x, y, z), floats by their bits.
@@ -283,7 +284,7 @@ impl Scheduler {
         may: impl Fn(&Obj, usize) -> bool,
     ) -> Vec<Decision> {
         let mut out = Vec::new();
-        let mut taken = HashSet::new();
+        let mut taken = FxHashSet::default();
         for &i in &self.order {
             while self.has_room(&cncs[i]) {
                 let c = cncs[i];
@@ -426,7 +427,7 @@ impl Scheduler {
         i: usize,
         c: &CncState,
         pool: &Pool,
-        skip: &HashSet<u64>,
+        skip: &FxHashSet<u64>,
         k: usize,
     ) -> Vec<(Slot, u64)> {
         self.best(i, c, pool, |o| !skip.contains(&o.key), k, Soonest::Done)
@@ -436,7 +437,7 @@ impl Scheduler {
     /// each, whenever it comes free (earliest first), took the object that
     /// frees it soonest (the base policy the lookahead improves on), and
     /// the CNC time those picks take, waiting included.
-    fn rollout(&self, cncs: &[CncState], pool: &Pool, skip: &HashSet<u64>) -> (usize, f64) {
+    fn rollout(&self, cncs: &[CncState], pool: &Pool, skip: &FxHashSet<u64>) -> (usize, f64) {
         let mut state: Vec<Option<CncState>> =
             cncs.iter().map(|c| c.active.then_some(*c)).collect();
         let mut taken = skip.clone();
@@ -477,7 +478,7 @@ impl Scheduler {
     fn lookahead(&mut self, cncs: &mut [CncState], pool: &Pool) -> Vec<Decision> {
         const CANDIDATES: usize = 4;
         let mut out = Vec::new();
-        let mut taken = HashSet::new();
+        let mut taken = FxHashSet::default();
         for &i in &self.order {
             while self.has_room(&cncs[i]) {
                 let options = self.soonest(i, &cncs[i], pool, &taken, CANDIDATES);
