@@ -24,6 +24,12 @@
 //! and the margin gives the opening and the contours the whole frame's
 //! view, so the detections are the whole frame's
 //! ([`Detector::detect_whole`], and the test that compares them).
+//!
+//! Labelling itself looks first at every kernel-side-th pixel of a row
+//! (and its last): only the tiles of that row holding a labelled one, and
+//! their neighbours, are labelled in full. A run as long as the kernel
+//! cannot slip between the samples, so only runs the opening removes
+//! anyway are left out ([`Detector::detect_whole`] labels every pixel).
 
 use super::homography::Homography;
 use opencv::core::{self, Mat, Point, Rect, Scalar, Size, Vec3b, Vector, CV_8UC1, CV_8UC3};
@@ -354,12 +360,26 @@ impl Detector {
         Ok(roi)
     }
 
-    /// Labels every pixel of the ROI through the colour table, and marks
-    /// the tiles where a row holds `run_px` labelled pixels in a row (the
-    /// least a pixel the opening keeps has about it: its whole kernel
-    /// labelled, or as much of it as lies inside the ROI) ending in that
-    /// tile.
-    fn label(&mut self, frame: &Mat, roi: Rect, run_px: usize) -> Result<(), DetectError> {
+    /// Labels the ROI through the colour table, and marks the tiles where
+    /// a row holds `run_px` labelled pixels in a row (the least a pixel the
+    /// opening keeps has about it: its whole kernel labelled, or as much of
+    /// it as lies inside the ROI) ending in that tile.
+    ///
+    /// `every_pixel` false: a row's tile is labelled only if it or a
+    /// neighbour holds a labelled pixel among every `run_px`-th one and the
+    /// row's last; the others are left unlabelled. Any run as long as the
+    /// kernel, or touching the ROI's side, holds such a pixel, and the
+    /// tiles it crosses are all labelled (crossing a whole tile, it holds
+    /// one there too); what is left out lies in shorter runs away from the
+    /// sides, which no square kernel fits in, so the opening (and with it
+    /// every detection) is the same as with every pixel labelled.
+    fn label(
+        &mut self,
+        frame: &Mat,
+        roi: Rect,
+        run_px: usize,
+        every_pixel: bool,
+    ) -> Result<(), DetectError> {
         if self.labels.rows() != roi.height || self.labels.cols() != roi.width {
             self.labels =
                 Mat::new_rows_cols_with_default(roi.height, roi.width, CV_8UC1, Scalar::all(0.0))?;
@@ -371,21 +391,42 @@ impl Detector {
         self.present.clear();
         self.present.resize(tiles_x * tiles_y, 0);
         let tile = TILE_PX as usize;
+        let stride = run_px.clamp(1, tile);
+        let mut wanted = vec![every_pixel; tiles_x];
+        let table = &self.table;
+        let lookup =
+            |p: &Vec3b| table[((p[0] as usize) << 16) | ((p[1] as usize) << 8) | p[2] as usize];
         for r in 0..roi.height {
             let src =
                 &frame.at_row::<Vec3b>(roi.y + r)?[roi.x as usize..(roi.x + roi.width) as usize];
             let dst = self.labels.at_row_mut::<u8>(r)?;
             let row = (r / TILE_PX) as usize * tiles_x;
+            if !every_pixel {
+                wanted.fill(false);
+                let mut hit = |c: usize| {
+                    if lookup(&src[c]) != 0 {
+                        let t = c / tile;
+                        let near = t.saturating_sub(1)..=(t + 1).min(tiles_x - 1);
+                        wanted[near].fill(true);
+                    }
+                };
+                (0..src.len()).step_by(stride).for_each(&mut hit);
+                hit(src.len() - 1);
+            }
             // Labelled pixels in a row so far, across tiles. Past the
             // ROI's edges the opening sees no unlabelled pixel, so a run
             // from the left edge counts as long enough, and so does one
             // to the right edge.
             let mut run = run_px;
             for (t, (dst, src)) in dst.chunks_mut(tile).zip(src.chunks(tile)).enumerate() {
+                if !wanted[t] {
+                    dst.fill(0);
+                    run = 0;
+                    continue;
+                }
                 let mut any = 0u8;
                 for (d, p) in dst.iter_mut().zip(src) {
-                    let i = ((p[0] as usize) << 16) | ((p[1] as usize) << 8) | p[2] as usize;
-                    *d = self.table[i];
+                    *d = lookup(p);
                     any |= *d;
                 }
                 if any == 0 {
@@ -572,7 +613,7 @@ impl Detector {
         }
         let roi = self.roi(frame)?;
         let k = self.cfg.open_px.max(1);
-        self.label(frame, roi, k as usize)?;
+        self.label(frame, roi, k as usize, whole)?;
         self.last = FrameStats::default();
         // Every pixel the opening keeps lies within a kernel's side of a
         // marked tile; the contours need one unlabelled pixel about them.
