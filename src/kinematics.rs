@@ -265,6 +265,25 @@ impl Picker {
         )
     }
 
+    /// How far the nozzle leads an object it rides with on a belt at
+    /// `v_mps`, machine mm along X: v²/(4a) at X's acceleration, so that
+    /// while the ride accelerates from rest the nozzle stays within that of
+    /// the object's centre (`motion::plan` moves by it).
+    pub fn lead_mm(&self, v_mps: f64) -> f64 {
+        let v = v_mps * 1000.0;
+        v * v / (4.0 * self.limits.accel_mm_per_s2[0])
+    }
+
+    /// The belt x span where an object moving at `v_mps` may be met: from
+    /// the reach window's start to where the nozzle, leading the object by
+    /// [`Picker::lead_mm`], can still ride with it for `track_s` inside the
+    /// window. The intercept and the scheduler's windows both come from
+    /// here.
+    pub fn contact_x_m(&self, v_mps: f64) -> (f64, f64) {
+        let (lo, hi) = self.reach_x_m();
+        (lo, hi - self.lead_mm(v_mps) / 1000.0 - v_mps * self.track_s)
+    }
+
     /// The legs of a travel from `from_mm` to `to_mm` (machine): up to the
     /// safe height if below it, across at that height, down to the target.
     /// Legs of zero length are left out.
@@ -354,9 +373,10 @@ impl Picker {
         if v <= 1e-6 {
             return Err(NoIntercept::NotMoving(v));
         }
-        // Contact must leave room to ride with the object inside the window.
-        let (first_contact_x, reach_max_x) = self.reach_x_m();
-        let last_contact_x = reach_max_x - v * self.track_s;
+        // Contact must leave room to ride with the object inside the window,
+        // the nozzle leading it.
+        let (first_contact_x, last_contact_x) = self.contact_x_m(v);
+        let lead_mm = Vector3::new(self.lead_mm(v), 0.0, 0.0);
         let latest = traj.t0_s + (last_contact_x - traj.x_m) / v;
         if latest < now_s {
             return Err(NoIntercept::Passed);
@@ -399,7 +419,8 @@ impl Picker {
             let travel_s = self.travel_s(from_mm, approach_mm);
             if now_s + self.lag_s + travel_s <= p.descend_at_s {
                 for point in [p.approach_m, p.contact_m, p.release_m] {
-                    self.workspace.check(self.frame.to_machine_mm(point))?;
+                    self.workspace
+                        .check(self.frame.to_machine_mm(point) + lead_mm)?;
                 }
                 return Ok(p);
             }
@@ -584,7 +605,9 @@ mod tests {
             };
             match p.intercept(&traj, 0.04, above, 10.0) {
                 Ok(i) => {
-                    let release_mm = p.frame.to_machine_mm(i.release_m);
+                    // Where the nozzle lifts: the object's centre and the lead.
+                    let lead_mm = Vector3::new(p.lead_mm(0.2), 0.0, 0.0);
+                    let release_mm = p.frame.to_machine_mm(i.release_m) + lead_mm;
                     assert!(p.workspace.check(release_mm).is_ok(), "{k}: {i:?}");
                     met += 1;
                 }
@@ -617,8 +640,9 @@ mod tests {
         now_s: f64,
     ) -> Result<Intercept, NoIntercept> {
         let v = traj.vx_mps;
-        let (first_x, max_x) = p.reach_x_m();
-        let latest = traj.t0_s + (max_x - v * p.track_s - traj.x_m) / v;
+        let (first_x, last_x) = p.contact_x_m(v);
+        let lead_mm = Vector3::new(p.lead_mm(v), 0.0, 0.0);
+        let latest = traj.t0_s + (last_x - traj.x_m) / v;
         if latest < now_s {
             return Err(NoIntercept::Passed);
         }
@@ -629,7 +653,7 @@ mod tests {
             let travel_s = p.travel_s(from_mm, p.frame.to_machine_mm(approach_m));
             if now_s + p.lag_s + travel_s <= t - p.descend_s {
                 for point in [approach_m, at(0.0), at(p.track_s)] {
-                    p.workspace.check(p.frame.to_machine_mm(point))?;
+                    p.workspace.check(p.frame.to_machine_mm(point) + lead_mm)?;
                 }
                 return Ok(Intercept {
                     descend_at_s: t - p.descend_s,

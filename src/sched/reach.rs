@@ -83,9 +83,9 @@ impl CncModel {
         if v <= 1e-6 {
             return None;
         }
-        let (min_x, max_x) = self.picker.reach_x_m();
-        let enter = traj.t0_s + (min_x - traj.x_m) / v;
-        let leave = traj.t0_s + (max_x - v * self.picker.track_s - traj.x_m) / v;
+        let (first_x, last_x) = self.picker.contact_x_m(v);
+        let enter = traj.t0_s + (first_x - traj.x_m) / v;
+        let leave = traj.t0_s + (last_x - traj.x_m) / v;
         (leave >= enter).then_some((enter, leave))
     }
 
