@@ -642,6 +642,10 @@ pub struct ChaosReport {
     pub rss: Option<RssGrowth>,
     /// Node-seconds spent degraded while the cell was up (summed over nodes).
     pub degraded_node_s: f64,
+    /// The Fast DDS shared memory the killed processes left, removed
+    /// ([`crate::kit::shm`]): files, and the memory they held, MB.
+    pub shm_swept_files: u64,
+    pub shm_swept_mb: f64,
 }
 
 impl ChaosReport {
@@ -703,6 +707,10 @@ impl ChaosReport {
                 r.max_kb as f64 / 1024.0
             );
         }
+        s += &format!(
+            "  shared memory the killed processes left in /dev/shm: {} files ({:.1} MB), removed\n",
+            self.shm_swept_files, self.shm_swept_mb
+        );
         s += &format!(
             "  invariants: lost {} (of {} truth objects checked; {} more passed while perception was down), terminal twice {}, outside soft limits {}, bad updates accepted {}\n",
             self.lost.len(),

@@ -484,6 +484,8 @@ impl ChaosShell {
                 .map(|i| i.to.min(end_s) - i.from.max(up_s))
                 .filter(|d| *d > 0.0)
                 .sum(),
+            shm_swept_files: crate::kit::shm::swept_total().0,
+            shm_swept_mb: crate::kit::shm::swept_total().1 as f64 / 1e6,
         }
     }
 }

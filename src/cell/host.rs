@@ -6,6 +6,7 @@
 use super::spec::{CellArgs, NodeSpec, NAMESPACE};
 use crate::kit::lifecycle::Callbacks;
 use crate::kit::node::{KitParams, NodeContext, ServedNode};
+use crate::kit::shm::sweep_dead;
 use crate::manager::node::Supervisor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -140,6 +141,7 @@ impl Processes {
 
     /// Starts every node's process.
     pub fn start_all(&self) -> anyhow::Result<()> {
+        sweep_dead("before starting the cell's processes");
         for spec in self.specs.values() {
             let child = self.spawn_one(spec)?;
             let mut table = self.lock();
@@ -216,6 +218,8 @@ impl Processes {
                 let _ = p.child.wait();
             }
         }
+        drop(table);
+        sweep_dead("after stopping the cell's processes");
     }
 }
 
@@ -250,6 +254,11 @@ impl Supervisor for Processes {
                 p.exit_reported = true;
                 out.push(name.clone());
             }
+        }
+        if !out.is_empty() {
+            // A process that was killed left its Fast DDS shared memory
+            // behind (64 MB a segment); nobody else will remove it.
+            sweep_dead(&format!("after {} exited", out.join(", ")));
         }
         out
     }

@@ -364,6 +364,8 @@ async fn run(ctx: r2r::Context, mut a: RunArgs, chaos: Option<ChaosArgs>) -> any
         out.display()
     );
 
+    // What earlier runs' killed processes left in /dev/shm.
+    crate::kit::shm::sweep_dead("cncpick run: starting");
     let hosted = if a.processes {
         let bin_dir = match &a.bin_dir {
             Some(d) => d.clone(),

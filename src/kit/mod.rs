@@ -11,6 +11,7 @@ pub mod node;
 pub mod params;
 pub mod qos;
 pub mod retry;
+pub mod shm;
 pub mod spin;
 pub mod testing;
 pub mod time;

@@ -36,6 +36,10 @@ use tokio::time::Instant;
 /// a respawned node's dead server took the request).
 const GET_STATE_AGAIN: Duration = Duration::from_millis(200);
 
+/// How often the manager sweeps /dev/shm for what killed processes left
+/// ([`crate::kit::shm`]) when no [`Supervisor`] of its own sees them exit.
+const SHM_SWEEP_PERIOD: Duration = Duration::from_secs(60);
+
 /// Owns the managed nodes' processes, when the manager was started by our
 /// own command (one process per node).
 pub trait Supervisor: Send + Sync {
@@ -501,12 +505,19 @@ impl Manager {
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut next_sweep = Instant::now();
                 loop {
                     tick.tick().await;
                     if let Some(sup) = &s.supervisor {
                         for node in sup.exited() {
                             s.step(Input::Exited { node });
                         }
+                    } else if Instant::now() >= next_sweep {
+                        // Another supervisor (ros2 launch) restarts the
+                        // processes and sweeps nothing: what a killed one
+                        // left in /dev/shm goes within a minute.
+                        next_sweep += SHM_SWEEP_PERIOD;
+                        crate::kit::shm::sweep_dead("manager");
                     }
                     s.step(Input::Tick);
                 }

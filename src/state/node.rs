@@ -459,6 +459,7 @@ impl Keeper {
             Command::Register(req, reply) => {
                 self.counters.add(crate::kit::health::MESSAGES, 1);
                 let mut out = RegisterObject::Response::default();
+                let mut event = None;
                 let now_ns = wall_ns();
                 match registration(&req, now_ns) {
                     Err(e) => out.error = e,
@@ -467,19 +468,24 @@ impl Keeper {
                             out.accepted = true;
                             out.created = done.created;
                             out.object = record_msg(&done.record);
-                            if let Some(e) = &done.event {
+                            if done.event.is_some() {
                                 self.counters.add(REGISTERED, 1);
-                                self.publish(e);
                             }
+                            event = done.event;
                         }
                         Err(e) => out.error = self.store_failed(&e, Some(&r.object_id)),
                     },
                 }
+                // The answer first: it waits on the commit, not on the event.
                 let _ = reply.send(out);
+                if let Some(e) = &event {
+                    self.publish(e);
+                }
             }
             Command::Transition(req, reply) => {
                 self.counters.add(crate::kit::health::MESSAGES, 1);
                 let mut out = TransitionObject::Response::default();
+                let mut event = None;
                 match transition_request(&req) {
                     Err(e) => out.error = e,
                     Ok(t) => {
@@ -493,7 +499,7 @@ impl Keeper {
                                 out.accepted = true;
                                 out.current_state = state_msg(Some(e.to));
                                 out.seq = e.seq;
-                                self.publish(&e);
+                                event = Some(e);
                             }
                             Ok(Answer::Refused(r)) => {
                                 self.counters.add(REFUSED, 1);
@@ -508,7 +514,13 @@ impl Keeper {
                         }
                     }
                 }
+                // The answer first: it waits on the commit, not on the
+                // event (an answer and an event reach a subscriber in no
+                // set order in any case: two writers).
                 let _ = reply.send(out);
+                if let Some(e) = &event {
+                    self.publish(e);
+                }
             }
             Command::Get(req, reply) => {
                 let mut out = GetObject::Response::default();

@@ -1,0 +1,263 @@
+//! Fast DDS shared-memory files left behind by dead processes.
+//!
+//! A process that exits cleanly removes its shared-memory segment and the
+//! ports it listens on. One that is killed (a crash, SIGKILL, the OOM
+//! killer) cannot: its files stay in `/dev/shm`, which is memory. With
+//! `params/fastdds.xml` a segment is 64 MB, so a cell whose manager
+//! restarts a crashed camera every day would fill the computer's memory in
+//! weeks.
+//!
+//! Fast DDS marks what is alive with locks: each segment `fastrtps_<16
+//! hex>` has a lock file `<segment>_el` that its owner holds (flock,
+//! exclusive) while it lives, and each port `fastrtps_port<N>` a lock file
+//! `<port>_el` or `<port>_sl` that its listener holds, beside its mutex
+//! `sem.<port>_mutex`. The kernel drops a dead process's locks, so a lock
+//! file nobody holds marks files to remove. This is what Fast DDS's own
+//! `fastdds shm clean` does; [`sweep`] adds one guard: a lock file younger
+//! than `settle` is left alone, as its owner may be between creating it
+//! and locking it.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Where Fast DDS keeps its shared memory on Linux.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// How young a lock file is left alone: far longer than a process takes
+/// between creating its lock file and locking it.
+pub const SETTLE: Duration = Duration::from_secs(5);
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    /// The files removed, by name.
+    pub removed: Vec<String>,
+    /// Segments and ports found alive (locked) or too young to judge.
+    pub kept: usize,
+    /// The memory the removed files held (tmpfs blocks), bytes.
+    pub bytes: u64,
+}
+
+/// What every sweep of this process removed: files, bytes.
+static TOTAL: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+/// What every [`sweep`] of this process removed so far: (files, bytes).
+pub fn swept_total() -> (u64, u64) {
+    (
+        TOTAL.0.load(Ordering::Relaxed),
+        TOTAL.1.load(Ordering::Relaxed),
+    )
+}
+
+/// What a lock file guards: the names to remove with it, when nobody holds it.
+fn guarded(lock: &str) -> Option<Vec<String>> {
+    let base = lock
+        .strip_suffix("_el")
+        .or_else(|| lock.strip_suffix("_sl"))?;
+    for prefix in ["fastrtps_", "fastdds_"] {
+        let Some(rest) = base.strip_prefix(prefix) else {
+            continue;
+        };
+        if let Some(port) = rest.strip_prefix("port") {
+            if !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(vec![base.to_string(), format!("sem.{base}_mutex")]);
+            }
+        } else if rest.len() == 16
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+            && lock.ends_with("_el")
+        {
+            return Some(vec![base.to_string()]);
+        }
+    }
+    None
+}
+
+/// Whether some process holds a lock on `path` (or it cannot be opened to
+/// find out, which counts as held: only what is known dead is removed).
+/// std's `try_lock` is flock(2) on Unix, as Fast DDS's lock; ours goes
+/// with the descriptor when `f` drops.
+fn held(path: &Path) -> bool {
+    match OpenOptions::new().append(true).open(path) {
+        Ok(f) => f.try_lock().is_err(),
+        Err(_) => true,
+    }
+}
+
+/// Removes, from `dir`, the Fast DDS segments and ports whose owner is
+/// dead: lock files nobody holds, last modified more than `settle` before
+/// now, with the files they guard. A file that cannot be removed (another
+/// user's) is left; an unreadable `dir` sweeps nothing.
+pub fn sweep(dir: &Path, settle: Duration) -> Swept {
+    let mut out = Swept::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    let now = SystemTime::now();
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for lock in &names {
+        let Some(with) = guarded(lock) else {
+            continue;
+        };
+        let path = dir.join(lock);
+        let young = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_or(true, |t| now.duration_since(t).unwrap_or_default() < settle);
+        if young || held(&path) {
+            out.kept += 1;
+            continue;
+        }
+        for name in with.iter().chain(std::iter::once(lock)) {
+            let path = dir.join(name);
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+            if std::fs::remove_file(&path).is_ok() {
+                out.removed.push(name.clone());
+                out.bytes += bytes;
+            }
+        }
+    }
+    TOTAL
+        .0
+        .fetch_add(out.removed.len() as u64, Ordering::Relaxed);
+    TOTAL.1.fetch_add(out.bytes, Ordering::Relaxed);
+    out
+}
+
+/// [`sweep`] of [`SHM_DIR`], logged: for a supervisor after a process of
+/// its own exited, and for a cell as it starts and ends.
+pub fn sweep_dead(why: &str) -> Swept {
+    let s = sweep(Path::new(SHM_DIR), SETTLE);
+    if !s.removed.is_empty() {
+        tracing::warn!(
+            files = s.removed.len(),
+            mb = s.bytes as f64 / 1e6,
+            "{why}: removed a dead process's Fast DDS shared memory from {SHM_DIR}: {}",
+            s.removed.join(" ")
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+
+    /// A fresh directory of the test's own.
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("cncpick-shm-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn touch(dir: &Path, name: &str) {
+        File::create(dir.join(name)).unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn lock(dir: &Path, name: &str) -> File {
+        let f = File::open(dir.join(name)).unwrap();
+        f.lock().unwrap();
+        f
+    }
+
+    #[test]
+    fn what_a_dead_process_left_goes_and_what_a_live_one_holds_stays() {
+        let d = scratch("dead");
+        let dir = d.as_path();
+        // Dead: a segment and a port nobody holds.
+        for n in [
+            "fastrtps_0123456789abcdef",
+            "fastrtps_0123456789abcdef_el",
+            "fastrtps_port7411",
+            "fastrtps_port7411_el",
+            "sem.fastrtps_port7411_mutex",
+        ] {
+            touch(dir, n);
+        }
+        // Alive: a segment and a (multicast) port whose locks are held.
+        for n in [
+            "fastrtps_fedcba9876543210",
+            "fastrtps_fedcba9876543210_el",
+            "fastrtps_port7400",
+            "fastrtps_port7400_sl",
+            "sem.fastrtps_port7400_mutex",
+        ] {
+            touch(dir, n);
+        }
+        // Not Fast DDS's, or not a lock file: never touched.
+        for n in [
+            "lttng-ust-wait-6",
+            "fastrtps_port7400x_el",
+            "fastrtps_short_el",
+        ] {
+            touch(dir, n);
+        }
+        std::fs::write(dir.join("fastrtps_0123456789abcdef"), [7u8; 8192]).unwrap();
+        let _a = lock(dir, "fastrtps_fedcba9876543210_el");
+        let _b = lock(dir, "fastrtps_port7400_sl");
+        let s = sweep(dir, Duration::ZERO);
+        let mut removed = s.removed.clone();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [
+                "fastrtps_0123456789abcdef",
+                "fastrtps_0123456789abcdef_el",
+                "fastrtps_port7411",
+                "fastrtps_port7411_el",
+                "sem.fastrtps_port7411_mutex",
+            ]
+        );
+        assert_eq!(s.kept, 2);
+        assert!(s.bytes >= 8192, "{} bytes counted", s.bytes);
+        assert_eq!(
+            names(dir),
+            [
+                "fastrtps_fedcba9876543210",
+                "fastrtps_fedcba9876543210_el",
+                "fastrtps_port7400",
+                "fastrtps_port7400_sl",
+                "fastrtps_port7400x_el",
+                "fastrtps_short_el",
+                "lttng-ust-wait-6",
+                "sem.fastrtps_port7400_mutex",
+            ]
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_lock_file_younger_than_the_settling_time_is_left_for_its_owner_to_lock() {
+        let d = scratch("young");
+        touch(&d, "fastrtps_0123456789abcdef");
+        touch(&d, "fastrtps_0123456789abcdef_el");
+        let s = sweep(&d, Duration::from_secs(3600));
+        assert!(s.removed.is_empty());
+        assert_eq!(s.kept, 1);
+        assert_eq!(names(&d).len(), 2);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_missing_directory_sweeps_nothing() {
+        let s = sweep(Path::new("/nonexistent/cncpick-shm"), Duration::ZERO);
+        assert_eq!(s, Swept::default());
+    }
+}

@@ -1,0 +1,108 @@
+//! The sweep of a dead process's Fast DDS shared memory, against real node
+//! processes on the cell's DDS profile: a killed one's files go, a live
+//! one's stay.
+
+use cncpick::kit::shm::{sweep, SHM_DIR};
+use cncpick::kit::testing::DomainLease;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The segment lock files (`fastrtps_<16 hex>_el`) process `pid` has
+/// open: its participants' segments, whose locks it holds while it lives.
+fn segment_locks_of(pid: u32) -> BTreeSet<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return BTreeSet::new();
+    };
+    fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|t| Some(t.strip_prefix(SHM_DIR).ok()?.to_str()?.to_string()))
+        .filter(|n| n.starts_with("fastrtps_") && n.ends_with("_el") && !n.contains("port"))
+        .collect()
+}
+
+/// Waits (30 s at most) until process `pid` holds a segment lock.
+fn wait_for_segment(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while segment_locks_of(pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} opened no Fast DDS segment in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_node(domain: &str) -> Child {
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("params/fastdds.xml");
+    Command::new(env!("CARGO_BIN_EXE_demo_registry"))
+        .env("ROS_DOMAIN_ID", domain)
+        .env("FASTRTPS_DEFAULT_PROFILES_FILE", profile)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn held(lock: &str) -> bool {
+    let f = std::fs::File::open(Path::new(SHM_DIR).join(lock)).unwrap();
+    f.try_lock().is_err()
+}
+
+#[test]
+fn a_killed_nodes_shared_memory_is_swept_and_a_live_ones_stays() {
+    let lease = DomainLease::acquire().unwrap();
+    let domain = lease.id.to_string();
+
+    let mut dead = start_node(&domain);
+    let mut live = start_node(&domain);
+    wait_for_segment(dead.id());
+    wait_for_segment(live.id());
+    let dead_locks = segment_locks_of(dead.id());
+    let live_locks = segment_locks_of(live.id());
+    for l in dead_locks.iter().chain(&live_locks) {
+        assert!(held(l), "{l} not held by its live process");
+    }
+
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    // Killed: Fast DDS could not remove its files, and nobody holds them.
+    for l in &dead_locks {
+        assert!(
+            Path::new(SHM_DIR).join(l).exists(),
+            "{l} went with the process"
+        );
+        assert!(!held(l), "{l} still held after its process died");
+    }
+
+    // 1 s of settling: another test's process may be starting now.
+    let settle = Duration::from_secs(1);
+    std::thread::sleep(settle);
+    let swept = sweep(Path::new(SHM_DIR), settle);
+    for l in &dead_locks {
+        let segment = l.trim_end_matches("_el");
+        assert!(swept.removed.contains(l), "{l} not swept: {swept:?}");
+        assert!(!Path::new(SHM_DIR).join(l).exists());
+        assert!(!Path::new(SHM_DIR).join(segment).exists());
+    }
+    for l in &live_locks {
+        let segment = l.trim_end_matches("_el");
+        assert!(!swept.removed.contains(l), "{l} of a live process swept");
+        assert!(Path::new(SHM_DIR).join(segment).exists());
+    }
+    assert!(live.try_wait().unwrap().is_none(), "the live node died");
+    assert!(live_locks.is_subset(&segment_locks_of(live.id())));
+
+    // Stopped as ros2 launch stops it, it removes its own.
+    Command::new("kill")
+        .args(["-TERM", &live.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(live.wait().unwrap().success());
+    for l in &live_locks {
+        assert!(
+            !Path::new(SHM_DIR).join(l).exists(),
+            "{l} left after a clean exit"
+        );
+    }
+}
