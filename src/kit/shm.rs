@@ -17,9 +17,10 @@
 //! than `settle` is left alone, as its owner may be between creating it
 //! and locking it.
 
+use std::collections::HashSet;
 use std::fs::OpenOptions;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -90,8 +91,9 @@ fn held(path: &Path) -> bool {
 
 /// Removes, from `dir`, the Fast DDS segments and ports whose owner is
 /// dead: lock files nobody holds, last modified more than `settle` before
-/// now, with the files they guard. A file that cannot be removed (another
-/// user's) is left; an unreadable `dir` sweeps nothing.
+/// now, with the files they guard; and ports left with no lock file that
+/// no live process uses ([`orphan_ports`]). A file that cannot be removed
+/// (another user's) is left; an unreadable `dir` sweeps nothing.
 pub fn sweep(dir: &Path, settle: Duration) -> Swept {
     let mut out = Swept::default();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -123,11 +125,85 @@ pub fn sweep(dir: &Path, settle: Duration) -> Swept {
             }
         }
     }
+    orphan_ports(dir, settle, now, &mut out);
     TOTAL
         .0
         .fetch_add(out.removed.len() as u64, Ordering::Relaxed);
     TOTAL.1.fetch_add(out.bytes, Ordering::Relaxed);
     out
+}
+
+/// The port `name` names (`fastrtps_port<N>`, `fastdds_port<N>`), if it
+/// is one.
+fn is_port(name: &str) -> bool {
+    ["fastrtps_port", "fastdds_port"].iter().any(|p| {
+        name.strip_prefix(p)
+            .is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Files that some live process has open or mapped.
+fn in_use() -> HashSet<PathBuf> {
+    let mut out = HashSet::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.filter_map(Result::ok) {
+        let dir = p.path();
+        if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
+            out.extend(fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()));
+        }
+        if let Ok(maps) = std::fs::read_to_string(dir.join("maps")) {
+            out.extend(maps.lines().filter_map(|l| {
+                let at = l.find('/')?;
+                Some(PathBuf::from(l[at..].trim_end_matches(" (deleted)")))
+            }));
+        }
+    }
+    out
+}
+
+/// A port whose listener went away cleanly (taking its lock file) is
+/// removed by the last process to close it; one that a killed writer
+/// also had open is not, and stays with no lock file. Such a port, older
+/// than `settle` and open or mapped by no live process, goes with its
+/// mutex.
+fn orphan_ports(dir: &Path, settle: Duration, now: SystemTime, out: &mut Swept) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let names: HashSet<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    let mut ports: Vec<&String> = names
+        .iter()
+        .filter(|n| is_port(n))
+        .filter(|n| !names.contains(&format!("{n}_el")) && !names.contains(&format!("{n}_sl")))
+        .filter(|n| {
+            std::fs::metadata(dir.join(n))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= settle)
+        })
+        .collect();
+    if ports.is_empty() {
+        return;
+    }
+    ports.sort();
+    let used = in_use();
+    for port in ports {
+        if used.contains(&dir.join(port)) {
+            out.kept += 1;
+            continue;
+        }
+        for name in [port.clone(), format!("sem.{port}_mutex")] {
+            let path = dir.join(&name);
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+            if std::fs::remove_file(&path).is_ok() {
+                out.removed.push(name);
+                out.bytes += bytes;
+            }
+        }
+    }
 }
 
 /// [`sweep`] of [`SHM_DIR`], logged: for a supervisor after a process of
@@ -241,6 +317,37 @@ mod tests {
             ]
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_port_left_with_no_lock_file_goes_unless_a_live_process_has_it_open() {
+        let d = scratch("orphan");
+        for n in [
+            "fastrtps_port7001",
+            "sem.fastrtps_port7001_mutex",
+            "fastrtps_port7002",
+            "sem.fastrtps_port7002_mutex",
+        ] {
+            touch(&d, n);
+        }
+        // A live writer still has port 7002 open.
+        let _open = File::open(d.join("fastrtps_port7002")).unwrap();
+        let s = sweep(&d, Duration::ZERO);
+        let mut removed = s.removed.clone();
+        removed.sort();
+        assert_eq!(
+            removed,
+            ["fastrtps_port7001", "sem.fastrtps_port7001_mutex"]
+        );
+        assert_eq!(s.kept, 1);
+        assert_eq!(
+            names(&d),
+            ["fastrtps_port7002", "sem.fastrtps_port7002_mutex"]
+        );
+        // Too young to judge: left too.
+        touch(&d, "fastrtps_port7003");
+        assert!(sweep(&d, Duration::from_secs(3600)).removed.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
