@@ -58,24 +58,18 @@ fn guarded(lock: &str) -> Option<Vec<String>> {
     let base = lock
         .strip_suffix("_el")
         .or_else(|| lock.strip_suffix("_sl"))?;
-    for prefix in ["fastrtps_", "fastdds_"] {
-        let Some(rest) = base.strip_prefix(prefix) else {
-            continue;
-        };
-        if let Some(port) = rest.strip_prefix("port") {
-            if !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) {
-                return Some(vec![base.to_string(), format!("sem.{base}_mutex")]);
-            }
-        } else if rest.len() == 16
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
-            && lock.ends_with("_el")
-        {
-            return Some(vec![base.to_string()]);
-        }
+    if is_port(base) {
+        return Some(vec![base.to_string(), format!("sem.{base}_mutex")]);
     }
-    None
+    let segment = base
+        .strip_prefix("fastrtps_")
+        .or_else(|| base.strip_prefix("fastdds_"))?;
+    (segment.len() == 16
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        && lock.ends_with("_el"))
+    .then(|| vec![base.to_string()])
 }
 
 /// Whether some process holds a lock on `path` (or it cannot be opened to
@@ -133,8 +127,7 @@ pub fn sweep(dir: &Path, settle: Duration) -> Swept {
     out
 }
 
-/// The port `name` names (`fastrtps_port<N>`, `fastdds_port<N>`), if it
-/// is one.
+/// Whether `name` is a port's (`fastrtps_port<N>`, `fastdds_port<N>`).
 fn is_port(name: &str) -> bool {
     ["fastrtps_port", "fastdds_port"].iter().any(|p| {
         name.strip_prefix(p)
