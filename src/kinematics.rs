@@ -411,7 +411,9 @@ impl Picker {
         let mut t = earliest;
         while t <= latest + 1e-9 {
             let p = plan(t);
-            let approach_mm = self.frame.to_machine_mm(p.approach_m);
+            // Where the gantry goes: over the object, leading it (as
+            // `motion::plan`'s approach moves).
+            let approach_mm = self.frame.to_machine_mm(p.approach_m) + lead_mm;
             if now_s + self.lag_s + bound.least_s(approach_mm) > p.descend_at_s + 1e-6 {
                 t += step_s;
                 continue;
@@ -614,7 +616,8 @@ mod tests {
     }
 
     /// The scan as it was before the travel's bound let it pass steps
-    /// over: every 10 ms step tried with the whole travel.
+    /// over: every 10 ms step tried with the whole travel (to the approach
+    /// point the nozzle goes to, leading the object).
     fn scan_every_step(
         p: &Picker,
         traj: &Trajectory,
@@ -633,7 +636,7 @@ mod tests {
         while t <= latest + 1e-9 {
             let at = |dt: f64| Vector3::new(traj.x_at(t + dt), traj.y_m, height_m);
             let approach_m = at(0.0) + Vector3::new(0.0, 0.0, p.approach_height_m);
-            let travel_s = p.travel_s(from_mm, p.frame.to_machine_mm(approach_m));
+            let travel_s = p.travel_s(from_mm, p.frame.to_machine_mm(approach_m) + lead_mm);
             if now_s + p.lag_s + travel_s <= t - p.descend_s {
                 for point in [approach_m, at(0.0), at(p.track_s)] {
                     p.workspace.check(p.frame.to_machine_mm(point) + lead_mm)?;

@@ -278,6 +278,47 @@ mod tests {
         );
     }
 
+    /// The approach the planner moves (over the object, leading it) is the
+    /// one the intercept timed: from any start, its moves end by the
+    /// descent the intercept chose, so the scheduler's and the motion
+    /// controller's times agree. The lead is a few mm along X, so the
+    /// gantries start upstream of the object, where it lengthens the way.
+    #[test]
+    fn the_approach_moved_ends_by_the_descent_the_intercept_chose() {
+        let p = Picker::example();
+        let plan = Planner { picker: &p };
+        let traj = Trajectory {
+            x_m: 2.2,
+            y_m: 0.3,
+            t0_s: 0.0,
+            vx_mps: 0.2,
+        };
+        let mut tight = 0;
+        for k in 0..400 {
+            let from = p.frame.to_machine_mm(Vector3::new(
+                1.96 + k as f64 * 1.0e-3,
+                0.05 + (k % 7) as f64 * 0.08,
+                p.safe_z_m,
+            ));
+            let Ok(i) = p.intercept(&traj, 0.04, from, 0.0) else {
+                continue;
+            };
+            let moved_s: f64 = plan
+                .approach(from, &i, 0.2)
+                .unwrap()
+                .iter()
+                .map(|l| l.duration_s)
+                .sum();
+            let slack_s = i.descend_at_s - p.lag_s - moved_s;
+            assert!(slack_s > -1e-9, "{k}: from {from:?}: {slack_s} s late");
+            if slack_s < 0.005 {
+                tight += 1;
+            }
+        }
+        // Contacts chosen with a few ms to spare, where the lead counts.
+        assert!(tight > 0, "no contact was tight");
+    }
+
     /// A goal whose object lies outside the workspace never produces a
     /// line that would go there.
     #[test]

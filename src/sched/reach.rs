@@ -99,7 +99,9 @@ impl CncModel {
             .picker
             .intercept(&o.traj, o.height_m, at_mm, free_at_s)
             .ok()?;
-        let release_mm = self.picker.frame.to_machine_mm(i.release_m);
+        // The nozzle rides leading the object (as `motion::plan` moves).
+        let lead_mm = Vector3::new(self.picker.lead_mm(o.traj.vx_mps), 0.0, 0.0);
+        let release_mm = self.picker.frame.to_machine_mm(i.release_m) + lead_mm;
         let done_at_s = i.contact_at_s
             + self.picker.track_s
             + self.picker.travel_s(release_mm, bin)
@@ -108,7 +110,7 @@ impl CncModel {
             i.release_m.x,
             i.release_m.y,
             self.picker.safe_z_m,
-        ));
+        )) + lead_mm;
         Some(Slot {
             contact_at_s: i.contact_at_s,
             done_at_s,
@@ -131,9 +133,12 @@ impl CncModel {
     pub fn pick_parts_s(&self, o: &Obj, contact_s: (f64, f64)) -> Option<(Vec<f64>, f64, usize)> {
         let p = &self.picker;
         let lane = (o.traj.y_m, o.traj.y_m);
+        // Where the nozzle is: over the object, or up to its lead ahead
+        // of it (a bound must hold either way).
+        let lead_m = p.lead_mm(o.traj.vx_mps) / 1000.0;
         let span = |dt: f64| {
             let (a, b) = (o.traj.x_at(contact_s.0 + dt), o.traj.x_at(contact_s.1 + dt));
-            (a.min(b), a.max(b))
+            (a.min(b), a.max(b) + lead_m)
         };
         let to = self.bins.iter().position(|(c, _)| *c == o.class)?;
         let (out, _) = self.least_travels_s(self.bins[to].1, span(p.track_s), lane, &[o.height_m]);
@@ -241,6 +246,22 @@ mod tests {
         assert!(s.done_at_s > s.contact_at_s + m.picker.track_s + m.release_dwell_s);
         let (enter, leave) = m.window(&o.traj).unwrap();
         assert!(s.contact_at_s >= enter - 1e-9 && s.contact_at_s <= leave + 1e-9);
+        // Where and when it ends is where the motion controller's plan
+        // goes (the nozzle leading the object): lifted after the ride if
+        // the grip failed, over the bin after the dwell otherwise.
+        let plan = crate::motion::plan::Planner { picker: &m.picker };
+        let c = plan.contact(&i, o.traj.vx_mps).unwrap();
+        let lifted = c[3].target_mm.unwrap();
+        assert!(
+            (s.no_grip_end_mm - lifted).norm() < 1e-9,
+            "{s:?} {lifted:?}"
+        );
+        let no_grip_s = s.contact_at_s + m.picker.track_s + c[3].duration_s;
+        assert!((s.no_grip_done_at_s - no_grip_s).abs() < 1e-9);
+        let carry = plan.carry(lifted, (2.3, 0.68), m.release_dwell_s).unwrap();
+        assert!((s.end_mm - carry[0].target_mm.unwrap()).norm() < 1e-9);
+        let moved_s: f64 = carry.iter().map(|l| l.duration_s).sum();
+        assert!((s.done_at_s - (no_grip_s + moved_s)).abs() < 1e-9, "{s:?}");
         // No bin, no slot; a later start, a later contact or none.
         assert!(m
             .slot(
