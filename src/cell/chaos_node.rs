@@ -466,6 +466,7 @@ impl ChaosShell {
             .iter()
             .filter(|f| f.injected_s.is_some() && f.recovery_s.is_none())
             .count() as u32;
+        let (shm_swept_files, shm_swept_bytes) = crate::kit::shm::swept_total();
         ChaosReport {
             seed: self.seed,
             kinds: ChaosReport::rows(&faults),
@@ -484,8 +485,8 @@ impl ChaosShell {
                 .map(|i| i.to.min(end_s) - i.from.max(up_s))
                 .filter(|d| *d > 0.0)
                 .sum(),
-            shm_swept_files: crate::kit::shm::swept_total().0,
-            shm_swept_mb: crate::kit::shm::swept_total().1 as f64 / 1e6,
+            shm_swept_files,
+            shm_swept_mb: shm_swept_bytes as f64 / 1e6,
         }
     }
 }
