@@ -293,7 +293,13 @@ impl ChaosShell {
                     tokio::time::sleep(Duration::from_secs_f64(wait)).await;
                 }
                 let at = wall_now_s();
-                tracing::warn!("chaos: {} on {} (for {:.1} s)", f.kind, f.target, f.for_s);
+                // A fault of the whole camera (frame_drop) has no target.
+                let on = if f.target.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", f.target)
+                };
+                tracing::warn!("chaos: {}{on} (for {:.1} s)", f.kind, f.for_s);
                 let note = match f.kind.as_str() {
                     _ if f.in_sim() => {
                         let entry = f.sim_entry().unwrap_or_default();
