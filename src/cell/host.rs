@@ -6,7 +6,7 @@
 use super::spec::{CellArgs, NodeSpec, NAMESPACE};
 use crate::kit::lifecycle::Callbacks;
 use crate::kit::node::{KitParams, NodeContext, ServedNode};
-use crate::kit::shm::sweep_dead;
+use crate::kit::shm::{sweep_dead, sweep_dead_at_end};
 use crate::manager::node::Supervisor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -219,7 +219,7 @@ impl Processes {
             }
         }
         drop(table);
-        sweep_dead("after stopping the cell's processes");
+        sweep_dead_at_end("after stopping the cell's processes");
     }
 }
 

@@ -89,6 +89,30 @@ fn held(path: &Path) -> bool {
 /// no live process uses ([`orphan_ports`]). A file that cannot be removed
 /// (another user's) is left; an unreadable `dir` sweeps nothing.
 pub fn sweep(dir: &Path, settle: Duration) -> Swept {
+    sweep_with(dir, settle, Orphans::Settled)
+}
+
+/// [`sweep`] for a supervisor whose cell has stopped: also the ports left
+/// with no lock file that only this process still uses, however young.
+/// Such a port's listener is gone (it held the lock file), so nobody will
+/// read it again; this process talked to it until the end (so it is
+/// young, and mapped here), and keeps its mapping of the removed file
+/// until it exits. Without this the ports of every node the supervisor
+/// wrote to outlive the run when a killed process had them open too.
+pub fn sweep_at_end(dir: &Path, settle: Duration) -> Swept {
+    sweep_with(dir, settle, Orphans::Ending)
+}
+
+/// Which ports with no lock file a sweep removes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Orphans {
+    /// Those older than the settling time that no live process uses.
+    Settled,
+    /// Those no other live process uses, of any age.
+    Ending,
+}
+
+fn sweep_with(dir: &Path, settle: Duration, orphans: Orphans) -> Swept {
     let mut out = Swept::default();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -119,7 +143,7 @@ pub fn sweep(dir: &Path, settle: Duration) -> Swept {
             }
         }
     }
-    orphan_ports(dir, settle, now, &mut out);
+    orphan_ports(dir, settle, now, orphans, &mut out);
     TOTAL
         .0
         .fetch_add(out.removed.len() as u64, Ordering::Relaxed);
@@ -135,13 +159,19 @@ fn is_port(name: &str) -> bool {
     })
 }
 
-/// Files that some live process has open or mapped.
-fn in_use() -> HashSet<PathBuf> {
+/// Files that some live process has open or mapped (other than this one,
+/// with `others_only`).
+fn in_use(others_only: bool) -> HashSet<PathBuf> {
     let mut out = HashSet::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
     };
+    let me = std::process::id().to_string();
     for p in procs.filter_map(Result::ok) {
+        let name = p.file_name();
+        if others_only && (name == "self" || name == "thread-self" || name == me.as_str()) {
+            continue;
+        }
         let dir = p.path();
         if let Ok(fds) = std::fs::read_dir(dir.join("fd")) {
             out.extend(fds.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()));
@@ -160,8 +190,8 @@ fn in_use() -> HashSet<PathBuf> {
 /// removed by the last process to close it; one that a killed writer
 /// also had open is not, and stays with no lock file. Such a port, older
 /// than `settle` and open or mapped by no live process, goes with its
-/// mutex.
-fn orphan_ports(dir: &Path, settle: Duration, now: SystemTime, out: &mut Swept) {
+/// mutex ([`Orphans::Ending`]: of any age, and by no other process).
+fn orphan_ports(dir: &Path, settle: Duration, now: SystemTime, orphans: Orphans, out: &mut Swept) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -173,16 +203,17 @@ fn orphan_ports(dir: &Path, settle: Duration, now: SystemTime, out: &mut Swept) 
         .filter(|n| is_port(n))
         .filter(|n| !names.contains(&format!("{n}_el")) && !names.contains(&format!("{n}_sl")))
         .filter(|n| {
-            std::fs::metadata(dir.join(n))
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= settle)
+            orphans == Orphans::Ending
+                || std::fs::metadata(dir.join(n))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= settle)
         })
         .collect();
     if ports.is_empty() {
         return;
     }
     ports.sort();
-    let used = in_use();
+    let used = in_use(orphans == Orphans::Ending);
     for port in ports {
         if used.contains(&dir.join(port)) {
             out.kept += 1;
@@ -200,9 +231,18 @@ fn orphan_ports(dir: &Path, settle: Duration, now: SystemTime, out: &mut Swept) 
 }
 
 /// [`sweep`] of [`SHM_DIR`], logged: for a supervisor after a process of
-/// its own exited, and for a cell as it starts and ends.
+/// its own exited, and for a cell as it starts.
 pub fn sweep_dead(why: &str) -> Swept {
-    let s = sweep(Path::new(SHM_DIR), SETTLE);
+    logged(why, sweep(Path::new(SHM_DIR), SETTLE))
+}
+
+/// [`sweep_at_end`] of [`SHM_DIR`], logged: for a supervisor that has
+/// stopped its cell's processes.
+pub fn sweep_dead_at_end(why: &str) -> Swept {
+    logged(why, sweep_at_end(Path::new(SHM_DIR), SETTLE))
+}
+
+fn logged(why: &str, s: Swept) -> Swept {
     if !s.removed.is_empty() {
         tracing::warn!(
             files = s.removed.len(),
@@ -340,6 +380,53 @@ mod tests {
         // Too young to judge: left too.
         touch(&d, "fastrtps_port7003");
         assert!(sweep(&d, Duration::from_secs(3600)).removed.is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn at_the_end_a_port_with_no_lock_file_goes_however_young_unless_another_process_has_it() {
+        let d = scratch("ending");
+        for n in [
+            "fastrtps_port7001",
+            "sem.fastrtps_port7001_mutex",
+            "fastrtps_port7002",
+            "sem.fastrtps_port7002_mutex",
+            "fastrtps_port7003",
+            "fastrtps_port7003_el",
+        ] {
+            touch(&d, n);
+        }
+        // This process wrote to 7001 until now; another live process (a
+        // child holding it on its stdin) has 7002 open; 7003's listener
+        // holds its lock.
+        let _mine = File::open(d.join("fastrtps_port7001")).unwrap();
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(File::open(d.join("fastrtps_port7002")).unwrap())
+            .spawn()
+            .unwrap();
+        let _held = lock(&d, "fastrtps_port7003_el");
+        let settle = Duration::from_secs(3600);
+        // Young, and used here: an ordinary sweep leaves them all.
+        assert!(sweep(&d, settle).removed.is_empty());
+        let s = sweep_at_end(&d, settle);
+        let _ = other.kill();
+        let _ = other.wait();
+        let mut removed = s.removed.clone();
+        removed.sort();
+        assert_eq!(
+            removed,
+            ["fastrtps_port7001", "sem.fastrtps_port7001_mutex"]
+        );
+        assert_eq!(
+            names(&d),
+            [
+                "fastrtps_port7002",
+                "fastrtps_port7003",
+                "fastrtps_port7003_el",
+                "sem.fastrtps_port7002_mutex",
+            ]
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
