@@ -281,8 +281,9 @@ mod tests {
     /// The approach the planner moves (over the object, leading it) is the
     /// one the intercept timed: from any start, its moves end by the
     /// descent the intercept chose, so the scheduler's and the motion
-    /// controller's times agree. The lead is a few mm along X, so the
-    /// gantries start upstream of the object, where it lengthens the way.
+    /// controller's times agree. The lead is a few mm along X: it
+    /// lengthens the way from the starts upstream of the contact, most of
+    /// these.
     #[test]
     fn the_approach_moved_ends_by_the_descent_the_intercept_chose() {
         let p = Picker::example();
