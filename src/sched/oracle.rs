@@ -34,6 +34,12 @@ use super::reach::{CncModel, Obj};
 use nalgebra::Vector3;
 use pathfinding::directed::edmonds_karp::edmonds_karp_sparse;
 
+/// Each subgradient step's size is this times the last one's. At 0.97 the
+/// steps had all but died out (1 % of the first after 150) before the
+/// prices settled; at 0.99 the bench's 300 steps end 0 to 2 picks lower on
+/// its seeds, as low as 1,000 or 3,000 steps go within a pick.
+const STEP_DECAY: f64 = 0.99;
+
 /// Where and when each CNC is free at the start of the run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Start {
@@ -214,7 +220,8 @@ fn whole(bound: f64) -> usize {
 }
 
 /// The bound's grid over the pickable objects, the bound, and the prices
-/// that gave it; None if nothing is pickable.
+/// that gave it (last, after rougher ones: `Grid::prices`); None if
+/// nothing is pickable.
 #[allow(clippy::too_many_arguments)]
 fn priced(
     models: &[CncModel],
@@ -225,15 +232,15 @@ fn priced(
     grid_s: f64,
     iterations: usize,
     target: usize,
-) -> Option<(Grid, f64, Vec<f64>)> {
+) -> Option<(Grid, f64, Vec<Vec<f64>>)> {
     let flow = upper_bound(models, objs, pickable, y_range_m, heights_m);
     let todo: Vec<usize> = (0..objs.len()).filter(|&k| pickable[k]).collect();
     if todo.is_empty() {
         return None;
     }
     let grid = Grid::new(models, objs, &todo, grid_s);
-    let (best, price) = grid.prices(objs.len(), &todo, flow, iterations, target);
-    Some((grid, best, price))
+    let (best, prices) = grid.prices(objs.len(), &todo, flow, iterations, target);
+    Some((grid, best, prices))
 }
 
 /// Where the optimum lies: a proven upper bound on every schedule's picks,
@@ -262,7 +269,9 @@ impl Bracket {
 /// weighing `1 - α λ_o`, each pick kept a few grid steps longer than the
 /// bound's least (its times are rounded down); then the path is carried
 /// out with the reach model from `starts`, leaving out any pick it cannot
-/// make. The most picks over the orders, the α and the margins.
+/// make. The most picks over the price vectors (the bound's, and the
+/// rougher ones of its earlier steps: `Grid::prices`), the orders, the α
+/// and the margins.
 #[allow(clippy::too_many_arguments)]
 pub fn bracket(
     models: &[CncModel],
@@ -276,13 +285,16 @@ pub fn bracket(
     target: usize,
 ) -> Bracket {
     let mut schedule = vec![Vec::new(); models.len()];
-    let Some((grid, best, price)) = priced(
+    let Some((grid, best, prices)) = priced(
         models, objs, pickable, y_range_m, heights_m, grid_s, iterations, target,
     ) else {
         return Bracket { bound: 0, schedule };
     };
     let mut bufs = Buffers::default();
-    for order in orders(models.len()) {
+    for (price, order) in prices
+        .iter()
+        .flat_map(|p| orders(models.len()).into_iter().map(move |o| (p, o)))
+    {
         for margin in 1..=3 {
             for alpha in [0.5, 0.75, 1.0, 1.25] {
                 let mut taken = vec![false; objs.len()];
@@ -519,7 +531,9 @@ impl Grid {
 
     /// Subgradient steps on the prices of `todo`'s objects (of `n`): the
     /// lowest bound found (never above `flow`, nor `todo`'s count), and the
-    /// prices that gave it.
+    /// prices that gave it, last, after those that gave the lowest bound
+    /// found by the end of each earlier quarter of the steps (where they
+    /// differ): rougher prices a schedule may be built from too.
     fn prices(
         &self,
         n: usize,
@@ -527,13 +541,19 @@ impl Grid {
         flow: usize,
         iterations: usize,
         target: usize,
-    ) -> (f64, Vec<f64>) {
+    ) -> (f64, Vec<Vec<f64>>) {
         let mut price = vec![0.0f64; n];
         let mut best = (flow.min(todo.len())) as f64;
         let mut best_price = price.clone();
+        let mut kept: Vec<Vec<f64>> = Vec::new();
+        let quarter = (iterations / 4).max(1);
         let mut step_size = 1.0;
         let mut bufs = Buffers::default();
-        for _ in 0..iterations {
+        for step in 1..=iterations {
+            // `step - 1` steps done: the end of a quarter?
+            if step > 1 && (step - 1) % quarter == 0 && kept.last() != Some(&best_price) {
+                kept.push(best_price.clone());
+            }
             let mut used = vec![0u32; n];
             let mut total: f64 = todo.iter().map(|&k| price[k]).sum();
             for i in 0..self.cncs.len() {
@@ -558,9 +578,12 @@ impl Grid {
             for (&k, gk) in todo.iter().zip(&g) {
                 price[k] = (price[k] - step_size * gap / norm * gk).max(0.0);
             }
-            step_size *= 0.97;
+            step_size *= STEP_DECAY;
         }
-        (best, best_price)
+        if kept.last() != Some(&best_price) {
+            kept.push(best_price);
+        }
+        (best, kept)
     }
 }
 
@@ -711,6 +734,41 @@ mod tests {
         );
         carried_out(&models, &starts, &objs, &all, &b).unwrap();
         assert_eq!((b.picks(), b.bound), (6, 6));
+    }
+
+    #[test]
+    fn the_prices_end_with_those_of_the_lowest_bound_after_rougher_ones() {
+        let models = two();
+        for seed in 0..3 {
+            let objs = arrivals(30, 0.3, seed);
+            let ok = vec![true; objs.len()];
+            let todo: Vec<usize> = (0..objs.len()).collect();
+            let grid = Grid::new(&models, &objs, &todo, 0.02);
+            let flow = upper_bound(&models, &objs, &ok, (0.0, 0.6), &[0.04]);
+            let (best, kept) = grid.prices(objs.len(), &todo, flow, 40, 0);
+            // The bound each price vector gives: Σ λ + Σ_i path_i(1 − λ).
+            let mut bufs = Buffers::default();
+            let mut dual = |price: &[f64]| {
+                todo.iter().map(|&k| price[k]).sum::<f64>()
+                    + (0..models.len())
+                        .map(|i| grid.heaviest(i, 0, |k| 1.0 - price[k], &mut bufs).0)
+                        .sum::<f64>()
+            };
+            let duals: Vec<f64> = kept.iter().map(|p| dual(p)).collect();
+            assert!((1..=4).contains(&kept.len()), "seed {seed}: {duals:?}");
+            assert!(
+                best < flow as f64,
+                "seed {seed}: the steps went below the flow bound"
+            );
+            assert!(
+                (duals[duals.len() - 1] - best).abs() < 1e-6,
+                "seed {seed}: the last prices give {duals:?}, the bound {best}"
+            );
+            assert!(
+                duals.windows(2).all(|w| w[0] > w[1]),
+                "seed {seed}: each kept vector is a lower bound than the one before: {duals:?}"
+            );
+        }
     }
 
     #[test]
