@@ -260,6 +260,14 @@ impl ManagerCore {
                             &w.name,
                             "back to active".into(),
                         ));
+                        // Brought to Active by us: if it is the epoch
+                        // issuer, that raised the holders' epochs, whether
+                        // or not its transition event reaches us (a
+                        // respawned one's can go out before our
+                        // subscription has matched its new participant).
+                        if node == self.cfg.epoch_issuer {
+                            out.extend(self.fence_holders());
+                        }
                     } else {
                         w.breaker.record_failure(at);
                         out.push(alert(
@@ -283,31 +291,37 @@ impl ManagerCore {
             }
             Input::Activated { node } => {
                 if node == self.cfg.epoch_issuer {
-                    let issuer = node;
-                    for w in self.nodes.iter_mut() {
-                        if !self.cfg.epoch_holders.contains(&w.name)
-                            || !w.want_active
-                            || w.recovering
-                        {
-                            continue;
-                        }
-                        w.recovering = true;
-                        out.push(alert(
-                            Severity::Warning,
-                            "epoch_fenced",
-                            &w.name,
-                            format!(
-                                "{issuer} was activated again, which fences every CNC's epoch: \
-                                 re-activating it for a new one"
-                            ),
-                        ));
-                        out.push(Output::Reactivate {
-                            node: w.name.clone(),
-                        });
-                    }
+                    out.extend(self.fence_holders());
                 }
             }
             Input::Tick => out.extend(self.tick(now_s)),
+        }
+        out
+    }
+
+    /// The epoch issuer became Active again, which raised every holder's
+    /// epoch: each holder the cell wants active, and not already being
+    /// recovered, is re-activated for a new one.
+    fn fence_holders(&mut self) -> Vec<Output> {
+        let issuer = &self.cfg.epoch_issuer;
+        let mut out = Vec::new();
+        for w in self.nodes.iter_mut() {
+            if !self.cfg.epoch_holders.contains(&w.name) || !w.want_active || w.recovering {
+                continue;
+            }
+            w.recovering = true;
+            out.push(alert(
+                Severity::Warning,
+                "epoch_fenced",
+                &w.name,
+                format!(
+                    "{issuer} was activated again, which fences every CNC's epoch: \
+                     re-activating it for a new one"
+                ),
+            ));
+            out.push(Output::Reactivate {
+                node: w.name.clone(),
+            });
         }
         out
     }

@@ -66,6 +66,18 @@ def samples(text):
     return out
 
 
+def log_tails(out, names, lines=25):
+    """The last `lines` lines above DEBUG of each node's log in the run's
+    folder: what a failed assertion shows, since CI keeps no files."""
+    parts = []
+    for name in names:
+        path = out / "logs" / f"{name}.log"
+        text = path.read_text(errors="replace").splitlines() if path.exists() else ["(no log)"]
+        kept = [l[:300] for l in text if " DEBUG " not in l][-lines:]
+        parts.append(f"--- {name}.log\n" + "\n".join(kept))
+    return "\n".join(parts)
+
+
 def run_args(out, *extra):
     return [bin_path("cncpick"), "run", "--out", out, "--no-progress", "--metrics-bind", "127.0.0.1:0", *extra]
 
@@ -200,16 +212,36 @@ def test_a_killed_node_process_is_detected_restarted_and_the_cell_recovers(
             beating = any(t > t_kill and b.node == f"/cell/{victim}" and b.state == ACTIVE for t, b in beats)
             return recovered and beating
 
-        assert spin_until(executor, back, 40), f"{victim} not back to active: " + str(
-            [(a.name, a.node, a.message) for _, a in alerts]
+        assert spin_until(executor, back, 40), (
+            f"{victim} not back to active: "
+            + str([(a.name, a.node, a.message) for _, a in alerts])
+            + "\n"
+            + log_tails(out, (victim,))
         )
         assert json.loads((out / "pids.json").read_text())[victim] != pid
+        if victim == "state_manager":
+            # Its recovery raised every CNC's epoch: the manager re-activates
+            # both for a new one, or they could never pick again.
+            def fenced():
+                return {a.node for t, a in alerts if t > t_kill and a.name == "epoch_fenced"} == {
+                    "/cell/cnc_1",
+                    "/cell/cnc_2",
+                }
+
+            assert spin_until(executor, fenced, 5), "the CNCs were not re-activated for a new epoch: " + str(
+                [(a.name, a.node) for t, a in alerts if t > t_kill]
+            )
 
     # Full capacity again: both CNCs pick after the last restart.
     def both_pick():
         return {p.cnc_id for t, p in picks if t > kills[-1] and p.outcome.value == PickOutcome.PICKED} == {"1", "2"}
 
-    assert spin_until(executor, both_pick, 60), "not both CNCs picked after the last restart"
+    assert spin_until(executor, both_pick, 60), (
+        "not both CNCs picked after the last restart; picks since: "
+        + str(sorted({p.cnc_id for t, p in picks if t > kills[-1] and p.outcome.value == PickOutcome.PICKED}))
+        + "\n"
+        + log_tails(out, ("scheduler", "cnc_1", "cnc_2", "state_manager"))
+    )
 
     # The manager's services: pause deactivates the scheduler, startup brings it back.
     for service, state in (("pause", INACTIVE), ("startup", ACTIVE)):

@@ -755,6 +755,65 @@ fn check_config_blames_a_cnc_that_disagrees_with_the_simulated_cell() {
     assert!(CellArgs::new(vec![repo().join("params/none.yaml")], &[]).is_err());
 }
 
+/// A respawned state manager is a new DDS participant: its transition event
+/// can go out before the manager's subscription has matched it, and is
+/// then never heard. The manager's own recovery of it is the activation.
+#[test]
+fn the_manager_s_own_recovery_of_the_state_manager_fences_the_cncs_without_its_transition_event() {
+    let cfg = Config {
+        epoch_holders: names(&["cnc_1", "cnc_2"]),
+        ..Config::default()
+    };
+    let all = names(&["state_manager", "tracker", "cnc_1", "cnc_2"]);
+    let mut c = ManagerCore::new(cfg, &all);
+    for n in &all {
+        c.step(
+            0.0,
+            Input::Want {
+                node: n.clone(),
+                active: true,
+            },
+        );
+    }
+    let reactivated = |out: &[Output]| -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Reactivate { node } => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Another node's recovery, or a failed one of the state manager: the
+    // epochs were not raised.
+    for (node, ok) in [("tracker", true), ("state_manager", false)] {
+        let out = c.step(
+            1.0,
+            Input::Recovered {
+                node: node.into(),
+                ok,
+            },
+        );
+        assert!(reactivated(&out).is_empty(), "{node} {ok}: {out:?}");
+    }
+    let out = c.step(
+        2.0,
+        Input::Recovered {
+            node: "state_manager".into(),
+            ok: true,
+        },
+    );
+    assert_eq!(reactivated(&out), vec!["cnc_1", "cnc_2"]);
+    assert!(alerts(&out).iter().any(|a| a.1 == "epoch_fenced"));
+    // Its transition event, heard after all: they are at it already.
+    let out = c.step(
+        2.01,
+        Input::Activated {
+            node: "state_manager".into(),
+        },
+    );
+    assert!(reactivated(&out).is_empty(), "{out:?}");
+}
+
 #[test]
 fn each_activation_of_the_state_manager_reactivates_the_active_cncs_for_a_new_epoch() {
     let cfg = Config {
