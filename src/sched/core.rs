@@ -62,12 +62,18 @@ pub enum Input {
         epoch: u64,
         at_mm: [f64; 3],
     },
-    /// An object's state, from `objects/events`.
+    /// An object's state, from `objects/events`, with the event's stamp
+    /// (when the state manager accepted it, ns) and `seq`; both 0 if
+    /// unknown (as in logs written before they were logged).
     Event {
         id: ObjectId,
         state: u8,
         cnc: String,
         epoch: u64,
+        #[serde(default)]
+        stamp_ns: i64,
+        #[serde(default)]
+        seq: u64,
     },
     /// The state manager's answer to an Assign (None: no answer in time).
     AssignAnswer {
@@ -183,6 +189,8 @@ struct Entry {
     plan: Option<(usize, Slot)>,
     /// A Finish is out for it.
     finishing: bool,
+    /// The latest stamp (ns) and seq among the events applied to it.
+    last_event: (i64, u64),
 }
 
 /// The scheduler's state.
@@ -203,7 +211,17 @@ pub struct Core {
     last_decided_s: Option<f64>,
     /// When tracks last came in.
     last_tracks_s: Option<f64>,
+    /// Objects forgotten once finished, latest last (at most
+    /// [`FINISHED_KEPT`]): a terminal state is final, so any event about
+    /// one of them is old news heard again.
+    finished: std::collections::HashSet<ObjectId>,
+    finished_order: std::collections::VecDeque<ObjectId>,
 }
+
+/// How many forgotten finished objects the core remembers: over an hour
+/// of the cell's arrivals, far longer than the events topic's history
+/// (`kit::qos::events`, 1000 events) reaches back.
+const FINISHED_KEPT: usize = 10_000;
 
 /// Tracks are stale, and ticks decide, after this many decision periods
 /// without them.
@@ -225,6 +243,8 @@ impl Core {
             urgent: Default::default(),
             last_decided_s: None,
             last_tracks_s: None,
+            finished: Default::default(),
+            finished_order: Default::default(),
         }
     }
 
@@ -255,8 +275,20 @@ impl Core {
                 tracked: false,
                 plan: None,
                 finishing: false,
+                last_event: (0, 0),
             }
         })
+    }
+
+    fn remember_finished(&mut self, id: ObjectId) {
+        if self.finished.insert(id) {
+            self.finished_order.push_back(id);
+        }
+        while self.finished_order.len() > FINISHED_KEPT {
+            if let Some(old) = self.finished_order.pop_front() {
+                self.finished.remove(&old);
+            }
+        }
     }
 
     fn key_of(&self, id: &ObjectId) -> Option<u64> {
@@ -298,6 +330,9 @@ impl Core {
                 for id in gone {
                     if let Some(e) = self.objects.remove(&id) {
                         self.keys.remove(&e.key);
+                        if e.state.is_some_and(ObjState::is_terminal) {
+                            self.remember_finished(id);
+                        }
                     }
                 }
                 self.last_tracks_s = Some(now_s);
@@ -328,12 +363,32 @@ impl Core {
                 state,
                 cnc,
                 epoch,
+                stamp_ns,
+                seq,
             } => {
                 let Some(s) = ObjState::from_id(state) else {
                     return Vec::new();
                 };
+                // Events heard again (the topic's history, delivered anew
+                // to a re-activated scheduler or republished by a restarted
+                // state manager) are old news: applied again, a DETECTED
+                // would free an object in flight and its ASSIGNED send a
+                // second goal for it. An object's events are accepted one
+                // after another: one whose seq and stamp are both no later
+                // than those of the latest applied is heard again. (Either
+                // alone would do but for a store restored from a snapshot,
+                // which numbers its new events again, or a wall clock
+                // stepped back, which stamps them earlier.)
+                let heard_again =
+                    |e: &Entry| seq > 0 && seq <= e.last_event.1 && stamp_ns <= e.last_event.0;
+                if self.finished.contains(&id) || self.objects.get(&id).is_some_and(heard_again) {
+                    return Vec::new();
+                }
                 let e = self.entry(id);
                 e.state = Some(s);
+                if seq > 0 {
+                    e.last_event = (e.last_event.0.max(stamp_ns), e.last_event.1.max(seq));
+                }
                 let key = e.key;
                 let news = match s {
                     ObjState::Detected => ObjectNews::Detected,

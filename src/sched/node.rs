@@ -111,6 +111,8 @@ pub fn event_input(e: &m::ObjectEvent) -> Option<Input> {
         state: e.to_state.id,
         cnc: e.cnc_id.clone(),
         epoch: e.epoch,
+        stamp_ns: i64::from(e.header.stamp.sec) * 1_000_000_000 + i64::from(e.header.stamp.nanosec),
+        seq: e.seq,
     })
 }
 

@@ -77,6 +77,13 @@ struct Cell {
     lost: Vec<ObjectId>,
     /// From then on no tracks come (the camera is down).
     blind_from_s: f64,
+    /// The state manager's last event seq, and every event (the topic's
+    /// history).
+    seq: u64,
+    events: Vec<Input>,
+    /// Objects arrived so far, and when the next one comes.
+    arrived: u64,
+    next_arrival_s: f64,
 }
 
 impl Cell {
@@ -93,6 +100,10 @@ impl Cell {
             dead: Vec::new(),
             lost: Vec::new(),
             blind_from_s: f64::INFINITY,
+            seq: 0,
+            events: Vec::new(),
+            arrived: 0,
+            next_arrival_s: 0.5,
         }
     }
 
@@ -127,16 +138,24 @@ impl Cell {
         };
         self.states.insert(id, (to, holder));
         self.history.push((self.now, id, from, to, cnc.to_string()));
-        self.later(
-            0.002,
-            Due::In(Input::Event {
-                id,
-                state: to.id(),
-                cnc: cnc.into(),
-                epoch: 1,
-            }),
-        );
+        self.publish(id, to, cnc, 1);
         true
+    }
+
+    /// The state manager's event for a transition it accepted now: heard
+    /// 2 ms later, and kept in the topic's history.
+    fn publish(&mut self, id: ObjectId, to: ObjState, cnc: &str, epoch: u64) {
+        self.seq += 1;
+        let e = Input::Event {
+            id,
+            state: to.id(),
+            cnc: cnc.into(),
+            epoch,
+            stamp_ns: (self.now * 1e9).round() as i64,
+            seq: self.seq,
+        };
+        self.events.push(e.clone());
+        self.later(0.002, Due::In(e));
     }
 
     fn carry_out(&mut self, o: Output) {
@@ -225,8 +244,17 @@ impl Cell {
     /// 30 Hz, statuses of live CNCs at 10 Hz, ticks at 20 Hz; `kill` kills
     /// a CNC at a time.
     fn run(&mut self, until_s: f64, every_s: f64, kill: Option<(f64, &str)>) {
-        let mut k = 0u64;
-        let mut next_arrival = 0.5;
+        self.run_arriving(until_s, every_s, until_s - 16.0, kill)
+    }
+
+    /// As [`Cell::run`], with arrivals until `arrivals_until_s`.
+    fn run_arriving(
+        &mut self,
+        until_s: f64,
+        every_s: f64,
+        arrivals_until_s: f64,
+        kill: Option<(f64, &str)>,
+    ) {
         let ms = |t: f64| (t * 1000.0).round() as u64;
         while self.now < until_s {
             let step = ms(self.now);
@@ -236,9 +264,10 @@ impl Cell {
                 }
             }
             // Arrivals stop 16 s before the end: the belt empties.
-            if self.now >= next_arrival && self.now < until_s - 16.0 {
-                k += 1;
-                next_arrival += every_s;
+            if self.now >= self.next_arrival_s && self.now < arrivals_until_s {
+                self.arrived += 1;
+                let k = self.arrived;
+                self.next_arrival_s += every_s;
                 let id = id_of(k);
                 let lane = (k * 7 % 4) as f64;
                 self.objects.insert(
@@ -246,15 +275,7 @@ impl Cell {
                     (self.now, 0.075 + 0.15 * lane, CLASSES[(k % 3) as usize].0),
                 );
                 self.states.insert(id, (ObjState::Detected, String::new()));
-                self.later(
-                    0.01,
-                    Due::In(Input::Event {
-                        id,
-                        state: ObjState::Detected.id(),
-                        cnc: String::new(),
-                        epoch: 0,
-                    }),
-                );
+                self.publish(id, ObjState::Detected, "", 0);
             }
             let mut now_due: Vec<Due> = Vec::new();
             let mut rest = Vec::new();
@@ -398,6 +419,93 @@ fn a_dead_cnc_loses_its_pending_objects_within_a_second_to_the_live_one() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(replay(config(Policy::Lookahead), &parsed), live);
+}
+
+/// The events topic keeps its history (transient_local), so a scheduler
+/// activated again hears every event it already had; a restarted state
+/// manager publishes its latest ones again.
+#[test]
+fn events_heard_again_change_nothing_and_a_restored_store_s_new_events_still_count() {
+    let mut cell = Cell::new(Policy::Lookahead);
+    for m in models() {
+        cell.feed(m);
+    }
+    cell.run_arriving(20.0, 1.5, 40.0, None);
+    let held = cell.core.held();
+    let finished = cell
+        .states
+        .values()
+        .filter(|s| s.0 == ObjState::Picked)
+        .count();
+    assert!(
+        held >= 2,
+        "only {held} objects in flight when the history came again"
+    );
+    assert!(finished >= 3, "only {finished} objects picked before");
+    // The whole history, heard again at once: no goal sent again, nothing
+    // revoked, nothing assigned, and what was in flight stays in flight.
+    let before = cell.outputs.len();
+    for e in cell.events.clone() {
+        cell.feed(e);
+    }
+    let again: Vec<&Output> = cell.outputs[before..].iter().map(|(_, o)| o).collect();
+    assert!(again.is_empty(), "the history heard again gave {again:?}");
+    assert_eq!(cell.core.held(), held);
+
+    // The store restored from a snapshot: its new events are numbered
+    // from 1 again, and must still count. Its recovery revokes what was
+    // assigned (as the state manager's does); each such object is free to
+    // be assigned again at once (were its DETECTED ignored, it would stay
+    // held by a CNC that can no longer start it).
+    cell.seq = 0;
+    let restored_at = cell.now;
+    let assigned: Vec<(ObjectId, String)> = cell
+        .states
+        .iter()
+        .filter(|(_, s)| s.0 == ObjState::Assigned)
+        .map(|(id, s)| (*id, s.1.clone()))
+        .collect();
+    assert!(
+        !assigned.is_empty(),
+        "nothing was assigned when the store was restored"
+    );
+    for (id, cnc) in &assigned {
+        assert!(cell.cas(*id, ObjState::Assigned, ObjState::Detected, cnc));
+    }
+    cell.run_arriving(60.0, 1.5, 40.0, None);
+    for (id, _) in &assigned {
+        let again = cell
+            .history
+            .iter()
+            .find(|h| h.1 == *id && h.0 > restored_at && h.3 == ObjState::Assigned);
+        assert!(
+            again.is_some_and(|h| h.0 - restored_at <= 1.0),
+            "{id:?}, revoked by the restored store, assigned again at {:?}",
+            again.map(|h| h.0 - restored_at)
+        );
+    }
+    let stuck: Vec<_> = cell
+        .states
+        .iter()
+        .filter(|(_, s)| matches!(s.0, ObjState::Assigned | ObjState::Picking))
+        .collect();
+    assert!(stuck.is_empty(), "left held: {stuck:?}");
+    assert_eq!(cell.core.held(), 0, "the core still holds objects");
+    for cnc in ["1", "2"] {
+        assert!(
+            cell.history
+                .iter()
+                .any(|h| h.0 > 30.0 && h.3 == ObjState::Picked && h.4 == cnc),
+            "CNC {cnc} picked nothing after the store's events were numbered again"
+        );
+    }
+    let mut picking: BTreeMap<ObjectId, usize> = BTreeMap::new();
+    for h in &cell.history {
+        if h.3 == ObjState::Picking {
+            *picking.entry(h.1).or_default() += 1;
+        }
+    }
+    assert!(picking.values().all(|&n| n == 1), "an object started twice");
 }
 
 #[test]
