@@ -6,11 +6,16 @@
 //! Rates are over picks that were wanted: `pick_success_rate` and
 //! `miss_rate` divide by picked + dropped + missed. A BYPASSED object (its
 //! class goes to no bin, or no CNC could reach it in time) is counted apart.
+//! Each object's registration and end count once, however often their
+//! events are heard.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use hashlink::LinkedHashMap;
+
 /// ObjectState ids (cncpick_msgs/ObjectState).
 pub mod state_id {
+    pub const UNKNOWN: u8 = 0;
     pub const DETECTED: u8 = 1;
     pub const PICKED: u8 = 4;
     pub const DROPPED: u8 = 5;
@@ -23,9 +28,11 @@ pub const OUTCOME_REJECTED: u8 = 4;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sample {
-    /// An accepted transition of `object` to state `to`.
+    /// An accepted transition of `object` from state `from` to `to`
+    /// (from UNKNOWN: its registration).
     Event {
         object: [u8; 16],
+        from: u8,
         to: u8,
         cnc: String,
     },
@@ -120,7 +127,19 @@ pub struct MetricsCore {
     node_last: BTreeMap<String, (u64, Option<f64>)>,
     cnc_queue: BTreeMap<String, u32>,
     miss_alarm: bool,
+    /// What of each object has been counted ([`REGISTERED`], [`ENDED`]),
+    /// oldest first, at most [`COUNTED_KEPT`] objects: an event heard
+    /// again (the events topic's history, republished by a restarted state
+    /// manager) counts once.
+    counted: LinkedHashMap<[u8; 16], u8>,
 }
+
+const REGISTERED: u8 = 1;
+const ENDED: u8 = 2;
+/// Objects whose counting is remembered: over an hour of the cell's
+/// arrivals, far longer than the events topic's history (1000 events)
+/// reaches back.
+const COUNTED_KEPT: usize = 10_000;
 
 impl MetricsCore {
     pub fn new(cfg: MetricsConfig) -> Self {
@@ -134,6 +153,7 @@ impl MetricsCore {
             node_last: BTreeMap::new(),
             cnc_queue: BTreeMap::new(),
             miss_alarm: false,
+            counted: LinkedHashMap::new(),
         }
     }
 
@@ -175,7 +195,29 @@ impl MetricsCore {
             } => {
                 self.cnc_queue.insert(cnc.clone(), *queue_depth);
             }
-            _ => {}
+            Sample::Event {
+                object, from, to, ..
+            } => {
+                // The KPIs count an object's registration and its end, each
+                // once: not a revoke (ASSIGNED → DETECTED) as an arrival,
+                // nor an event heard again.
+                let what = if *from == state_id::UNKNOWN {
+                    REGISTERED
+                } else if is_terminal(*to) {
+                    ENDED
+                } else {
+                    return;
+                };
+                let seen = self.counted.entry(*object).or_insert(0);
+                if *seen & what != 0 {
+                    return;
+                }
+                *seen |= what;
+                while self.counted.len() > COUNTED_KEPT {
+                    self.counted.pop_front();
+                }
+            }
+            Sample::Pick { .. } => {}
         }
         self.samples.push_back((t_s, s));
         while self

@@ -531,6 +531,7 @@ impl Manager {
                     if let Ok(object) = <[u8; 16]>::try_from(e.object_id.uuid.as_slice()) {
                         s.sample(Sample::Event {
                             object,
+                            from: e.from_state.id,
                             to: e.to_state.id,
                             cnc: e.cnc_id,
                         });

@@ -272,6 +272,7 @@ fn kpis_count_the_window_and_the_miss_rate_alert_has_hysteresis() {
             t,
             Sample::Event {
                 object: id(k),
+                from: 0,
                 to: 1,
                 cnc: String::new(),
             },
@@ -285,6 +286,7 @@ fn kpis_count_the_window_and_the_miss_rate_alert_has_hysteresis() {
             t + 5.0,
             Sample::Event {
                 object: id(k),
+                from: if to == 4 { 3 } else { 1 },
                 to,
                 cnc: cnc.into(),
             },
@@ -368,6 +370,63 @@ fn kpis_count_the_window_and_the_miss_rate_alert_has_hysteresis() {
 }
 
 #[test]
+fn kpis_count_an_object_s_arrival_and_end_once_however_often_their_events_are_heard() {
+    let mut m = MetricsCore::new(MetricsConfig {
+        window_s: 60.0,
+        lanes: 1,
+        belt_length_m: 4.0,
+        cnc_ids: vec!["1".into()],
+        miss_rate_warning: 0.1,
+        min_samples: 1,
+    });
+    let ev = |k: u8, from: u8, to: u8| Sample::Event {
+        object: id(k),
+        from,
+        to,
+        cnc: "1".into(),
+    };
+    // Object 0: registered, assigned, revoked (ASSIGNED → DETECTED: not a
+    // second arrival), assigned again, picked. Object 1: registered, missed.
+    let lives = [
+        ev(0, 0, 1),
+        ev(1, 0, 1),
+        ev(0, 1, 2),
+        ev(0, 2, 1),
+        ev(0, 1, 2),
+        ev(0, 2, 3),
+        ev(0, 3, 4),
+        ev(1, 1, 6),
+    ];
+    for (i, e) in lives.iter().enumerate() {
+        m.add(i as f64, e.clone());
+    }
+    let once = m.kpis(10.0);
+    assert_eq!(
+        (once.picked, once.missed, once.objects_per_min),
+        (1, 1, 2.0),
+        "a revoke is not an arrival"
+    );
+    // A restarted state manager republishes its latest events, and a
+    // re-subscribing manager hears the topic's history again: all of them
+    // once more, within the window.
+    for (i, e) in lives.iter().enumerate() {
+        m.add(20.0 + i as f64, e.clone());
+    }
+    let again = m.kpis(30.0);
+    assert_eq!(
+        (again.picked, again.missed, again.objects_per_min),
+        (1, 1, 2.0),
+        "events heard again count once"
+    );
+    assert!((again.miss_rate - 0.5).abs() < 1e-12);
+    // A new object still counts.
+    m.add(31.0, ev(2, 0, 1));
+    m.add(32.0, ev(2, 1, 6));
+    let k = m.kpis(33.0);
+    assert_eq!((k.missed, k.objects_per_min), (2, 3.0));
+}
+
+#[test]
 fn the_lane_memory_forgets_objects_whose_end_was_never_heard() {
     let mut m = MetricsCore::new(MetricsConfig {
         window_s: 60.0,
@@ -399,6 +458,7 @@ fn the_lane_memory_forgets_objects_whose_end_was_never_heard() {
         1000.0,
         Sample::Event {
             object: key(905),
+            from: 1,
             to: 6,
             cnc: String::new(),
         },
@@ -407,6 +467,7 @@ fn the_lane_memory_forgets_objects_whose_end_was_never_heard() {
         1000.0,
         Sample::Event {
             object: key(795),
+            from: 1,
             to: 6,
             cnc: String::new(),
         },
