@@ -14,6 +14,8 @@
 //!   CNC's epoch, fencing off what the CNCs had in flight: each active
 //!   epoch holder (cnc_<id>) is then re-activated, so it begins a new
 //!   epoch and can work again (architecture.md, "Epochs").
+//!   So is one the scheduler reports still Active in a refused epoch
+//!   (`cnc_epoch_stale`): the issuer's activation went unheard.
 
 use crate::kit::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::kit::lifecycle::State;
@@ -83,6 +85,12 @@ pub enum Input {
     },
     /// `node` went through a transition to Active (its transition_event).
     Activated {
+        node: String,
+    },
+    /// The scheduler found epoch holder `node` still Active in an epoch
+    /// the issuer refuses (its `cnc_epoch_stale` alert): its re-activation
+    /// for the issuer's last activation was missed.
+    EpochStale {
         node: String,
     },
     /// The cell should (true) or need not (false) have `node` Active:
@@ -294,6 +302,13 @@ impl ManagerCore {
                     out.extend(self.fence_holders());
                 }
             }
+            Input::EpochStale { node } => {
+                let why = format!(
+                    "still Active in an epoch {} refuses: re-activating it for a new one",
+                    self.cfg.epoch_issuer
+                );
+                out.extend(self.fence(Some(&node), why));
+            }
             Input::Tick => out.extend(self.tick(now_s)),
         }
         out
@@ -303,10 +318,24 @@ impl ManagerCore {
     /// epoch: each holder the cell wants active, and not already being
     /// recovered, is re-activated for a new one.
     fn fence_holders(&mut self) -> Vec<Output> {
-        let issuer = &self.cfg.epoch_issuer;
+        let why = format!(
+            "{} was activated again, which fences every CNC's epoch: \
+             re-activating it for a new one",
+            self.cfg.epoch_issuer
+        );
+        self.fence(None, why)
+    }
+
+    /// Re-activates each epoch holder (or only `only`) the cell wants
+    /// active and that is not already being recovered.
+    fn fence(&mut self, only: Option<&str>, why: String) -> Vec<Output> {
         let mut out = Vec::new();
         for w in self.nodes.iter_mut() {
-            if !self.cfg.epoch_holders.contains(&w.name) || !w.want_active || w.recovering {
+            if !self.cfg.epoch_holders.contains(&w.name)
+                || only.is_some_and(|n| n != w.name)
+                || !w.want_active
+                || w.recovering
+            {
                 continue;
             }
             w.recovering = true;
@@ -314,10 +343,7 @@ impl ManagerCore {
                 Severity::Warning,
                 "epoch_fenced",
                 &w.name,
-                format!(
-                    "{issuer} was activated again, which fences every CNC's epoch: \
-                     re-activating it for a new one"
-                ),
+                why.clone(),
             ));
             out.push(Output::Reactivate {
                 node: w.name.clone(),

@@ -383,6 +383,7 @@ impl Manager {
             services,
             lcs,
             mut issuer_events,
+            mut heard_alerts,
         ) = {
             let mut n = running.node.lock().unwrap_or_else(|e| e.into_inner());
             tasks.push(tokio::spawn(declared.declare(&mut n)?));
@@ -452,6 +453,7 @@ impl Manager {
                     ),
                     QosProfile::default().reliable().keep_last(10),
                 )?,
+                n.subscribe::<m::Alert>(ALERTS_TOPIC, reliable.clone())?,
             )
         };
         let shared = Arc::new(Shared {
@@ -481,6 +483,19 @@ impl Manager {
                         s.step(Input::Activated {
                             node: s.params.core_config().epoch_issuer,
                         });
+                    }
+                }
+            }));
+        }
+        // CNCs the scheduler finds in a refused epoch (the issuer's
+        // activation went unheard): re-activated like those it fences.
+        {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(a) = heard_alerts.next().await {
+                    if a.name == crate::sched::node::EPOCH_STALE_ALERT {
+                        let node = a.node.rsplit('/').next().unwrap_or("").to_string();
+                        s.step(Input::EpochStale { node });
                     }
                 }
             }));

@@ -12,6 +12,11 @@
 //!   over the objects the state manager has DETECTED and a confirmed track
 //!   follows, for the CNCs that are Active, heard from within
 //!   `status_timeout_s`, and whose model (their motion params) is known.
+//!   A CNC whose epoch the state manager refuses (it began a new one in
+//!   the store, which the CNC has not) is out of service too, until its
+//!   status shows another epoch; if that has not come within
+//!   `epoch_refused_report_s`, the CNC is reported ([`Output::EpochStale`])
+//!   for the manager to re-activate it.
 //! - The protocol ([`Dispatcher`]) turns decisions into the compare-and-set,
 //!   the goal, revocations and alerts.
 //! - An object the CNCs can no longer reach ends: BYPASSED (its class is
@@ -93,6 +98,12 @@ pub enum Input {
     FinishFailed {
         id: ObjectId,
     },
+    /// The state manager refused an Assign to `cnc` in `epoch` for that
+    /// epoch (stale, or none): the store has begun another for the CNC.
+    EpochRefused {
+        cnc: String,
+        epoch: u64,
+    },
     Tick,
 }
 
@@ -138,6 +149,13 @@ pub enum Output {
         id: ObjectId,
         what: String,
     },
+    /// `cnc` is still Active in `epoch`, which the state manager has
+    /// refused since `since_s`: it needs re-activating for a new epoch.
+    EpochStale {
+        cnc: String,
+        epoch: u64,
+        since_s: f64,
+    },
 }
 
 /// One line of an input log.
@@ -165,6 +183,9 @@ pub struct Config {
     pub commit_horizon_s: f64,
     /// Decisions at most this often, s.
     pub decide_period_s: f64,
+    /// A CNC whose epoch the state manager has refused this long, while
+    /// its status still shows that epoch, is reported stale, s.
+    pub epoch_refused_report_s: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -174,7 +195,20 @@ struct Cnc {
     epoch: u64,
     at_mm: [f64; 3],
     heard_at_s: Option<f64>,
+    /// Its epoch the state manager refused, since when, and when it was
+    /// last reported.
+    refused: Option<Refused>,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    epoch: u64,
+    since_s: f64,
+    reported_s: Option<f64>,
+}
+
+/// A stale epoch is reported again this often while it lasts, s.
+const EPOCH_STALE_REPORT_AGAIN_S: f64 = 30.0;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -356,6 +390,9 @@ impl Core {
                     c.epoch = epoch;
                     c.at_mm = at_mm;
                     c.heard_at_s = Some(now_s);
+                    if c.refused.is_some_and(|r| r.epoch != epoch) {
+                        c.refused = None;
+                    }
                 }
             }
             Input::Event {
@@ -430,6 +467,20 @@ impl Core {
                     e.finishing = false;
                 }
             }
+            Input::EpochRefused { cnc, epoch } => {
+                if let Some(c) = self.cfg.cnc_ids.iter().position(|c| *c == cnc) {
+                    let c = &mut self.cncs[c];
+                    // Only while its status still shows that epoch, and
+                    // from the first refusal.
+                    if c.epoch == epoch && c.refused.is_none_or(|r| r.epoch != epoch) {
+                        c.refused = Some(Refused {
+                            epoch,
+                            since_s: now_s,
+                            reported_s: None,
+                        });
+                    }
+                }
+            }
             // Ticks decide only while no tracks come (the camera or the
             // tracker is down): otherwise every decision rests on the frame
             // that just arrived, and an assignment follows its exposure by
@@ -454,7 +505,7 @@ impl Core {
         }
         cmds.extend(self.dispatcher.tick(now_s));
         self.drop_stale_plans();
-        let mut out: Vec<Output> = Vec::new();
+        let mut out: Vec<Output> = self.report_stale_epochs(now_s);
         // At most one decision per `decide_period_s`: a lookahead over many
         // objects costs more than a frame period.
         if decide
@@ -496,6 +547,32 @@ impl Core {
             && c.model.is_some()
             && c.heard_at_s
                 .is_some_and(|t| now_s - t <= self.cfg.status_timeout_s)
+            && c.refused.is_none_or(|r| r.epoch != c.epoch)
+    }
+
+    /// CNCs still Active in an epoch the state manager has refused for
+    /// `epoch_refused_report_s`: a re-activation (and so a new epoch) was
+    /// missed. A CNC that is re-activated as it should be shows its new
+    /// epoch within a status period or two, and is never reported.
+    fn report_stale_epochs(&mut self, now_s: f64) -> Vec<Output> {
+        let mut out = Vec::new();
+        for (c, id) in self.cncs.iter_mut().zip(&self.cfg.cnc_ids) {
+            let Some(r) = c.refused.as_mut() else {
+                continue;
+            };
+            let due = now_s - r.since_s >= self.cfg.epoch_refused_report_s
+                && r.reported_s
+                    .is_none_or(|t| now_s - t >= EPOCH_STALE_REPORT_AGAIN_S);
+            if c.active && c.epoch == r.epoch && due {
+                r.reported_s = Some(now_s);
+                out.push(Output::EpochStale {
+                    cnc: id.clone(),
+                    epoch: r.epoch,
+                    since_s: r.since_s,
+                });
+            }
+        }
+        out
     }
 
     fn rebuild(&mut self) {

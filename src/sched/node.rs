@@ -47,6 +47,9 @@ use tokio::task::JoinHandle;
 
 pub const TRACKS_TOPIC: &str = "tracks";
 pub const EVENTS_TOPIC: &str = "objects/events";
+/// The alert naming a CNC (in its `node`) still Active in an epoch the
+/// state manager refuses; the manager re-activates that CNC.
+pub const EPOCH_STALE_ALERT: &str = "cnc_epoch_stale";
 pub const ASSIGNMENTS_TOPIC: &str = "assignments";
 pub const ALERTS_TOPIC: &str = "alerts";
 pub const ASSIGNED: &str = "assigned";
@@ -141,21 +144,37 @@ struct Shell {
 
 impl Shell {
     fn alert(&self, severity: u8, name: &str, id: &ObjectId, message: String) {
-        let a = m::Alert {
+        self.publish_alert(m::Alert {
             severity,
             name: name.into(),
             message,
             node: "scheduler".into(),
             object_id: uuid_msg(id),
             stamp: wall_now(),
-        };
+        });
+    }
+
+    /// `cnc_epoch_stale`, naming the CNC's node (as the manager's alerts
+    /// name the node they concern): the manager re-activates it.
+    fn epoch_stale_alert(&self, cnc: &str, message: String) {
+        self.publish_alert(m::Alert {
+            severity: m::Alert::ERROR as u8,
+            name: EPOCH_STALE_ALERT.into(),
+            message,
+            node: format!("cnc_{cnc}"),
+            stamp: wall_now(),
+            ..Default::default()
+        });
+    }
+
+    fn publish_alert(&self, a: m::Alert) {
         if let Err(e) = lock(&self.alerts).publish(&a) {
             tracing::warn!("scheduler: publishing an alert: {e}");
         }
     }
 
-    /// A compare-and-set in the state manager: Some(accepted), or None if
-    /// no answer came (every attempt bounded).
+    /// A compare-and-set in the state manager: Some(its answer), or None
+    /// if no answer came (every attempt bounded).
     async fn transition(
         &self,
         id: &ObjectId,
@@ -163,7 +182,7 @@ impl Shell {
         cnc: &str,
         epoch: u64,
         reason: &str,
-    ) -> Option<(bool, String)> {
+    ) -> Option<TransitionObject::Response> {
         let r = self
             .transition
             .call(|rid| {
@@ -183,7 +202,7 @@ impl Shell {
             })
             .await;
         match r {
-            Ok(a) => Some((a.accepted, a.error)),
+            Ok(a) => Some(a),
             Err(e) => {
                 self.counters.add(CALL_FAILED, 1);
                 self.counters.add(crate::kit::health::ERRORS, 1);
@@ -222,9 +241,17 @@ impl Shell {
                             &why,
                         )
                         .await;
-                    let accepted = r.as_ref().map(|(a, _)| *a);
-                    if let Some((false, e)) = &r {
-                        tracing::debug!(trace_id = %trace_id(&id), "assignment refused: {e}");
+                    let accepted = r.as_ref().map(|a| a.accepted);
+                    if let Some(a) = r.as_ref().filter(|a| !a.accepted) {
+                        tracing::debug!(trace_id = %trace_id(&id), "assignment refused: {}", a.error);
+                        // Refused with the object still DETECTED, as it was
+                        // asked: the refusal is the CNC's epoch's.
+                        if a.current_state.id == ObjState::Detected.id() {
+                            let _ = s.tx.send(Input::EpochRefused {
+                                cnc: cnc.clone(),
+                                epoch,
+                            });
+                        }
                     }
                     if accepted == Some(true) {
                         s.counters.add(ASSIGNED, 1);
@@ -333,8 +360,8 @@ impl Shell {
                             &format!("revoked: {why}"),
                         )
                         .await;
-                    if let Some((false, e)) = r {
-                        tracing::debug!(trace_id = %trace_id(&id), "revoke refused: {e}");
+                    if let Some(a) = r.filter(|a| !a.accepted) {
+                        tracing::debug!(trace_id = %trace_id(&id), "revoke refused: {}", a.error);
                     }
                 });
             }
@@ -346,8 +373,8 @@ impl Shell {
                         .transition(&id, (ObjState::Detected, to), "", 0, &why)
                         .await;
                     match r {
-                        Some((true, _)) => s.counters.add(FINISHED, 1),
-                        Some((false, _)) => {}
+                        Some(a) if a.accepted => s.counters.add(FINISHED, 1),
+                        Some(_) => {}
                         None => {
                             let _ = s.tx.send(Input::FinishFailed { id });
                         }
@@ -357,6 +384,20 @@ impl Shell {
             Output::Alert { id, what } => {
                 tracing::warn!(trace_id = %trace_id(&id), "{what}");
                 s.alert(m::Alert::WARNING as u8, "assignment_failing", &id, what);
+            }
+            Output::EpochStale {
+                cnc,
+                epoch,
+                since_s,
+            } => {
+                let what = format!(
+                    "cnc_{cnc}: still Active in epoch {epoch}, which the state manager has \
+                     refused for {:.1} s (it began a new one); no assignments to it until \
+                     it is re-activated",
+                    wall_now_s() - since_s
+                );
+                tracing::error!("{what}");
+                s.epoch_stale_alert(&cnc, what);
             }
         }
     }

@@ -28,6 +28,7 @@ pub struct SchedParams {
     pub backoff_initial_s: f64,
     pub backoff_max_s: f64,
     pub status_timeout_s: f64,
+    pub epoch_refused_report_s: f64,
     pub tick_period_s: f64,
     pub state_call_timeout_s: f64,
     pub state_call_attempts: i64,
@@ -53,6 +54,7 @@ impl Default for SchedParams {
             backoff_initial_s: 0.5,
             backoff_max_s: 8.0,
             status_timeout_s: 0.5,
+            epoch_refused_report_s: 3.0,
             tick_period_s: 0.05,
             state_call_timeout_s: 2.0,
             state_call_attempts: 3,
@@ -125,6 +127,13 @@ const SPECS: &[Spec] = &[
         "A CNC silent this long is out of service, s",
     )
     .range(0.05, 60.0)
+    .read_only(),
+    Spec::new(
+        "epoch_refused_report_s",
+        "A CNC whose epoch the state manager refuses this long, still Active in it, \
+         is reported (cnc_epoch_stale) for the manager to re-activate, s",
+    )
+    .range(0.1, 600.0)
     .read_only(),
     Spec::new(
         "tick_period_s",
@@ -230,6 +239,7 @@ impl SchedParams {
             status_timeout_s: self.status_timeout_s,
             commit_horizon_s: self.commit_horizon_s,
             decide_period_s: self.tick_period_s,
+            epoch_refused_report_s: self.epoch_refused_report_s,
         })
     }
 }

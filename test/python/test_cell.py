@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from cncpick_msgs.msg import Alert, CellMetrics, Heartbeat, PickOutcome, PickResult
+from cncpick_msgs.msg import Alert, CellMetrics, CncStatus, Heartbeat, PickOutcome, PickResult
 
 from std_srvs.srv import Trigger
 
@@ -184,6 +184,8 @@ def test_a_killed_node_process_is_detected_restarted_and_the_cell_recovers(
     node.create_subscription(Alert, "/cell/alerts", lambda a: alerts.append((time.monotonic(), a)), RELIABLE)
     node.create_subscription(Heartbeat, "/cell/heartbeat", lambda b: beats.append((time.monotonic(), b)), 100)
     node.create_subscription(PickResult, "/cell/pick_results", lambda p: picks.append((time.monotonic(), p)), RELIABLE)
+    epochs_1 = []
+    node.create_subscription(CncStatus, "/cell/cnc_1/status", lambda s: epochs_1.append((time.monotonic(), s.epoch)), 10)
     out = tmp_path / "run"
     proc = spawn(run_args(out, "--duration-s", "600", "--processes"))
     assert wait_for_file(out / "up", proc, 120), "the cell never came up:\n" + "".join(proc.stderr)
@@ -231,6 +233,30 @@ def test_a_killed_node_process_is_detected_restarted_and_the_cell_recovers(
             assert spin_until(executor, fenced, 5), "the CNCs were not re-activated for a new epoch: " + str(
                 [(a.name, a.node) for t, a in alerts if t > t_kill]
             )
+
+    # The scheduler's report of a CNC still Active in an epoch the state
+    # manager refuses (its re-activation missed), as another node would hear
+    # it: the manager re-activates that CNC, which begins a new epoch. Sent
+    # again each second until heard (a new publisher's first messages can go
+    # out before it has matched the manager).
+    spin_until(executor, lambda: bool(epochs_1), 5)
+    epoch_before = epochs_1[-1][1]
+    stale = node.create_publisher(Alert, "/cell/alerts", RELIABLE)
+    t_stale = time.monotonic()
+
+    def refenced():
+        return any(t > t_stale and a.name == "epoch_fenced" and a.node == "/cell/cnc_1" for t, a in alerts)
+
+    for _ in range(10):
+        stale.publish(Alert(severity=Alert.ERROR, name="cnc_epoch_stale", node="cnc_1", message="from the test"))
+        if spin_until(executor, refenced, 1.0):
+            break
+    assert refenced(), "no epoch_fenced for cnc_1 after cnc_epoch_stale: " + str(
+        [(a.name, a.node) for t, a in alerts if t > t_stale]
+    )
+    assert spin_until(executor, lambda: epochs_1[-1][1] > epoch_before, 10), (
+        f"cnc_1 still in epoch {epochs_1[-1][1]} (was {epoch_before})"
+    )
 
     # Full capacity again: both CNCs pick after the last restart.
     def both_pick():

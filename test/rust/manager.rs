@@ -819,8 +819,9 @@ fn check_config_blames_a_cnc_that_disagrees_with_the_simulated_cell() {
 /// A respawned state manager is a new DDS participant: its transition event
 /// can go out before the manager's subscription has matched it, and is
 /// then never heard. The manager's own recovery of it is the activation.
-#[test]
-fn the_manager_s_own_recovery_of_the_state_manager_fences_the_cncs_without_its_transition_event() {
+/// A manager core over the state manager, the tracker and two CNCs
+/// (the epoch holders), every one of them wanted Active.
+fn cell_with_two_cncs_wanted_active() -> ManagerCore {
     let cfg = Config {
         epoch_holders: names(&["cnc_1", "cnc_2"]),
         ..Config::default()
@@ -836,14 +837,80 @@ fn the_manager_s_own_recovery_of_the_state_manager_fences_the_cncs_without_its_t
             },
         );
     }
-    let reactivated = |out: &[Output]| -> Vec<String> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Reactivate { node } => Some(node.clone()),
-                _ => None,
-            })
-            .collect()
-    };
+    c
+}
+
+/// The nodes re-activated (for a new epoch) among `out`.
+fn reactivated(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Reactivate { node } => Some(node.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cnc_the_scheduler_finds_in_a_refused_epoch_is_re_activated_once() {
+    let mut c = cell_with_two_cncs_wanted_active();
+    // Not an epoch holder, or not a node at all: nothing.
+    for node in ["tracker", "cnc_9", ""] {
+        let out = c.step(1.0, Input::EpochStale { node: node.into() });
+        assert!(out.is_empty(), "{node:?}: {out:?}");
+    }
+    let out = c.step(
+        2.0,
+        Input::EpochStale {
+            node: "cnc_2".into(),
+        },
+    );
+    assert_eq!(reactivated(&out), vec!["cnc_2"], "only the stale one");
+    assert!(alerts(&out)
+        .iter()
+        .any(|a| a.1 == "epoch_fenced" && a.2 == "cnc_2"));
+    // Reported again while its re-activation is under way: nothing more.
+    let out = c.step(
+        2.5,
+        Input::EpochStale {
+            node: "cnc_2".into(),
+        },
+    );
+    assert!(reactivated(&out).is_empty(), "{out:?}");
+    c.step(
+        3.0,
+        Input::Recovered {
+            node: "cnc_2".into(),
+            ok: true,
+        },
+    );
+    // Stale again later (another missed activation): again.
+    let out = c.step(
+        40.0,
+        Input::EpochStale {
+            node: "cnc_2".into(),
+        },
+    );
+    assert_eq!(reactivated(&out), vec!["cnc_2"]);
+    // Not while the cell is paused (the CNC not wanted Active).
+    c.step(
+        41.0,
+        Input::Want {
+            node: "cnc_1".into(),
+            active: false,
+        },
+    );
+    let out = c.step(
+        42.0,
+        Input::EpochStale {
+            node: "cnc_1".into(),
+        },
+    );
+    assert!(reactivated(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn the_manager_s_own_recovery_of_the_state_manager_fences_the_cncs_without_its_transition_event() {
+    let mut c = cell_with_two_cncs_wanted_active();
     // Another node's recovery, or a failed one of the state manager: the
     // epochs were not raised.
     for (node, ok) in [("tracker", true), ("state_manager", false)] {

@@ -40,6 +40,7 @@ fn config(policy: Policy) -> Config {
         status_timeout_s: 0.5,
         commit_horizon_s: 4.0,
         decide_period_s: 0.05,
+        epoch_refused_report_s: 3.0,
     }
 }
 
@@ -84,6 +85,11 @@ struct Cell {
     /// Objects arrived so far, and when the next one comes.
     arrived: u64,
     next_arrival_s: f64,
+    /// Each CNC's epoch in the store, and as its status shows it.
+    store_epochs: BTreeMap<String, u64>,
+    cnc_epochs: BTreeMap<String, u64>,
+    /// A stale epoch reported re-activates the CNC (as the manager does).
+    reactivate_reported: bool,
 }
 
 impl Cell {
@@ -104,7 +110,43 @@ impl Cell {
             events: Vec::new(),
             arrived: 0,
             next_arrival_s: 0.5,
+            store_epochs: [("1".into(), 1), ("2".into(), 1)].into(),
+            cnc_epochs: [("1".into(), 1), ("2".into(), 1)].into(),
+            reactivate_reported: false,
         }
+    }
+
+    /// The store revokes every assignment (ASSIGNED → DETECTED), as the
+    /// state manager's recovery and a new epoch do: which, and to whom.
+    fn revoke_all_assigned(&mut self) -> Vec<(ObjectId, String)> {
+        let assigned: Vec<(ObjectId, String)> = self
+            .states
+            .iter()
+            .filter(|(_, s)| s.0 == ObjState::Assigned)
+            .map(|(id, s)| (*id, s.1.clone()))
+            .collect();
+        for (id, cnc) in &assigned {
+            assert!(self.cas(*id, ObjState::Assigned, ObjState::Detected, cnc));
+        }
+        assigned
+    }
+
+    /// Once the belt has emptied, no object is ASSIGNED or PICKING.
+    fn assert_nothing_held(&self) {
+        let stuck: Vec<_> = self
+            .states
+            .iter()
+            .filter(|(_, s)| matches!(s.0, ObjState::Assigned | ObjState::Picking))
+            .collect();
+        assert!(stuck.is_empty(), "left held: {stuck:?}");
+    }
+
+    /// The CNC begins a new epoch (its activation): in the store, then in
+    /// its status.
+    fn begin_epoch(&mut self, cnc: &str) {
+        let e = self.store_epochs.entry(cnc.into()).or_default();
+        *e += 1;
+        self.cnc_epochs.insert(cnc.into(), *e);
     }
 
     fn feed(&mut self, input: Input) {
@@ -160,7 +202,20 @@ impl Cell {
 
     fn carry_out(&mut self, o: Output) {
         match o {
-            Output::Assign { id, cnc, .. } => {
+            Output::Assign { id, cnc, epoch, .. } => {
+                // A stale epoch is refused with the object still DETECTED,
+                // which the shell reports.
+                if self.store_epochs.get(&cnc) != Some(&epoch) {
+                    self.later(0.004, Due::In(Input::EpochRefused { cnc, epoch }));
+                    self.later(
+                        0.004,
+                        Due::In(Input::AssignAnswer {
+                            id,
+                            accepted: Some(false),
+                        }),
+                    );
+                    return;
+                }
                 let ok = self.cas(id, ObjState::Detected, ObjState::Assigned, &cnc);
                 self.later(
                     0.004,
@@ -189,6 +244,11 @@ impl Cell {
                 self.cas(id, ObjState::Detected, to, "");
             }
             Output::Alert { .. } => {}
+            Output::EpochStale { cnc, .. } => {
+                if self.reactivate_reported {
+                    self.begin_epoch(&cnc);
+                }
+            }
         }
     }
 
@@ -293,10 +353,11 @@ impl Cell {
             if step % 100 == 0 {
                 for cnc in ["1", "2"] {
                     if !self.dead.iter().any(|d| d == cnc) {
+                        let epoch = self.cnc_epochs[cnc];
                         self.feed(Input::Status {
                             cnc: cnc.into(),
                             active: true,
-                            epoch: 1,
+                            epoch,
                             at_mm: [-300.0, -375.0, -70.0],
                         });
                     }
@@ -459,19 +520,11 @@ fn events_heard_again_change_nothing_and_a_restored_store_s_new_events_still_cou
     // held by a CNC that can no longer start it).
     cell.seq = 0;
     let restored_at = cell.now;
-    let assigned: Vec<(ObjectId, String)> = cell
-        .states
-        .iter()
-        .filter(|(_, s)| s.0 == ObjState::Assigned)
-        .map(|(id, s)| (*id, s.1.clone()))
-        .collect();
+    let assigned = cell.revoke_all_assigned();
     assert!(
         !assigned.is_empty(),
         "nothing was assigned when the store was restored"
     );
-    for (id, cnc) in &assigned {
-        assert!(cell.cas(*id, ObjState::Assigned, ObjState::Detected, cnc));
-    }
     cell.run_arriving(60.0, 1.5, 40.0, None);
     for (id, _) in &assigned {
         let again = cell
@@ -484,12 +537,7 @@ fn events_heard_again_change_nothing_and_a_restored_store_s_new_events_still_cou
             again.map(|h| h.0 - restored_at)
         );
     }
-    let stuck: Vec<_> = cell
-        .states
-        .iter()
-        .filter(|(_, s)| matches!(s.0, ObjState::Assigned | ObjState::Picking))
-        .collect();
-    assert!(stuck.is_empty(), "left held: {stuck:?}");
+    cell.assert_nothing_held();
     assert_eq!(cell.core.held(), 0, "the core still holds objects");
     for cnc in ["1", "2"] {
         assert!(
@@ -606,4 +654,84 @@ fn decisions_come_with_each_frame_and_ticks_take_over_only_when_tracks_stop() {
         let tick_ms = (t * 1000.0).round() as u64;
         assert_eq!(tick_ms % 50, 0, "a blind decision at {t} is not a tick's");
     }
+}
+
+#[test]
+fn a_cnc_left_in_a_refused_epoch_is_given_nothing_and_reported_unless_it_begins_a_new_one() {
+    let mut cell = Cell::new(Policy::Lookahead);
+    for m in models() {
+        cell.feed(m);
+    }
+    cell.reactivate_reported = true;
+    cell.run_arriving(15.0, 1.5, 29.0, None);
+    // The state manager is activated again: every CNC's epoch rises in the
+    // store, and what they held unstarted goes back to DETECTED.
+    let fenced_at = cell.now;
+    for c in ["1", "2"] {
+        *cell.store_epochs.get_mut(c).unwrap() += 1;
+    }
+    cell.revoke_all_assigned();
+    // CNC 2 is re-activated 0.2 s on, as it should be, though an Assign to
+    // it in its old epoch was refused meanwhile; CNC 1's re-activation is
+    // missed.
+    cell.feed(Input::EpochRefused {
+        cnc: "2".into(),
+        epoch: 1,
+    });
+    cell.run_arriving(fenced_at + 0.2, 1.5, 29.0, None);
+    cell.begin_epoch("2");
+    cell.run_arriving(45.0, 1.5, 29.0, None);
+
+    let refused_1 = cell
+        .log
+        .iter()
+        .find(|l| matches!(&l.input, Input::EpochRefused { cnc, .. } if cnc == "1"))
+        .map(|l| l.now_s)
+        .expect("no Assign to CNC 1 was refused for its epoch");
+    assert!(refused_1 > fenced_at && refused_1 - fenced_at < 5.0);
+    // From the first refusal on, CNC 1 is given nothing in that epoch.
+    let again: Vec<f64> = cell
+        .outputs
+        .iter()
+        .filter(|(t, o)| {
+            *t > refused_1 && matches!(o, Output::Assign { cnc, epoch: 1, .. } if cnc == "1")
+        })
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        again.is_empty(),
+        "assigned to CNC 1 in its refused epoch at {again:?}"
+    );
+    // It is reported once, epoch_refused_report_s after the refusal; CNC 2,
+    // which began its new epoch, never is.
+    let reports: Vec<(f64, &Output)> = cell
+        .outputs
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::EpochStale { .. }))
+        .map(|(t, o)| (*t, o))
+        .collect();
+    assert_eq!(reports.len(), 1, "reports: {reports:?}");
+    let (reported_at, report) = reports[0];
+    assert!(
+        matches!(report, Output::EpochStale { cnc, epoch: 1, .. } if cnc == "1"),
+        "{report:?}"
+    );
+    assert!(
+        reported_at - refused_1 >= 3.0 && reported_at - refused_1 < 3.0 + 0.06,
+        "reported {:.3} s after the refusal",
+        reported_at - refused_1
+    );
+    // CNC 2 kept picking meanwhile, and CNC 1 picks again once re-activated.
+    let picked_by = |cnc: &str, from: f64, to: f64| {
+        cell.history
+            .iter()
+            .filter(|h| h.0 > from && h.0 < to && h.3 == ObjState::Picked && h.4 == cnc)
+            .count()
+    };
+    assert!(picked_by("2", fenced_at, reported_at) >= 1);
+    assert!(
+        picked_by("1", reported_at, f64::INFINITY) >= 1,
+        "CNC 1 picked nothing after its new epoch"
+    );
+    cell.assert_nothing_held();
 }
