@@ -30,6 +30,7 @@ use super::reach::{CncModel, Obj, Slot};
 use crate::kinematics::Trajectory;
 use crate::motion::params::MotionParams;
 use crate::state::lifecycle::ObjState;
+use hashlink::LinkedHashSet;
 use nalgebra::Vector3;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -248,8 +249,7 @@ pub struct Core {
     /// Objects forgotten once finished, latest last (at most
     /// [`FINISHED_KEPT`]): a terminal state is final, so any event about
     /// one of them is old news heard again.
-    finished: std::collections::HashSet<ObjectId>,
-    finished_order: std::collections::VecDeque<ObjectId>,
+    finished: LinkedHashSet<ObjectId>,
 }
 
 /// How many forgotten finished objects the core remembers: over an hour
@@ -277,8 +277,7 @@ impl Core {
             urgent: Default::default(),
             last_decided_s: None,
             last_tracks_s: None,
-            finished: Default::default(),
-            finished_order: Default::default(),
+            finished: LinkedHashSet::new(),
         }
     }
 
@@ -315,13 +314,9 @@ impl Core {
     }
 
     fn remember_finished(&mut self, id: ObjectId) {
-        if self.finished.insert(id) {
-            self.finished_order.push_back(id);
-        }
-        while self.finished_order.len() > FINISHED_KEPT {
-            if let Some(old) = self.finished_order.pop_front() {
-                self.finished.remove(&old);
-            }
+        self.finished.insert(id);
+        while self.finished.len() > FINISHED_KEPT {
+            self.finished.pop_front();
         }
     }
 
