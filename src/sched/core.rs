@@ -67,6 +67,10 @@ pub enum Input {
         active: bool,
         epoch: u64,
         at_mm: [f64; 3],
+        /// The object whose pick it is carrying out, if any (none in logs
+        /// written before it was logged).
+        #[serde(default)]
+        current: Option<ObjectId>,
     },
     /// An object's state, from `objects/events`, with the event's stamp
     /// (when the state manager accepted it, ns) and `seq`; both 0 if
@@ -378,7 +382,10 @@ impl Core {
                 active,
                 epoch,
                 at_mm,
+                current,
             } => {
+                let on = current.and_then(|id| self.key_of(&id));
+                self.dispatcher.cnc_on(&cnc, on);
                 if let Some(i) = self.cfg.cnc_ids.iter().position(|c| *c == cnc) {
                     let c = &mut self.cncs[i];
                     c.active = active;

@@ -126,6 +126,9 @@ pub fn status_input(cnc: &str, s: &m::CncStatus) -> Input {
         active: s.lifecycle_state == crate::kit::lifecycle::State::Active.id(),
         epoch: s.epoch,
         at_mm: [0, 1, 2].map(|k| s.position_machine_mm.get(k).copied().unwrap_or(0.0)),
+        current: <[u8; 16]>::try_from(s.current_object.uuid.as_slice())
+            .ok()
+            .filter(|id| s.busy && *id != [0; 16]),
     }
 }
 
@@ -701,4 +704,26 @@ impl Steps for SchedNode {
 /// The scheduler node's `main`.
 pub fn main() {
     node::main::<SchedParams, _, _>("scheduler", "/cell", |c| Ok(SchedNode::new(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_names_the_object_its_cnc_is_on_only_while_busy_with_a_whole_id() {
+        let current = |s: &m::CncStatus| match status_input("1", s) {
+            Input::Status { current, .. } => current,
+            other => panic!("{other:?}"),
+        };
+        let mut s = m::CncStatus::default();
+        s.current_object.uuid = vec![7; 16];
+        assert_eq!(current(&s), None, "not busy");
+        s.busy = true;
+        assert_eq!(current(&s), Some([7; 16]));
+        s.current_object.uuid = vec![7; 15];
+        assert_eq!(current(&s), None, "15 bytes");
+        s.current_object.uuid = vec![0; 16];
+        assert_eq!(current(&s), None, "all zero");
+    }
 }

@@ -235,6 +235,7 @@ impl SchedParams {
                 backoff_initial_s: self.backoff_initial_s,
                 backoff_max_s: self.backoff_max_s,
                 goal_lead_s: self.goal_lead_s,
+                adopt_settle_s: self.status_timeout_s,
             },
             status_timeout_s: self.status_timeout_s,
             commit_horizon_s: self.commit_horizon_s,

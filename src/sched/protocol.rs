@@ -38,6 +38,10 @@ pub struct Timeouts {
     pub backoff_max_s: f64,
     /// A goal goes out at most this long before its planned contact, s.
     pub goal_lead_s: f64,
+    /// An object found ASSIGNED by no request of ours is left as it is
+    /// this long: the rest of its history and its CNC's status are still
+    /// coming in, s (the scheduler's `status_timeout_s`).
+    pub adopt_settle_s: f64,
 }
 
 impl Default for Timeouts {
@@ -48,6 +52,7 @@ impl Default for Timeouts {
             backoff_initial_s: 0.5,
             backoff_max_s: 8.0,
             goal_lead_s: 3.0,
+            adopt_settle_s: 0.5,
         }
     }
 }
@@ -57,6 +62,10 @@ impl Default for Timeouts {
 pub enum Stage {
     /// DETECTED → ASSIGNED asked of the state manager.
     Assigning,
+    /// ASSIGNED by no request of ours (a scheduler before a restart), for
+    /// less than `adopt_settle_s`: neither its goal goes out nor is it
+    /// revoked yet.
+    Adopted,
     /// ASSIGNED; waiting in the CNC's queue for its goal to go out.
     Queued,
     /// ASSIGNED; the goal is out, not yet accepted.
@@ -113,6 +122,8 @@ struct Held {
     cnc: String,
     epoch: u64,
     stage: Stage,
+    /// ASSIGNED by no request of ours, and no goal of ours sent for it.
+    adopted: bool,
     assigned_at_s: f64,
     goal_at_s: f64,
     /// The planned contact, s.
@@ -177,6 +188,7 @@ impl Dispatcher {
                 cnc: cnc.into(),
                 epoch,
                 stage: Stage::Assigning,
+                adopted: false,
                 assigned_at_s: now_s,
                 goal_at_s: now_s,
                 contact_at_s,
@@ -210,6 +222,7 @@ impl Dispatcher {
     /// its queued object with the soonest planned contact, once that is
     /// within `goal_lead_s`.
     pub fn release(&mut self, now_s: f64) -> Vec<Command> {
+        self.settle(None, now_s);
         let busy: std::collections::BTreeSet<&str> = self
             .held
             .values()
@@ -236,6 +249,7 @@ impl Dispatcher {
         for k in due {
             if let Some(h) = self.held.get_mut(&k) {
                 h.stage = Stage::GoalSent;
+                h.adopted = false;
                 h.goal_at_s = now_s;
                 out.push(Command::SendGoal {
                     key: k,
@@ -325,13 +339,18 @@ impl Dispatcher {
                 }
             }
             // ASSIGNED by no request of ours (a scheduler before a
-            // restart): adopted into its CNC's queue, its goal sent when
-            // the CNC is free, so it is picked or revoked, never stuck.
+            // restart): adopted into its CNC's queue once it has settled
+            // (`adopt_settle_s`: a restarted scheduler hears the events'
+            // history in a burst, where most ASSIGNED are followed by
+            // their PICKING and their end, and its CNCs' statuses only
+            // after it), its goal sent when the CNC is free, so it is
+            // picked or revoked, never stuck.
             ObjectNews::Assigned { cnc, epoch } => {
                 self.held.entry(key).or_insert(Held {
                     cnc,
                     epoch,
-                    stage: Stage::Queued,
+                    stage: Stage::Adopted,
+                    adopted: true,
                     assigned_at_s: now_s,
                     goal_at_s: now_s,
                     contact_at_s: now_s,
@@ -342,11 +361,13 @@ impl Dispatcher {
 
     /// A CNC's lifecycle and epoch as its status says: out of Active, or
     /// another epoch, and what it holds unstarted is revoked.
+    /// Adopted objects still settling are left alone.
     pub fn cnc(&mut self, cnc: &str, active: bool, epoch: u64, now_s: f64) -> Vec<Command> {
+        self.settle(Some(cnc), now_s);
         let lost: Vec<u64> = self
             .held
             .iter()
-            .filter(|(_, h)| h.cnc == cnc && h.stage != Stage::Picking)
+            .filter(|(_, h)| h.cnc == cnc && !matches!(h.stage, Stage::Picking | Stage::Adopted))
             .filter(|(_, h)| !active || h.epoch != epoch)
             .map(|(k, _)| *k)
             .collect();
@@ -358,6 +379,42 @@ impl Dispatcher {
         lost.into_iter()
             .flat_map(|k| self.revoke(k, &why, now_s, false))
             .collect()
+    }
+
+    /// What a CNC's status says it is on: `current`, the key of the
+    /// object whose goal it is carrying out, if that is one of ours. An
+    /// adopted object it is on has its goal from before the restart
+    /// running: none of ours goes out for it (the CNC, busy, would refuse
+    /// it, and the refusal revoke the object from under the pick), and the
+    /// CNC is busy until its events end it. If the CNC moves on with it
+    /// still ASSIGNED (that goal ended before its pick began), our goal
+    /// goes out.
+    pub fn cnc_on(&mut self, cnc: &str, current: Option<u64>) {
+        for (k, h) in self.held.iter_mut() {
+            if h.cnc != cnc || !h.adopted {
+                continue;
+            }
+            let on = current == Some(*k);
+            match h.stage {
+                Stage::Adopted | Stage::Queued if on => h.stage = Stage::Accepted,
+                Stage::Accepted if !on => h.stage = Stage::Queued,
+                _ => {}
+            }
+        }
+    }
+
+    /// Adopted objects (of `cnc`, or of every CNC) settled by `now_s` join
+    /// their CNC's queue.
+    fn settle(&mut self, cnc: Option<&str>, now_s: f64) {
+        let settle_s = self.timeouts.adopt_settle_s;
+        for h in self.held.values_mut() {
+            if h.stage == Stage::Adopted
+                && cnc.is_none_or(|c| c == h.cnc)
+                && now_s - h.assigned_at_s >= settle_s
+            {
+                h.stage = Stage::Queued;
+            }
+        }
     }
 
     /// Timeouts due by `now_s`.
@@ -585,16 +642,15 @@ mod tests {
         let c = d.assign_unknown(4, 2.0);
         assert_eq!(revoked(&c), vec![4], "{c:?}");
         assert!(!d.assignable(4, 2.1) && d.assignable(4, 2.5));
-        // ASSIGNED by a scheduler before a restart: its goal goes out.
-        d.object(
-            8,
-            ObjectNews::Assigned {
-                cnc: "2".into(),
-                epoch: 3,
-            },
-            5.0,
-        );
-        let c = d.tick(5.0);
+        // ASSIGNED by a scheduler before a restart: left as it is while it
+        // settles (no goal, and not revoked though CNC 2 is not yet heard
+        // from), then its goal goes out.
+        d.object(8, adopted("2", 3), 5.0);
+        assert_eq!(d.tick(5.0), vec![]);
+        assert_eq!(d.cnc("2", false, 0, 5.2), vec![]);
+        assert_eq!(d.stage(8), Some(("2".into(), Stage::Adopted)));
+        assert_eq!(d.tick(5.49), vec![]);
+        let c = d.tick(5.5);
         assert_eq!(
             c,
             vec![Command::SendGoal {
@@ -603,5 +659,56 @@ mod tests {
                 epoch: 3
             }]
         );
+        // Settled, and its CNC not active: revoked.
+        d.object(9, adopted("3", 1), 6.0);
+        assert_eq!(d.cnc("3", false, 0, 6.4), vec![]);
+        assert_eq!(revoked(&d.cnc("3", false, 0, 6.5)), vec![9]);
+    }
+
+    fn adopted(cnc: &str, epoch: u64) -> ObjectNews {
+        ObjectNews::Assigned {
+            cnc: cnc.into(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn an_adopted_object_its_cnc_is_already_on_gets_no_second_goal() {
+        let mut d = Dispatcher::new(Timeouts::default());
+        for k in [1, 2] {
+            d.object(k, adopted("1", 2), 0.0);
+        }
+        // CNC 1's status: it is carrying out object 1's goal, sent before
+        // the restart.
+        d.cnc_on("1", Some(1));
+        assert_eq!(d.stage(1), Some(("1".into(), Stage::Accepted)));
+        // Settled: object 2 waits behind the pick in progress.
+        assert_eq!(d.cnc("1", true, 2, 0.6), vec![]);
+        assert_eq!(d.tick(0.6), vec![]);
+        assert_eq!(d.stage(2), Some(("1".into(), Stage::Queued)));
+        d.object(1, ObjectNews::Picking, 1.0);
+        d.cnc_on("1", None);
+        assert_eq!(d.stage(1), Some(("1".into(), Stage::Picking)));
+        assert_eq!(d.tick(1.5), vec![]);
+        d.object(1, ObjectNews::Finished, 2.0);
+        assert!(matches!(
+            &d.tick(2.0)[..],
+            [Command::SendGoal { key: 2, .. }]
+        ));
+        // The CNC moved on with an adopted object still ASSIGNED (that goal
+        // ended before its pick began): our goal goes out.
+        d.object(3, adopted("2", 1), 3.0);
+        d.cnc_on("2", Some(3));
+        assert_eq!(d.tick(3.6), vec![]);
+        d.cnc_on("2", None);
+        assert!(matches!(
+            &d.tick(3.7)[..],
+            [Command::SendGoal { key: 3, .. }]
+        ));
+        // Ours, once out, is never taken for the CNC's old one.
+        d.cnc_on("2", None);
+        assert_eq!(d.stage(3), Some(("2".into(), Stage::GoalSent)));
+        d.cnc_on("2", Some(3));
+        assert_eq!(d.stage(3), Some(("2".into(), Stage::GoalSent)));
     }
 }

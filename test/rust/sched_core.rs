@@ -90,6 +90,11 @@ struct Cell {
     cnc_epochs: BTreeMap<String, u64>,
     /// A stale epoch reported re-activates the CNC (as the manager does).
     reactivate_reported: bool,
+    /// What each CNC is carrying out (it refuses other goals meanwhile),
+    /// and for which scheduler process (`process`): only that one hears
+    /// the goal's end.
+    busy: BTreeMap<String, (ObjectId, u32)>,
+    process: u32,
 }
 
 impl Cell {
@@ -113,6 +118,48 @@ impl Cell {
             store_epochs: [("1".into(), 1), ("2".into(), 1)].into(),
             cnc_epochs: [("1".into(), 1), ("2".into(), 1)].into(),
             reactivate_reported: false,
+            busy: BTreeMap::new(),
+            process: 0,
+        }
+    }
+
+    /// A cell whose core has both CNCs' models.
+    fn with_models(policy: Policy) -> Cell {
+        let mut cell = Cell::new(policy);
+        for m in models() {
+            cell.feed(m);
+        }
+        cell
+    }
+
+    /// The scheduler process restarts: a fresh core, which hears no answer
+    /// to the old one's requests, then the events topic's history (at
+    /// once, as transient_local delivers it) and the CNCs' models; their
+    /// statuses come on their own period.
+    fn restart_scheduler(&mut self, policy: Policy) {
+        self.core = Core::new(config(policy));
+        self.process += 1;
+        self.due.retain(|(_, d)| {
+            matches!(
+                d,
+                Due::In(Input::Event { .. }) | Due::Start(..) | Due::End(..)
+            )
+        });
+        for e in self.events.clone() {
+            self.feed(e);
+        }
+        for m in models() {
+            self.feed(m);
+        }
+    }
+
+    /// The goal `cnc` carries out has ended: it is free, and the process
+    /// that sent it hears so.
+    fn goal_ended(&mut self, id: ObjectId, cnc: &str) {
+        if let Some((_, process)) = self.busy.remove(cnc) {
+            if process == self.process {
+                self.later(0.003, Due::In(Input::GoalDone { id }));
+            }
         }
     }
 
@@ -141,12 +188,27 @@ impl Cell {
         assert!(stuck.is_empty(), "left held: {stuck:?}");
     }
 
-    /// The CNC begins a new epoch (its activation): in the store, then in
-    /// its status.
+    /// No object's pick began twice.
+    fn assert_none_started_twice(&self) {
+        let mut picking: BTreeMap<ObjectId, usize> = BTreeMap::new();
+        for h in &self.history {
+            if h.3 == ObjState::Picking {
+                *picking.entry(h.1).or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = picking.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "started twice: {twice:?}");
+    }
+
+    /// The CNC begins a new epoch (its activation, which ends the goal it
+    /// was carrying out): in the store, then in its status.
     fn begin_epoch(&mut self, cnc: &str) {
         let e = self.store_epochs.entry(cnc.into()).or_default();
         *e += 1;
         self.cnc_epochs.insert(cnc.into(), *e);
+        if let Some((id, _)) = self.busy.get(cnc).copied() {
+            self.goal_ended(id, cnc);
+        }
     }
 
     fn feed(&mut self, input: Input) {
@@ -229,6 +291,18 @@ impl Cell {
                 if self.dead.contains(&cnc) {
                     return; // no answer: the goal times out
                 }
+                // Busy with another pick: refused.
+                if self.busy.contains_key(&cnc) {
+                    self.later(
+                        0.005,
+                        Due::In(Input::GoalAnswer {
+                            id,
+                            accepted: false,
+                        }),
+                    );
+                    return;
+                }
+                self.busy.insert(cnc.clone(), (id, self.process));
                 self.later(0.005, Due::In(Input::GoalAnswer { id, accepted: true }));
                 // The CNC starts as the object enters its window.
                 let x_min = if cnc == "1" { 2.0 } else { 2.8 };
@@ -255,15 +329,17 @@ impl Cell {
     fn world(&mut self, d: Due) {
         match d {
             Due::In(i) => self.feed(i),
-            Due::Start(id, cnc)
-                if !self.dead.contains(&cnc)
-                    && self.cas(id, ObjState::Assigned, ObjState::Picking, &cnc) =>
-            {
-                self.later(1.0, Due::End(id, cnc));
+            Due::Start(id, cnc) if !self.dead.contains(&cnc) => {
+                if self.cas(id, ObjState::Assigned, ObjState::Picking, &cnc) {
+                    self.later(1.0, Due::End(id, cnc));
+                } else {
+                    // No longer its to pick: the goal ends.
+                    self.goal_ended(id, &cnc);
+                }
             }
             Due::End(id, cnc) if !self.dead.contains(&cnc) => {
                 self.cas(id, ObjState::Picking, ObjState::Picked, &cnc);
-                self.later(0.003, Due::In(Input::GoalDone { id }));
+                self.goal_ended(id, &cnc);
             }
             _ => {}
         }
@@ -354,11 +430,13 @@ impl Cell {
                 for cnc in ["1", "2"] {
                     if !self.dead.iter().any(|d| d == cnc) {
                         let epoch = self.cnc_epochs[cnc];
+                        let current = self.busy.get(cnc).map(|b| b.0);
                         self.feed(Input::Status {
                             cnc: cnc.into(),
                             active: true,
                             epoch,
                             at_mm: [-300.0, -375.0, -70.0],
+                            current,
                         });
                     }
                 }
@@ -388,10 +466,7 @@ fn models() -> [Input; 2] {
 
 #[test]
 fn a_dead_cnc_loses_its_pending_objects_within_a_second_to_the_live_one() {
-    let mut cell = Cell::new(Policy::Lookahead);
-    for m in models() {
-        cell.feed(m);
-    }
+    let mut cell = Cell::with_models(Policy::Lookahead);
     let kill_at = 20.0;
     cell.run(50.0, 2.5, Some((kill_at, "1")));
 
@@ -454,13 +529,7 @@ fn a_dead_cnc_loses_its_pending_objects_within_a_second_to_the_live_one() {
         .filter(|(_, s)| s.0 == ObjState::Assigned)
         .collect();
     assert!(stuck.is_empty(), "left ASSIGNED: {stuck:?}");
-    let mut picking: BTreeMap<ObjectId, usize> = BTreeMap::new();
-    for h in &cell.history {
-        if h.3 == ObjState::Picking {
-            *picking.entry(h.1).or_default() += 1;
-        }
-    }
-    assert!(picking.values().all(|&n| n == 1), "an object started twice");
+    cell.assert_none_started_twice();
     // CNC 2 kept picking after the kill.
     assert!(cell
         .history
@@ -487,10 +556,7 @@ fn a_dead_cnc_loses_its_pending_objects_within_a_second_to_the_live_one() {
 /// manager publishes its latest ones again.
 #[test]
 fn events_heard_again_change_nothing_and_a_restored_store_s_new_events_still_count() {
-    let mut cell = Cell::new(Policy::Lookahead);
-    for m in models() {
-        cell.feed(m);
-    }
+    let mut cell = Cell::with_models(Policy::Lookahead);
     cell.run_arriving(20.0, 1.5, 40.0, None);
     let held = cell.core.held();
     let finished = cell
@@ -547,13 +613,7 @@ fn events_heard_again_change_nothing_and_a_restored_store_s_new_events_still_cou
             "CNC {cnc} picked nothing after the store's events were numbered again"
         );
     }
-    let mut picking: BTreeMap<ObjectId, usize> = BTreeMap::new();
-    for h in &cell.history {
-        if h.3 == ObjState::Picking {
-            *picking.entry(h.1).or_default() += 1;
-        }
-    }
-    assert!(picking.values().all(|&n| n == 1), "an object started twice");
+    cell.assert_none_started_twice();
 }
 
 #[test]
@@ -624,10 +684,7 @@ fn objects_nobody_can_pick_end_bypassed_or_missed_with_the_reason() {
 /// tick); once they stop, ticks decide on what was last seen.
 #[test]
 fn decisions_come_with_each_frame_and_ticks_take_over_only_when_tracks_stop() {
-    let mut cell = Cell::new(Policy::Lookahead);
-    for m in models() {
-        cell.feed(m);
-    }
+    let mut cell = Cell::with_models(Policy::Lookahead);
     cell.blind_from_s = 20.0;
     cell.run(40.0, 1.5, None);
     let assigns: Vec<(f64, f64)> = cell
@@ -658,10 +715,7 @@ fn decisions_come_with_each_frame_and_ticks_take_over_only_when_tracks_stop() {
 
 #[test]
 fn a_cnc_left_in_a_refused_epoch_is_given_nothing_and_reported_unless_it_begins_a_new_one() {
-    let mut cell = Cell::new(Policy::Lookahead);
-    for m in models() {
-        cell.feed(m);
-    }
+    let mut cell = Cell::with_models(Policy::Lookahead);
     cell.reactivate_reported = true;
     cell.run_arriving(15.0, 1.5, 29.0, None);
     // The state manager is activated again: every CNC's epoch rises in the
@@ -734,4 +788,97 @@ fn a_cnc_left_in_a_refused_epoch_is_given_nothing_and_reported_unless_it_begins_
         "CNC 1 picked nothing after its new epoch"
     );
     cell.assert_nothing_held();
+}
+
+/// A scheduler process restarted mid-run hears the events' history before
+/// any CNC status, and finds objects ASSIGNED by its predecessor: one its
+/// CNC is already carrying out, others waiting their turn. None is revoked
+/// (before, each was at once: its CNC was not yet heard from), none gets a
+/// second goal while its CNC is on it (which the CNC, busy, would refuse,
+/// and the refusal revoke the object from under the pick), and each is
+/// picked by the CNC it was given to.
+#[test]
+fn a_restarted_scheduler_keeps_what_its_predecessor_assigned_and_sends_no_goal_twice() {
+    let mut cell = Cell::with_models(Policy::Lookahead);
+    cell.run_arriving(15.0, 1.5, 40.0, None);
+    let assigned: Vec<(ObjectId, String)> = cell
+        .states
+        .iter()
+        .filter(|(_, s)| s.0 == ObjState::Assigned)
+        .map(|(id, s)| (*id, s.1.clone()))
+        .collect();
+    let on_assigned = cell
+        .busy
+        .values()
+        .filter(|(id, _)| cell.states[id].0 == ObjState::Assigned)
+        .count();
+    assert!(
+        on_assigned >= 1 && assigned.len() > on_assigned,
+        "at the restart: {} assigned, {on_assigned} of them being carried out",
+        assigned.len()
+    );
+    // And that pick begins after the restart has settled (the CNC is
+    // heard from, and a goal would go out).
+    let starts_in_s = cell
+        .due
+        .iter()
+        .filter_map(|(t, d)| match d {
+            Due::Start(id, cnc) if cell.busy.get(cnc).is_some_and(|b| b.0 == *id) => {
+                Some(t - cell.now)
+            }
+            _ => None,
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        starts_in_s > 1.0,
+        "the pick in progress begins {starts_in_s} s on"
+    );
+    let (restarted_at, before, log_before) = (cell.now, cell.outputs.len(), cell.log.len());
+    cell.restart_scheduler(Policy::Lookahead);
+    cell.run_arriving(60.0, 1.5, 40.0, None);
+
+    let revokes: Vec<&Output> = cell.outputs[before..]
+        .iter()
+        .map(|(_, o)| o)
+        .filter(|o| matches!(o, Output::Revoke { .. }))
+        .collect();
+    assert!(revokes.is_empty(), "revoked after the restart: {revokes:?}");
+    let refused: Vec<&Input> = cell.log[log_before..]
+        .iter()
+        .map(|l| &l.input)
+        .filter(|i| {
+            matches!(
+                i,
+                Input::GoalAnswer {
+                    accepted: false,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(refused.is_empty(), "goals refused: {refused:?}");
+    for (id, cnc) in &assigned {
+        let picked = cell
+            .history
+            .iter()
+            .find(|h| h.1 == *id && h.3 == ObjState::Picked)
+            .map(|h| (h.0, h.4.clone()));
+        assert!(
+            picked
+                .as_ref()
+                .is_some_and(|(t, by)| by == cnc && *t > restarted_at),
+            "{id:?}, assigned to CNC {cnc} at the restart: picked {picked:?}"
+        );
+    }
+    // The new process goes on assigning: both CNCs pick what arrives after.
+    for cnc in ["1", "2"] {
+        assert!(
+            cell.history
+                .iter()
+                .any(|h| h.0 > restarted_at + 5.0 && h.3 == ObjState::Picked && h.4 == cnc),
+            "CNC {cnc} picked nothing after the restart"
+        );
+    }
+    cell.assert_nothing_held();
+    cell.assert_none_started_twice();
 }
