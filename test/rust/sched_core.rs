@@ -163,15 +163,19 @@ impl Cell {
         }
     }
 
-    /// The store revokes every assignment (ASSIGNED → DETECTED), as the
-    /// state manager's recovery and a new epoch do: which, and to whom.
-    fn revoke_all_assigned(&mut self) -> Vec<(ObjectId, String)> {
-        let assigned: Vec<(ObjectId, String)> = self
-            .states
+    /// Every ASSIGNED object in the store, and its holder.
+    fn assigned(&self) -> Vec<(ObjectId, String)> {
+        self.states
             .iter()
             .filter(|(_, s)| s.0 == ObjState::Assigned)
             .map(|(id, s)| (*id, s.1.clone()))
-            .collect();
+            .collect()
+    }
+
+    /// The store revokes every assignment (ASSIGNED → DETECTED), as the
+    /// state manager's recovery and a new epoch do: which, and to whom.
+    fn revoke_all_assigned(&mut self) -> Vec<(ObjectId, String)> {
+        let assigned = self.assigned();
         for (id, cnc) in &assigned {
             assert!(self.cas(*id, ObjState::Assigned, ObjState::Detected, cnc));
         }
@@ -801,12 +805,7 @@ fn a_cnc_left_in_a_refused_epoch_is_given_nothing_and_reported_unless_it_begins_
 fn a_restarted_scheduler_keeps_what_its_predecessor_assigned_and_sends_no_goal_twice() {
     let mut cell = Cell::with_models(Policy::Lookahead);
     cell.run_arriving(15.0, 1.5, 40.0, None);
-    let assigned: Vec<(ObjectId, String)> = cell
-        .states
-        .iter()
-        .filter(|(_, s)| s.0 == ObjState::Assigned)
-        .map(|(id, s)| (*id, s.1.clone()))
-        .collect();
+    let assigned = cell.assigned();
     let on_assigned = cell
         .busy
         .values()
