@@ -324,10 +324,19 @@ fn walk(
                 off,
                 format!("truncated: a record (opcode 0x{op:02x}) of {len} bytes, but only {left} follow"),
             );
-            // What a cut chunk still holds: its records up to the cut.
+            // What a cut chunk still holds: its records up to the cut. A
+            // file that still ends in the magic was not cut: its chunk's
+            // length is what is damaged, and the chunk is read only if
+            // whole and sound by its CRC.
             if op == mcap::records::op::CHUNK {
-                if let Some(inner) = salvage_chunk(&bytes[body_start..]) {
-                    walk(&inner, 0, base + off as u64, out, sink, false);
+                let cut = !bytes.ends_with(MAGIC);
+                match salvage_chunk(&bytes[body_start..], cut) {
+                    Some(inner) => walk(&inner, 0, base + off as u64, out, sink, false),
+                    None => report(
+                        sink,
+                        off,
+                        "that chunk's content cannot be checked (its CRC fails, or it is cut in a file that is not); skipped".into(),
+                    ),
                 }
             }
             return;
@@ -419,11 +428,18 @@ fn walk(
     }
 }
 
-/// The content of a chunk cut short, decompressed as far as it goes.
-fn salvage_chunk(body: &[u8]) -> Option<Vec<u8>> {
+/// The content of a chunk whose record runs past the end of the bytes,
+/// decompressed as far as it goes. If that reaches the chunk's whole
+/// uncompressed size, only its length was wrong: the content is kept if
+/// its CRC matches. If not, it is cut short: its records up to the cut,
+/// which no CRC can check, are kept only if the file itself is `cut` (a
+/// cut changes no byte before it).
+fn salvage_chunk(body: &[u8], cut: bool) -> Option<Vec<u8>> {
     // start, end, uncompressed size (u64 each), CRC (u32), compression
     // (u32 length + text), records length (u64), records.
     let at = |i: usize, n: usize| body.get(i..i + n);
+    let size = u64::from_le_bytes(at(16, 8)?.try_into().ok()?);
+    let crc = u32::from_le_bytes(at(24, 4)?.try_into().ok()?);
     let name_len = u32::from_le_bytes(at(28, 4)?.try_into().ok()?) as usize;
     let compression = std::str::from_utf8(at(32, name_len)?).ok()?;
     let records = body.get(32 + name_len + 8..)?;
@@ -452,7 +468,11 @@ fn salvage_chunk(body: &[u8]) -> Option<Vec<u8>> {
         }
         _ => return None,
     }
-    Some(out)
+    if out.len() as u64 >= size {
+        out.truncate(size as usize);
+        return (crc == 0 || crc32fast::hash(&out) == crc).then_some(out);
+    }
+    cut.then_some(out)
 }
 
 fn decompress(compression: &str, data: &[u8], size: u64) -> Result<Vec<u8>, String> {

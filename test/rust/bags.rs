@@ -560,3 +560,53 @@ fn the_playlist_honours_the_start_offset_and_the_topic_filter() {
     .unwrap_err()
     .contains("--rate"));
 }
+
+/// The first chunk record's offset in an MCAP file's bytes.
+fn first_chunk(bytes: &[u8]) -> usize {
+    let mut off = 8; // the magic
+    while bytes[off] != 0x06 {
+        let len = u64::from_le_bytes(bytes[off + 1..off + 9].try_into().unwrap());
+        off += 9 + len as usize;
+    }
+    off
+}
+
+/// A chunk whose length field is damaged runs past the end of the file,
+/// as a cut chunk does. But the file is whole (it still ends in the
+/// magic), so the chunk is read only if its CRC holds: a byte changed in
+/// its content as well must not give a message that was never written
+/// (found by `flipped_bytes_never_give_a_message_that_was_not_written`).
+#[test]
+fn a_chunk_whose_length_is_damaged_is_read_only_if_its_crc_holds() {
+    let (written, bag) = damaged("chunk-len-only", |bytes| {
+        let at = first_chunk(bytes);
+        bytes[at + 1 + 5] ^= 1; // its length, + 2^40
+    });
+    let read = read_back(&bag);
+    assert!(!read.is_empty(), "the sound chunk was not read");
+    assert!(read.iter().all(|r| written.contains(r)));
+    assert!(
+        bag.damage[0].to_string().contains("truncated"),
+        "{}",
+        bag.damage[0]
+    );
+
+    let (written, bag) = damaged("chunk-len-and-content", |bytes| {
+        let at = first_chunk(bytes);
+        bytes[at + 1 + 5] ^= 1;
+        bytes[at + 200] ^= 1; // in its records
+    });
+    let never: Vec<u64> = read_back(&bag)
+        .into_iter()
+        .filter(|r| !written.contains(r))
+        .map(|r| r.1)
+        .collect();
+    assert!(never.is_empty(), "messages never written, at {never:?}");
+    assert!(
+        bag.damage
+            .iter()
+            .any(|d| d.to_string().contains("cannot be checked")),
+        "{:?}",
+        bag.damage.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+    );
+}
