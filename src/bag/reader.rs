@@ -325,11 +325,11 @@ fn walk(
                 format!("truncated: a record (opcode 0x{op:02x}) of {len} bytes, but only {left} follow"),
             );
             // What a cut chunk still holds: its records up to the cut. A
-            // file that still ends in the magic was not cut: its chunk's
-            // length is what is damaged, and the chunk is read only if
-            // whole and sound by its CRC.
+            // file that still ends in its footer or the magic was not cut:
+            // its chunk's length is what is damaged, and the chunk is read
+            // only if whole and sound by its CRC.
             if op == mcap::records::op::CHUNK {
-                let cut = !bytes.ends_with(MAGIC);
+                let cut = !ends_whole(bytes);
                 match salvage_chunk(&bytes[body_start..], cut) {
                     Some(inner) => walk(&inner, 0, base + off as u64, out, sink, false),
                     None => report(
@@ -426,6 +426,20 @@ fn walk(
             Ok(_) => {}
         }
     }
+}
+
+/// Whether `bytes` end as a whole MCAP file does: in the magic, or (the
+/// magic itself damaged) in a footer record followed by eight bytes. A
+/// file cut short ends in neither.
+fn ends_whole(bytes: &[u8]) -> bool {
+    // The footer: opcode, length 20, summary start and its offset (u64
+    // each), summary CRC (u32); then the magic.
+    const FOOTER_LEN: usize = 1 + 8 + 20;
+    let footer_at = bytes.len().checked_sub(FOOTER_LEN + MAGIC.len());
+    bytes.ends_with(MAGIC)
+        || footer_at.is_some_and(|at| {
+            bytes[at] == mcap::records::op::FOOTER && bytes[at + 1..at + 9] == 20u64.to_le_bytes()
+        })
 }
 
 /// The content of a chunk whose record runs past the end of the bytes,
