@@ -140,6 +140,10 @@ pub trait WrappedTypesupport:
         let ret_val = if result == RCL_RET_OK as i32 {
             Ok(Self::from_native(unsafe { msg.as_ref().expect("not null") }))
         } else {
+            // cncpick patch: the error is returned; clear rcutils' error
+            // state, or the next failure prints a warning that it was
+            // overwritten (on stderr, for every bad message).
+            unsafe { rcutils_reset_error() };
             Err(Error::from_rcl_error(result))
         };
 
@@ -435,6 +439,8 @@ impl WrappedNativeMsgUntyped {
         if result == RCL_RET_OK as i32 {
             Ok(())
         } else {
+            // cncpick patch: as in `from_serialized_bytes` above.
+            unsafe { rcutils_reset_error() };
             Err(Error::from_rcl_error(result))
         }
     }
