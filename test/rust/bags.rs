@@ -3,6 +3,8 @@
 //! file and offset with everything before it read, and the player's
 //! timeline on a fake clock.
 
+mod common;
+
 use cncpick::bag::metadata::BagInfo;
 use cncpick::bag::play::{parse_remap, playlist, PlayOptions, Timeline};
 use cncpick::bag::qos::{self, Qos};
@@ -10,6 +12,7 @@ use cncpick::bag::reader;
 use cncpick::bag::schema;
 use cncpick::bag::writer::{BagWriter, Compression, WriterOptions};
 use cncpick::msgs::msg as m;
+use common::messages_of;
 use proptest::prelude::*;
 use r2r::WrappedTypesupport;
 use std::path::{Path, PathBuf};
@@ -80,19 +83,6 @@ fn write_bag(dir: &Path, n: u32, opts: WriterOptions) -> (BagInfo, Vec<(String, 
     (w.close().expect("closes"), written)
 }
 
-fn read_back(bag: &reader::Bag) -> Vec<(String, u64, Vec<u8>)> {
-    bag.messages
-        .iter()
-        .map(|m| {
-            (
-                bag.topics[m.topic].name.clone(),
-                m.log_time_ns,
-                m.data.clone(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn a_bag_reads_back_equal_with_every_compression() {
     for c in [Compression::None, Compression::Zstd, Compression::Lz4] {
@@ -107,7 +97,7 @@ fn a_bag_reads_back_equal_with_every_compression() {
         );
         let bag = reader::open(&dir).expect("opens");
         bag.sound().expect("no damage");
-        assert_eq!(read_back(&bag), written, "{c:?}");
+        assert_eq!(messages_of(&bag), written, "{c:?}");
         // Decodes to the message that was written.
         let first = bag.on("/cell/detections").next().expect("a detection");
         let msg = m::DetectionArray::from_serialized_bytes(&first.data).expect("decodes");
@@ -208,7 +198,7 @@ fn bags_split_by_size_and_by_duration_read_back_whole() {
     assert_eq!(info.files.iter().map(|f| f.message_count).sum::<u64>(), 400);
     let bag = reader::open(&by_size).expect("opens");
     bag.sound().expect("no damage");
-    assert_eq!(read_back(&bag), written);
+    assert_eq!(messages_of(&bag), written);
 
     let by_time = tmp("split-time");
     let (info, written) = write_bag(
@@ -225,7 +215,7 @@ fn bags_split_by_size_and_by_duration_read_back_whole() {
         assert!(f.duration_ns < 250_000_000, "{f:?}");
     }
     let bag = reader::open(&by_time).expect("opens");
-    assert_eq!(read_back(&bag), written);
+    assert_eq!(messages_of(&bag), written);
     let _ = std::fs::remove_dir_all(&by_size);
     let _ = std::fs::remove_dir_all(&by_time);
 }
@@ -278,7 +268,7 @@ fn a_truncated_bag_names_the_file_and_offset_and_keeps_what_precedes() {
         assert_eq!(d.file, cut);
         assert!(d.offset <= at as u64, "{d}");
         assert!(d.to_string().contains("cut.mcap: offset"), "{d}");
-        let read = read_back(&bag);
+        let read = messages_of(&bag);
         assert!(is_prefix(&read, &written), "cut at {at}");
         assert!(read.len() >= last, "more is read from a longer file");
         last = read.len();
@@ -317,7 +307,7 @@ fn a_corrupt_chunk_is_named_and_skipped_and_the_rest_is_read() {
         "{d}"
     );
     // The damaged chunk's messages are lost, and only they.
-    let read = read_back(&bag);
+    let read = messages_of(&bag);
     let lost = written.len() - read.len();
     assert!(
         lost > 0 && lost < info.files[1].message_count as usize,
@@ -399,7 +389,7 @@ proptest! {
                 bytes[i] ^= x;
             }
         });
-        for r in read_back(&bag) {
+        for r in messages_of(&bag) {
             prop_assert!(written.contains(&r), "a message never written: {:?}", r.1);
         }
     }
@@ -582,7 +572,7 @@ fn a_chunk_whose_length_is_damaged_is_read_only_if_its_crc_holds() {
         let at = first_chunk(bytes);
         bytes[at + 1 + 5] ^= 1; // its length, + 2^40
     });
-    let read = read_back(&bag);
+    let read = messages_of(&bag);
     assert!(!read.is_empty(), "the sound chunk was not read");
     assert!(read.iter().all(|r| written.contains(r)));
     assert!(
@@ -596,7 +586,7 @@ fn a_chunk_whose_length_is_damaged_is_read_only_if_its_crc_holds() {
         bytes[at + 1 + 5] ^= 1;
         bytes[at + 200] ^= 1; // in its records
     });
-    let never: Vec<u64> = read_back(&bag)
+    let never: Vec<u64> = messages_of(&bag)
         .into_iter()
         .filter(|r| !written.contains(r))
         .map(|r| r.1)
@@ -620,7 +610,7 @@ fn a_chunk_whose_length_is_damaged_is_read_only_if_its_crc_holds() {
         let end = bytes.len() - 1;
         bytes[end] ^= 1;
     });
-    let never = read_back(&bag)
+    let never = messages_of(&bag)
         .into_iter()
         .filter(|r| !written.contains(r))
         .count();

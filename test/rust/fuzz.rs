@@ -339,7 +339,7 @@ fn bag_corpus(dir: &Path) -> Vec<Vec<u8>> {
 }
 
 /// A message as read: its topic, log time (ns) and data.
-type Read = (String, u64, Vec<u8>);
+use common::Read;
 
 /// Reads `bytes` as the bag `dir` holds them (its one file, under the
 /// sample's sound metadata.yaml): each message's topic, log time, data.
@@ -355,17 +355,7 @@ fn read_bag(
     )
     .unwrap();
     let b = cncpick::bag::reader::open(dir)?;
-    let read = b
-        .messages
-        .iter()
-        .map(|m| {
-            (
-                b.topics[m.topic].name.clone(),
-                m.log_time_ns,
-                m.data.clone(),
-            )
-        })
-        .collect();
+    let read = common::messages_of(&b);
     Ok((b, read))
 }
 

@@ -1,6 +1,7 @@
 //! Helpers the integration tests share (each test binary uses some).
 #![allow(dead_code)]
 
+use cncpick::bag::reader::Bag;
 use cncpick::sim::cell::SimCore;
 use cncpick::sim::render::Renderer;
 use std::path::PathBuf;
@@ -16,4 +17,21 @@ pub fn temp_dir(suite: &str, tag: &str) -> PathBuf {
 /// The camera of `core`'s cell.
 pub fn renderer(core: &SimCore) -> Renderer {
     Renderer::for_config(&core.cfg).unwrap()
+}
+
+/// A message as read from a bag: its topic, log time (ns) and data.
+pub type Read = (String, u64, Vec<u8>);
+
+/// Every message `bag` holds, in its order, as (topic, log time, data).
+pub fn messages_of(bag: &Bag) -> Vec<Read> {
+    bag.messages
+        .iter()
+        .map(|m| {
+            (
+                bag.topics[m.topic].name.clone(),
+                m.log_time_ns,
+                m.data.clone(),
+            )
+        })
+        .collect()
 }
