@@ -82,8 +82,23 @@ fn render_rate() -> serde_json::Value {
         fps.push(30.0 / render_s);
         step_fps.push(30.0 / t0.elapsed().as_secs_f64());
     }
+    // As the sim node renders: the frame prepared while waiting for its
+    // exposure, then drawn around the objects after it.
+    let (mut prepare_ms, mut after_ms) = (Vec::new(), Vec::new());
+    for _ in 0..270 {
+        let (f, drawn) = core.frame(k);
+        let t = Instant::now();
+        r.prepare(k, f.t_s).expect("prepare");
+        prepare_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        r.render(k, f.t_s, &drawn, &mut img).expect("render");
+        after_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        k += 1;
+    }
     let render_fps = median(fps);
     serde_json::json!({
+        "prepare_ms_median": median(prepare_ms),
+        "render_after_exposure_ms_median": median(after_ms),
         "render_fps_median": render_fps,
         "frame_step_fps_median": median(step_fps),
         "real_time_fps": 30.0,

@@ -142,6 +142,8 @@ struct Cell {
     clock: SimClock,
     epoch_s: f64,
     next_frame: u64,
+    /// The frame the renderer last prepared ahead.
+    prepared: Option<u64>,
     late: VecDeque<(f64, SharedFrame)>,
     truth_pub: LifecyclePublisher<m::Truth>,
     image_pub: FramePublisher,
@@ -280,6 +282,19 @@ impl Cell {
             let _ = log.flush();
         }
         let next = self.core.frame_time_s(self.next_frame);
+        // The next frame's empty belt is finished while waiting for its
+        // exposure, so that only the objects are drawn after it; half a
+        // frame ahead, once this frame's pipeline has had the cores.
+        let half_frame_s = 0.5 / self.core.cfg.camera.fps;
+        if p.publish_images
+            && self.prepared != Some(self.next_frame)
+            && now_s >= next - half_frame_s
+        {
+            if let Err(e) = self.renderer.prepare(self.next_frame, next) {
+                tracing::error!("preparing frame {}: {e}", self.next_frame);
+            }
+            self.prepared = Some(self.next_frame);
+        }
         let wake = self.clock.instant_at(Duration::from_secs_f64(next));
         let now = std::time::Instant::now();
         std::thread::sleep(wake.saturating_duration_since(now).min(STEP));
@@ -348,6 +363,7 @@ impl SimNode {
             clock,
             epoch_s,
             next_frame: 0,
+            prepared: None,
             late: VecDeque::new(),
             truth_pub,
             image_pub,

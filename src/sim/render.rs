@@ -81,12 +81,20 @@ pub struct Renderer {
     /// Gaussian noise fields, a margin larger than the frame; each frame
     /// takes a window at an offset drawn from the seed and the frame number.
     noise_bank: Vec<Mat>,
-    /// The empty belt with the beams, blurred with `still_sigma`.
+    /// The empty belt with the beams, blurred with `still_sigma` (as is
+    /// when 0).
     still: Mat,
     still_sigma: Option<f64>,
-    /// The frame being drawn, sharp and blurred (kept between frames).
+    /// The frame being drawn, sharp (kept between frames).
     canvas: Mat,
-    blurred: Mat,
+    /// The next frame, finished where no object is ([`Renderer::prepare`]).
+    ahead: Option<Ahead>,
+}
+
+/// A frame prepared ahead: what for ([`Renderer::key`]) and its picture.
+struct Ahead {
+    key: [u64; 6],
+    image: Mat,
 }
 
 /// Noise fields in the bank, and the margin each frame's window moves in.
@@ -146,7 +154,7 @@ impl Renderer {
             still: Mat::default(),
             still_sigma: None,
             canvas: Mat::default(),
-            blurred: Mat::default(),
+            ahead: None,
         })
     }
 
@@ -218,14 +226,69 @@ impl Renderer {
             * (std::f64::consts::TAU * t_s / self.spec.lighting_drift_period_s + phase).sin()
     }
 
+    /// Does, for frame number `frame` exposed at `t_s`, the work that does
+    /// not depend on where the objects are: the empty belt with the beams,
+    /// blurred, lit and noised as that frame will be, and the sharp canvas
+    /// reset to the empty belt. [`Renderer::render`] then draws only around
+    /// the objects. A camera loop calls it while waiting for the exposure,
+    /// so that this work is not between the exposure and the frame; if it
+    /// was not called, or for another frame or other effects,
+    /// [`Renderer::render`] does it itself.
+    pub fn prepare(&mut self, frame: u64, t_s: f64) -> opencv::Result<()> {
+        self.ahead = Some(self.finished_empty(frame, t_s)?);
+        Ok(())
+    }
+
+    /// [`Renderer::prepare`]'s work: the finished empty frame; the canvas
+    /// reset to the empty belt.
+    fn finished_empty(&mut self, frame: u64, t_s: f64) -> opencv::Result<Ahead> {
+        let sigma = self.spec.blur_sigma_px;
+        if self.still_sigma != Some(sigma) {
+            let mut empty = self.background.try_clone()?;
+            self.draw_beams(&mut empty)?;
+            self.still = if sigma > 0.0 {
+                blur(&empty, sigma)?
+            } else {
+                empty
+            };
+            self.still_sigma = Some(sigma);
+        }
+        let whole = core::Rect::new(0, 0, self.still.cols(), self.still.rows());
+        let mut image = Mat::default();
+        let still = std::mem::take(&mut self.still);
+        let done = self.finish(frame, t_s, &still, whole, &mut image);
+        self.still = still;
+        done?;
+        self.background.copy_to(&mut self.canvas)?;
+        Ok(Ahead {
+            key: self.key(frame, t_s),
+            image,
+        })
+    }
+
+    /// What a prepared frame was prepared for: the frame, its time and the
+    /// effects then.
+    fn key(&self, frame: u64, t_s: f64) -> [u64; 6] {
+        let s = &self.spec;
+        [
+            frame,
+            t_s.to_bits(),
+            s.noise_stddev.to_bits(),
+            s.blur_sigma_px.to_bits(),
+            s.lighting_drift_fraction.to_bits(),
+            s.lighting_drift_period_s.to_bits(),
+        ]
+    }
+
     /// Draws frame number `frame`, exposed at `t_s`, into `out` (BGR8).
     ///
     /// The picture is the belt with the objects and then the beams in front,
     /// blurred, lit and noised. Only what lies near an object changes from
-    /// frame to frame, so the blur is worked out once for the empty belt
-    /// and, per frame, only around each object; the result is the same bytes
-    /// as blurring the whole picture ([`Renderer::render_whole`], which the
-    /// tests hold it to).
+    /// frame to frame, so the empty belt is finished beforehand
+    /// ([`Renderer::prepare`]) and, per frame, only the pixels around each
+    /// object are drawn, blurred, lit and noised again; the result is the
+    /// same bytes as doing the whole picture ([`Renderer::render_whole`],
+    /// which the tests hold it to).
     pub fn render(
         &mut self,
         frame: u64,
@@ -233,73 +296,75 @@ impl Renderer {
         objects: &[Drawn],
         out: &mut Mat,
     ) -> opencv::Result<()> {
-        let near = self.sharp(objects)?;
+        let key = self.key(frame, t_s);
+        let mut image = match self.ahead.take() {
+            Some(a) if a.key == key => a.image,
+            _ => self.finished_empty(frame, t_s)?.image,
+        };
+        // The canvas is the empty belt (prepare reset it).
+        let near = self.sharp(objects, false)?;
         let sigma = self.spec.blur_sigma_px;
-        if sigma > 0.0 {
-            if self.still_sigma != Some(sigma) {
-                let mut empty = self.background.try_clone()?;
-                self.draw_beams(&mut empty)?;
-                self.still = blur(&empty, sigma)?;
-                self.still_sigma = Some(sigma);
-            }
-            self.still.copy_to(&mut self.blurred)?;
-            // A pixel's blur reads `reach` pixels around it: pixels farther
-            // than that from every object keep the empty belt's. Around each
-            // object, the pixels that may differ (`changed`) and those they
-            // read (`read`; past the frame's edge its edge pixels repeat, as
-            // in the blur of a whole frame) go side by side into one image,
-            // blurred at once: a patch's neighbour reaches only the margin
-            // of it that is thrown away. One blur, not one per object: each
-            // call costs far more than its few pixels.
-            let reach = blur_reach_px(sigma);
-            let whole = core::Rect::new(0, 0, self.canvas.cols(), self.canvas.rows());
-            let patches: Vec<(core::Rect, core::Rect)> = near
-                .into_iter()
-                .map(|r| {
-                    let changed = grow(r, reach) & whole;
-                    (changed, grow(changed, reach))
-                })
-                .collect();
-            if !patches.is_empty() {
-                let width = patches.iter().map(|(_, r)| r.width).sum();
-                let height = patches.iter().map(|(_, r)| r.height).max().unwrap_or(0);
-                let mut side_by_side =
-                    Mat::new_rows_cols_with_default(height, width, CV_8UC3, Scalar::all(0.0))?;
-                let mut x = 0;
-                for &(_, read) in &patches {
-                    let inside = read & whole;
-                    // A view of the frame: copyMakeBorder takes the real
-                    // pixels around it and repeats only past the frame.
-                    core::copy_make_border(
-                        &self.canvas.roi(inside)?,
-                        &mut side_by_side.roi_mut(core::Rect::new(
-                            x,
-                            0,
-                            read.width,
-                            read.height,
-                        ))?,
-                        inside.y - read.y,
-                        read.y + read.height - inside.y - inside.height,
-                        inside.x - read.x,
-                        read.x + read.width - inside.x - inside.width,
-                        core::BORDER_REPLICATE,
-                        Scalar::default(),
-                    )?;
-                    x += read.width;
-                }
-                let done = blur(&side_by_side, sigma)?;
-                let mut x = 0;
-                for &(changed, read) in &patches {
-                    let inner = core::Rect::new(x + reach, reach, changed.width, changed.height);
-                    done.roi(inner)?
-                        .copy_to(&mut self.blurred.roi_mut(changed)?)?;
-                    x += read.width;
-                }
-            }
-            self.finish(frame, t_s, true, out)
-        } else {
-            self.finish(frame, t_s, false, out)
+        // A pixel's blur reads `reach` pixels around it: pixels farther
+        // than that from every object keep the empty belt's. Around each
+        // object, the pixels that may differ (`changed`) and those they
+        // read (`read`; past the frame's edge its edge pixels repeat, as
+        // in the blur of a whole frame) go side by side into one image,
+        // blurred at once: a patch's neighbour reaches only the margin
+        // of it that is thrown away. One blur, not one per object: each
+        // call costs far more than its few pixels.
+        let reach = if sigma > 0.0 { blur_reach_px(sigma) } else { 0 };
+        let whole = core::Rect::new(0, 0, self.canvas.cols(), self.canvas.rows());
+        let patches: Vec<(core::Rect, core::Rect)> = near
+            .into_iter()
+            .map(|r| {
+                let changed = grow(r, reach) & whole;
+                (changed, grow(changed, reach))
+            })
+            .collect();
+        if patches.is_empty() {
+            *out = image;
+            return Ok(());
         }
+        if sigma <= 0.0 {
+            let canvas = std::mem::take(&mut self.canvas);
+            let done = patches.iter().try_for_each(|&(changed, _)| {
+                self.finish(frame, t_s, &canvas.roi(changed)?, changed, &mut image)
+            });
+            self.canvas = canvas;
+            done?;
+            *out = image;
+            return Ok(());
+        }
+        let width = patches.iter().map(|(_, r)| r.width).sum();
+        let height = patches.iter().map(|(_, r)| r.height).max().unwrap_or(0);
+        let mut side_by_side =
+            Mat::new_rows_cols_with_default(height, width, CV_8UC3, Scalar::all(0.0))?;
+        let mut x = 0;
+        for &(_, read) in &patches {
+            let inside = read & whole;
+            // A view of the frame: copyMakeBorder takes the real
+            // pixels around it and repeats only past the frame.
+            core::copy_make_border(
+                &self.canvas.roi(inside)?,
+                &mut side_by_side.roi_mut(core::Rect::new(x, 0, read.width, read.height))?,
+                inside.y - read.y,
+                read.y + read.height - inside.y - inside.height,
+                inside.x - read.x,
+                read.x + read.width - inside.x - inside.width,
+                core::BORDER_REPLICATE,
+                Scalar::default(),
+            )?;
+            x += read.width;
+        }
+        let done = blur(&side_by_side, sigma)?;
+        let mut x = 0;
+        for &(changed, read) in &patches {
+            let inner = core::Rect::new(x + reach, reach, changed.width, changed.height);
+            self.finish(frame, t_s, &done.roi(inner)?, changed, &mut image)?;
+            x += read.width;
+        }
+        *out = image;
+        Ok(())
     }
 
     /// [`Renderer::render`] the plain way: the whole picture drawn, blurred,
@@ -311,18 +376,29 @@ impl Renderer {
         objects: &[Drawn],
         out: &mut Mat,
     ) -> opencv::Result<()> {
-        self.sharp(objects)?;
+        // The canvas is drawn on: a prepared frame's reset canvas is gone.
+        self.ahead = None;
+        self.sharp(objects, true)?;
         let sigma = self.spec.blur_sigma_px;
-        if sigma > 0.0 {
-            self.blurred = blur(&self.canvas, sigma)?;
-        }
-        self.finish(frame, t_s, sigma > 0.0, out)
+        let picture = if sigma > 0.0 {
+            blur(&self.canvas, sigma)?
+        } else {
+            self.canvas.try_clone()?
+        };
+        let whole = core::Rect::new(0, 0, picture.cols(), picture.rows());
+        let mut image = Mat::default();
+        self.finish(frame, t_s, &picture, whole, &mut image)?;
+        *out = image;
+        Ok(())
     }
 
-    /// Draws the sharp picture into `canvas`: the belt, the objects, the
+    /// Draws the sharp picture into `canvas`: the belt (unless `reset` is
+    /// false, the canvas being the empty belt already), the objects, the
     /// beams. Returns the box each drawn object may have touched.
-    fn sharp(&mut self, objects: &[Drawn]) -> opencv::Result<Vec<core::Rect>> {
-        self.background.copy_to(&mut self.canvas)?;
+    fn sharp(&mut self, objects: &[Drawn], reset: bool) -> opencv::Result<Vec<core::Rect>> {
+        if reset {
+            self.background.copy_to(&mut self.canvas)?;
+        }
         let out = &mut self.canvas;
         let (fw, fh) = (out.cols(), out.rows());
         let mut near = Vec::with_capacity(objects.len());
@@ -418,27 +494,40 @@ impl Renderer {
         Ok(())
     }
 
-    /// Brightness and noise over the blurred picture (`blurred`) or the
-    /// sharp one (`canvas`), into `out`. A gain commutes with a blur, both
-    /// being linear.
-    fn finish(&mut self, frame: u64, t_s: f64, blurred: bool, out: &mut Mat) -> opencv::Result<()> {
+    /// Brightness and noise over `src`, the (blurred) picture's pixels at
+    /// `at` in the frame, into the same place in `frame_out` (allocated as
+    /// a whole frame if it is not one). A gain commutes with a blur, both
+    /// being linear; each pixel is worked out on its own, so a region's
+    /// bytes are the whole frame's there.
+    fn finish(
+        &mut self,
+        frame: u64,
+        t_s: f64,
+        src: &(impl MatTraitConst + core::ToInputArray),
+        at: core::Rect,
+        frame_out: &mut Mat,
+    ) -> opencv::Result<()> {
         let gain = self.lighting_gain(t_s);
-        let noise = if self.spec.noise_stddev > 0.0 {
-            let (cols, rows) = (self.canvas.cols(), self.canvas.rows());
-            Some(self.noise_for(frame, cols, rows)?)
+        let (cols, rows) = (self.background.cols(), self.background.rows());
+        if frame_out.cols() != cols || frame_out.rows() != rows || frame_out.typ() != CV_8UC3 {
+            *frame_out = Mat::new_rows_cols_with_default(rows, cols, CV_8UC3, Scalar::all(0.0))?;
+        }
+        let mut dst = frame_out.roi_mut(at)?;
+        if self.spec.noise_stddev > 0.0 {
+            let (field, window) = self.noise_for(frame, cols, rows)?;
+            // The noise is stored offset by 128 in 8 bits: two 8-bit
+            // inputs take OpenCV's vectorised path.
+            let noise = self.noise_bank[field].roi(core::Rect::new(
+                window.x + at.x,
+                window.y + at.y,
+                at.width,
+                at.height,
+            ))?;
+            core::add_weighted(src, gain, &noise, 1.0, -NOISE_OFFSET, &mut dst, CV_8U)
+        } else if gain != 1.0 {
+            src.convert_to(&mut dst, -1, gain, 0.0)
         } else {
-            None
-        };
-        let src = if blurred { &self.blurred } else { &self.canvas };
-        match noise {
-            Some((field, window)) => {
-                // The noise is stored offset by 128 in 8 bits: two 8-bit
-                // inputs take OpenCV's vectorised path.
-                let noise = self.noise_bank[field].roi(window)?;
-                core::add_weighted(src, gain, &noise, 1.0, -NOISE_OFFSET, out, CV_8U)
-            }
-            None if gain != 1.0 => src.convert_to(out, -1, gain, 0.0),
-            None => src.copy_to(out),
+            src.copy_to(&mut dst)
         }
     }
 }

@@ -59,11 +59,12 @@ fn the_same_seed_gives_byte_identical_truth_and_frames_and_another_seed_differs(
     );
 }
 
-/// Centroid of what differs from `bg` in a window around (u, v), each
-/// pixel weighted by how much of the object's colour covers it.
-/// The renderer blurs only around the objects; its frames must be the bytes
-/// of blurring the whole picture: objects crossing the frame's edges, under
-/// the beams, touching one another, and with the effects changed mid-run.
+/// The renderer finishes the empty belt ahead (prepare) and draws, blurs,
+/// lights and noises only around the objects; its frames must be the bytes
+/// of doing the whole picture: objects crossing the frame's edges, under
+/// the beams, touching one another, with and without blur or noise, the
+/// effects changed mid-run after a frame was prepared, and frames prepared
+/// for another frame or not at all.
 #[test]
 fn blurring_only_around_the_objects_gives_the_bytes_of_blurring_the_whole_frame() {
     let variants = [
@@ -88,6 +89,12 @@ fn blurring_only_around_the_objects_gives_the_bytes_of_blurring_the_whole_frame(
             occluder_x_m: vec![0.9],
             ..SimParams::default()
         },
+        SimParams {
+            seed: 9,
+            arrival_rate_per_min: 300.0,
+            blur_sigma_px: 0.0,
+            ..SimParams::default()
+        },
     ];
     for p in &variants {
         let mut core = SimCore::new(p.config().unwrap());
@@ -95,7 +102,17 @@ fn blurring_only_around_the_objects_gives_the_bytes_of_blurring_the_whole_frame(
         let (mut a, mut b) = (Mat::default(), Mat::default());
         let (mut compared, mut at_edge) = (0, 0);
         for k in (0..900).step_by(5) {
+            let t_s = core.frame_time_s(k);
+            // Prepared ahead as the sim node does, on most frames; on some
+            // for another frame (a frame skipped), or before the effects
+            // change: render must not use what no longer fits.
+            match k % 4 {
+                0 | 1 => fast.prepare(k, t_s).unwrap(),
+                2 => fast.prepare(k + 1, core.frame_time_s(k + 1)).unwrap(),
+                _ => {}
+            }
             if k == 450 {
+                fast.prepare(k, t_s).unwrap();
                 // Effects change while running, as a parameter update does.
                 for r in [&mut fast, &mut whole] {
                     r.set_effects(3.0, 1.1, 0.2, 10.0);
@@ -135,6 +152,8 @@ fn blurring_only_around_the_objects_gives_the_bytes_of_blurring_the_whole_frame(
     }
 }
 
+/// Centroid of what differs from `bg` in a window around (u, v), each
+/// pixel weighted by how much of the object's colour covers it.
 fn centroid(img: &Mat, bg: &Mat, color: [u8; 3], u: f64, v: f64, r: i32) -> (f64, f64) {
     let (mut sw, mut su, mut sv) = (0.0, 0.0, 0.0);
     for y in (v.round() as i32 - r)..=(v.round() as i32 + r) {
