@@ -177,26 +177,48 @@ impl From<opencv::Error> for DetectError {
 /// none, else 1 + the first class whose thresholds accept it.
 ///
 /// Built with OpenCV's own operations throughout (a node's configure waits
-/// for it): all 2²⁴ colours to HSV, then per channel a 256-entry table of
-/// the classes (a bit each, eight at a time) accepting that value, the
-/// three ANDed, and the lowest bit set turned into its label.
+/// for it): the colours to HSV, then per channel a 256-entry table of the
+/// classes (a bit each, eight at a time) accepting that value, the three
+/// ANDed, and the lowest bit set turned into its label. The 2²⁴ colours
+/// are a 4096 × 4096 image, done [`TABLE_STRIP_ROWS`] rows at a time: all
+/// of it at once held about 350 MB of intermediate images for a moment.
 pub fn colour_table(classes: &[ClassSpec]) -> opencv::Result<Vec<u8>> {
-    const SIDE: i32 = 4096;
+    const SIDE: usize = 4096;
     // Row r, column c holds colour i = r·4096 + c: b = r >> 4,
     // g = (r & 15) << 4 | c >> 8, r = c & 255. Every row is the first one
     // plus a constant (b, g's high half, 0).
-    let first: Vec<u8> = (0..SIDE as usize)
+    let first: Vec<u8> = (0..SIDE)
         .flat_map(|c| [0, (c >> 8) as u8, c as u8])
         .collect();
-    let first = Mat::new_rows_cols_with_data(1, SIDE * 3, &first)?;
+    let first = Mat::new_rows_cols_with_data(1, SIDE as i32 * 3, &first)?;
     let first = first.reshape(3, 1)?;
-    let offsets: Vec<u8> = (0..SIDE as usize)
+    let offsets: Vec<u8> = (0..SIDE)
         .flat_map(|r| [(r >> 4) as u8, ((r & 15) << 4) as u8, 0])
         .collect();
-    let offsets = Mat::new_rows_cols_with_data(SIDE, 3, &offsets)?;
-    let offsets = offsets.reshape(3, SIDE)?;
-    let rows = core::repeat(&first, SIDE, 1)?;
-    let cols = core::repeat(&offsets, 1, SIDE)?;
+    let mut table = vec![0u8; SIDE * SIDE];
+    for (strip, offsets) in offsets.chunks(TABLE_STRIP_ROWS * 3).enumerate() {
+        let rows = offsets.len() / 3;
+        let offsets = Mat::new_rows_cols_with_data(rows as i32, 3, offsets)?;
+        let offsets = offsets.reshape(3, rows as i32)?;
+        let labels = strip_labels(&first, &offsets, classes)?;
+        let at = strip * TABLE_STRIP_ROWS * SIDE;
+        table[at..at + rows * SIDE].copy_from_slice(labels.data_bytes()?);
+    }
+    Ok(table)
+}
+
+/// Rows of [`colour_table`]'s image built at once (of 4096).
+const TABLE_STRIP_ROWS: usize = 256;
+
+/// [`colour_table`]'s labels for the rows whose colours are `first` (one
+/// row) plus each row of `offsets` (one column).
+fn strip_labels(
+    first: &(impl MatTraitConst + core::ToInputArray),
+    offsets: &(impl MatTraitConst + core::ToInputArray),
+    classes: &[ClassSpec],
+) -> opencv::Result<Mat> {
+    let rows = core::repeat(first, offsets.rows(), 1)?;
+    let cols = core::repeat(offsets, 1, first.cols())?;
     let mut all = Mat::default();
     core::add(&rows, &cols, &mut all, &core::no_array(), -1)?;
     let mut hsv = Mat::default();
@@ -204,7 +226,7 @@ pub fn colour_table(classes: &[ClassSpec]) -> opencv::Result<Vec<u8>> {
     let mut channels = Vector::<Mat>::new();
     core::split(&hsv, &mut channels)?;
 
-    let mut table = Mat::zeros(SIDE, SIDE, CV_8UC1)?.to_mat()?;
+    let mut table = Mat::zeros(all.rows(), all.cols(), CV_8UC1)?.to_mat()?;
     for (chunk_i, chunk) in classes.chunks(8).enumerate() {
         let lut = |accepts: &dyn Fn(&ClassSpec, u8) -> bool| -> opencv::Result<Mat> {
             let bits: Vec<u8> = (0..=255u8)
@@ -253,7 +275,7 @@ pub fn colour_table(classes: &[ClassSpec]) -> opencv::Result<Vec<u8>> {
         core::compare(&table, &Scalar::all(0.0), &mut unlabelled, core::CMP_EQ)?;
         labelled.copy_to_masked(&mut table, &unlabelled)?;
     }
-    Ok(table.data_bytes()?.to_vec())
+    Ok(table)
 }
 
 pub struct Detector {
