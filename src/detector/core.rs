@@ -181,7 +181,7 @@ impl From<opencv::Error> for DetectError {
 /// classes (a bit each, eight at a time) accepting that value, the three
 /// ANDed, and the lowest bit set turned into its label. The 2²⁴ colours
 /// are a 4096 × 4096 image, done [`TABLE_STRIP_ROWS`] rows at a time: all
-/// of it at once held about 350 MB of intermediate images for a moment.
+/// of it at once held about 300 MB of intermediate images for a moment.
 pub fn colour_table(classes: &[ClassSpec]) -> opencv::Result<Vec<u8>> {
     const SIDE: usize = 4096;
     // Row r, column c holds colour i = r·4096 + c: b = r >> 4,
