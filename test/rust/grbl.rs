@@ -536,3 +536,88 @@ fn an_injected_error_refuses_just_the_next_line() {
     assert_eq!(b.cmd("G90"), "error:20\r\n");
     assert_eq!(b.cmd("G90"), "ok\r\n");
 }
+
+/// A board advanced only when the emulator's thread would wake (bytes from
+/// the host, or [`wait_for`] its `quiet_until`) says and does what one
+/// advanced every millisecond does, each line within a millisecond of it,
+/// with far fewer wakes: homing, a status report at rest, moves, a dwell,
+/// the vacuum on and off, a reset during motion and its banner.
+#[test]
+fn a_board_woken_only_when_it_is_due_answers_as_one_woken_every_millisecond() {
+    use cncpick::sim::grbl::pty::wait_for;
+    let sends: Vec<(Duration, &[u8])> = vec![
+        (ms(100), b"$H\n"),
+        (ms(9_600), b"?"),
+        (ms(10_000), b"G0 X-10\nG4 P0.25\nM8\nG1 Y-5 F600\nM9\n"),
+        (ms(13_000), b"?"),
+        (ms(13_500), b"G0 X-30\n"),
+        (ms(13_700), b"\x18"),
+        (ms(14_500), b"$X\n"),
+        (ms(15_000), b"G4 P0.3\n"),
+    ];
+    let end = ms(16_000);
+    let mut s = Settings::default();
+    s.set(22, 1.0).unwrap();
+    s.set(20, 1.0).unwrap();
+    // Every line said, with when; and when the board was advanced.
+    let run = |every_ms: bool| -> (Vec<(Duration, String)>, Vec<Duration>) {
+        let mut m = Machine::new(Config::default(), s.clone(), Duration::ZERO);
+        let mut said = vec![(
+            Duration::ZERO,
+            String::from_utf8_lossy(&m.take_output()).into_owned(),
+        )];
+        let (mut now, mut next_send, mut wakes) = (Duration::ZERO, 0, vec![]);
+        while now < end {
+            let due = sends.get(next_send).map(|&(t, _)| t);
+            let next = if every_ms {
+                now + ms(1)
+            } else {
+                now + wait_for(m.quiet_until(), now)
+            };
+            now = due.map_or(next, |d| d.min(next));
+            if due == Some(now) {
+                m.receive(now, sends[next_send].1);
+                next_send += 1;
+            }
+            m.advance(now);
+            wakes.push(now);
+            let out = String::from_utf8_lossy(&m.take_output()).into_owned();
+            said.extend(out.split_inclusive('\n').map(|l| (now, l.to_string())));
+        }
+        said.retain(|(_, l)| !l.is_empty());
+        (said, wakes)
+    };
+    let (every, every_wakes) = run(true);
+    let (due, due_wakes) = run(false);
+    let text = |v: &[(Duration, String)]| v.iter().map(|(_, l)| l.clone()).collect::<Vec<_>>();
+    assert_eq!(text(&due), text(&every));
+    for ((t_due, line), (t_every, _)) in due.iter().zip(&every) {
+        let apart = t_due.abs_diff(*t_every);
+        assert!(
+            apart <= ms(1),
+            "{line:?} at {t_due:?}, every ms at {t_every:?}"
+        );
+    }
+    for expect in [
+        "ok",
+        "<Idle|",
+        "ALARM:3",
+        "Grbl 1.1h",
+        "[MSG:Caution: Unlocked]",
+    ] {
+        assert!(
+            every.iter().any(|(_, l)| l.starts_with(expect)),
+            "{expect}: {every:?}"
+        );
+    }
+    // Within the homing cycle (9.4 s from 0.1 s) nothing is due but its
+    // end: a wake every 10 ms at most, not every millisecond.
+    let homing = |w: &[Duration]| w.iter().filter(|&&t| t > ms(200) && t <= ms(9_200)).count();
+    assert_eq!(homing(&every_wakes), 9_000);
+    assert!(homing(&due_wakes) <= 900, "{} wakes", homing(&due_wakes));
+    assert!(
+        due_wakes.len() < every_wakes.len() / 3,
+        "{}",
+        due_wakes.len()
+    );
+}

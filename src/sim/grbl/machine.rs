@@ -502,6 +502,38 @@ impl Machine {
         }
     }
 
+    /// Until when the board, as last advanced, changes nothing unless
+    /// something arrives (bytes from the host, an injected fault): the
+    /// next byte's arrival on the wire, the end of a reset, a homing cycle,
+    /// a dwell or a stall, a status report falling due. `None`: nothing is
+    /// pending. While the gantry moves (or a command waits on the planner)
+    /// it is the last advance: the position changes continuously.
+    pub fn quiet_until(&self) -> Option<Duration> {
+        let now = self.now;
+        if !self.planner.is_empty()
+            || matches!(self.sync, Some(Sync::Coolant(_) | Sync::Spindle(_)))
+        {
+            return Some(now);
+        }
+        let dwell = match self.sync {
+            Some(Sync::Dwell { until, .. }) => Some(until.unwrap_or(now)),
+            _ => None,
+        };
+        let stalled =
+            (self.stall_until > now && self.rx.contains(&b'\n')).then_some(self.stall_until);
+        [
+            self.wire.front().map(|&(t, _)| t),
+            self.banner_at.map(|(t, _)| t),
+            self.homing_until,
+            self.status_due,
+            dwell,
+            stalled,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     /// Executes motion, dwells, homing and pending resets up to `t`.
     fn run_until(&mut self, t: Duration) {
         if let Some((at, stay)) = self.banner_at {

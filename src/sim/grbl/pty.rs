@@ -11,8 +11,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How often the board is advanced when nothing arrives.
+/// How often the board is advanced while it moves (what the world's
+/// physics sees of the gantry), and its shortest wait.
 const TICK: Duration = Duration::from_millis(1);
+
+/// The longest wait while nothing is pending on the board: how late an
+/// injected fault or a change of the vacuum sensor may be taken up. A
+/// board at rest does not wake a thousand times a second for nothing.
+const IDLE_WAIT: Duration = Duration::from_millis(10);
+
+/// How long the emulator's thread may wait for the host's bytes before it
+/// must advance the board again.
+pub fn wait_for(quiet_until: Option<Duration>, now: Duration) -> Duration {
+    quiet_until
+        .map_or(IDLE_WAIT, |t| t.saturating_sub(now))
+        .clamp(TICK, IDLE_WAIT)
+}
 
 /// What the simulator injects into a running board.
 enum Inject {
@@ -142,6 +156,7 @@ impl PtyEmulator {
         let mut buf = [0u8; 512];
         let worker = Worker::spawn("grbl-pty", move || {
             let _ = &_slave;
+            let _ = master.set_timeout(wait_for(m.quiet_until(), now()));
             match master.read(&mut buf) {
                 Ok(n) if n > 0 => m.receive(now(), &buf[..n]),
                 Ok(_) => {}
