@@ -572,7 +572,7 @@ fn a_board_woken_only_when_it_is_due_answers_as_one_woken_every_millisecond() {
             let next = if every_ms {
                 now + ms(1)
             } else {
-                now + wait_for(m.quiet_until(), now)
+                now + wait_for(m.quiet_until(), now, 1.0)
             };
             now = due.map_or(next, |d| d.min(next));
             if due == Some(now) {
@@ -620,4 +620,29 @@ fn a_board_woken_only_when_it_is_due_answers_as_one_woken_every_millisecond() {
         "{}",
         due_wakes.len()
     );
+}
+
+/// The board thread's wait is wall-clock: emulator time runs `time_scale`
+/// times faster, and the wait stays between 1 and 10 ms of either clock.
+#[test]
+fn the_board_threads_wait_is_the_time_until_something_is_due_on_the_wall_clock() {
+    use cncpick::sim::grbl::pty::wait_for;
+    let us = Duration::from_micros;
+    let at = ms(500);
+    assert_eq!(wait_for(Some(at + ms(5)), at, 1.0), ms(5));
+    assert_eq!(wait_for(Some(at + ms(3)), at, 2.0), us(1_500));
+    assert_eq!(
+        wait_for(Some(at + us(200)), at, 1.0),
+        ms(1),
+        "at least 1 ms"
+    );
+    assert_eq!(wait_for(Some(at - ms(2)), at, 1.0), ms(1), "overdue");
+    assert_eq!(wait_for(None, at, 1.0), ms(10), "nothing due");
+    assert_eq!(wait_for(Some(at + ms(60)), at, 1.0), ms(10));
+    assert_eq!(
+        wait_for(Some(at + ms(60)), at, 4.0),
+        us(2_500),
+        "10 ms of emulator time"
+    );
+    assert_eq!(wait_for(None, at, 0.25), ms(10), "10 ms of wall time");
 }

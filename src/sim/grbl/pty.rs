@@ -20,11 +20,14 @@ const TICK: Duration = Duration::from_millis(1);
 /// board at rest does not wake a thousand times a second for nothing.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
 
-/// How long the emulator's thread may wait for the host's bytes before it
-/// must advance the board again.
-pub fn wait_for(quiet_until: Option<Duration>, now: Duration) -> Duration {
+/// How long (wall-clock) the emulator's thread may wait for the host's
+/// bytes before it must advance the board again: until `quiet_until`
+/// (emulator time, run `time_scale` times faster than the wall clock), at
+/// least [`TICK`], at most [`IDLE_WAIT`] of either clock.
+pub fn wait_for(quiet_until: Option<Duration>, now: Duration, time_scale: f64) -> Duration {
     quiet_until
-        .map_or(IDLE_WAIT, |t| t.saturating_sub(now))
+        .map_or(IDLE_WAIT, |t| t.saturating_sub(now).min(IDLE_WAIT))
+        .div_f64(time_scale)
         .clamp(TICK, IDLE_WAIT)
 }
 
@@ -156,7 +159,7 @@ impl PtyEmulator {
         let mut buf = [0u8; 512];
         let worker = Worker::spawn("grbl-pty", move || {
             let _ = &_slave;
-            let _ = master.set_timeout(wait_for(m.quiet_until(), now()));
+            let _ = master.set_timeout(wait_for(m.quiet_until(), now(), clock.time_scale));
             match master.read(&mut buf) {
                 Ok(n) if n > 0 => m.receive(now(), &buf[..n]),
                 Ok(_) => {}
