@@ -21,8 +21,10 @@
 //!   ([`CncModel::pick_parts_s`], at its least over each grid step). Relaxing
 //!   "each object once" with a price `λ_o` per object leaves one longest
 //!   path per CNC over a grid of (time, bin) states (times and durations
-//!   rounded down: every real schedule is a path), and `Σ λ_o + Σ_i path_i(1 − λ)` bounds every
-//!   schedule for any `λ ≥ 0`; subgradient steps lower it.
+//!   rounded down: every real schedule is a path; and no path picks an
+//!   object twice in a row, which no real schedule does either), and
+//!   `Σ λ_o + Σ_i path_i(1 − λ)` bounds every schedule for any `λ ≥ 0`;
+//!   subgradient steps lower it.
 //!
 //! - [`bracket`]: that bound, and below it a real schedule built from its
 //!   prices, so the optimum of a large run lies between the two.
@@ -390,12 +392,76 @@ struct Grid {
     steps: usize,
 }
 
-/// The longest-path buffers, reused across paths: `value[t * nb + b]`, the
-/// most weight from grid step t on, free over bin b, and the arc taken.
+/// No object: the empty path's first pick.
+const NONE: usize = usize::MAX;
+
+/// One of a grid state's two best paths on: its weight, its first pick's
+/// object (or [`NONE`]), and how it goes on from the state: waiting a step
+/// (into that state's best, 0, or second best, 1), or taking an arc.
+#[derive(Debug, Clone, Copy)]
+struct Best {
+    value: f64,
+    first: usize,
+    via: Via,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Wait(u8),
+    Arc(usize),
+}
+
+impl Best {
+    /// The empty path.
+    const EMPTY: Best = Best {
+        value: 0.0,
+        first: NONE,
+        via: Via::Wait(0),
+    };
+}
+
+/// A state's two best paths on whose first picks differ: the best, and
+/// the best of those not starting with the best's first object. A path
+/// arriving from a pick of `k` goes on with the best that does not pick
+/// `k` again at once (no path picks an object twice in a row).
+#[derive(Debug, Clone, Copy)]
+struct Two([Option<Best>; 2]);
+
+impl Two {
+    const END: Two = Two([Some(Best::EMPTY), None]);
+
+    fn offer(&mut self, c: Best) {
+        let [a, b] = &mut self.0;
+        match a {
+            Some(x) if c.value <= x.value => {
+                if c.first != x.first && b.is_none_or(|y| c.value > y.value) {
+                    *b = Some(c);
+                }
+            }
+            Some(x) if c.first == x.first => *a = Some(c),
+            _ => {
+                *b = *a;
+                *a = Some(c);
+            }
+        }
+    }
+
+    /// The best path on that does not start by picking `k`, and which of
+    /// the two it is.
+    fn after(&self, k: usize) -> Option<(u8, Best)> {
+        match self.0 {
+            [Some(a), _] if a.first != k => Some((0, a)),
+            [_, Some(b)] => Some((1, b)),
+            _ => None,
+        }
+    }
+}
+
+/// The longest-path buffers, reused across paths: `two[t * nb + b]`, the
+/// two best paths from grid step t on, free over bin b.
 #[derive(Default)]
 struct Buffers {
-    value: Vec<f64>,
-    choice: Vec<Option<usize>>,
+    two: Vec<Two>,
 }
 
 impl Grid {
@@ -478,7 +544,10 @@ impl Grid {
 
     /// CNC `i`'s heaviest path, each object weighing `weight(k)` (only
     /// those above 0 are taken) and each pick keeping it `margin` steps
-    /// more than its arc says: the weight and the objects, in order.
+    /// more than its arc says: the weight and the objects, in order. No
+    /// object is picked twice in a row (a real schedule picks each once),
+    /// which the grid's states alone would allow: an object stays in a
+    /// window for longer than a CNC's shortest cycle.
     fn heaviest(
         &self,
         i: usize,
@@ -488,42 +557,64 @@ impl Grid {
     ) -> (f64, Vec<usize>) {
         let Cnc { nb, arcs, by_start } = &self.cncs[i];
         let (nb, steps) = (*nb, self.steps);
-        let Buffers { value, choice } = bufs;
-        value.clear();
-        value.resize((steps + 1) * nb, 0.0);
-        choice.clear();
-        choice.resize(steps * nb, None);
+        let two = &mut bufs.two;
+        two.clear();
+        two.resize((steps + 1) * nb, Two::END);
         for t in (0..steps).rev() {
             for b in 0..nb {
-                value[t * nb + b] = value[(t + 1) * nb + b];
+                let mut here = Two([None, None]);
+                for (r, x) in two[(t + 1) * nb + b].0.iter().enumerate() {
+                    if let Some(x) = x {
+                        here.offer(Best {
+                            via: Via::Wait(r as u8),
+                            ..*x
+                        });
+                    }
+                }
+                two[t * nb + b] = here;
             }
             for &(from, n) in by_start.get(t).map_or(&[][..], |v| &v[..]) {
                 let a = &arcs[n];
                 let w = weight(a.k);
-                let next = (t + a.busy + margin).min(steps);
-                let v = w + value[next * nb + a.to];
-                if w > 0.0 && v > value[t * nb + from] {
-                    value[t * nb + from] = v;
-                    choice[t * nb + from] = Some(n);
+                if w <= 0.0 {
+                    continue;
                 }
+                let next = (t + a.busy + margin).min(steps);
+                let on = two[next * nb + a.to]
+                    .after(a.k)
+                    .map_or(0.0, |(_, x)| x.value);
+                two[t * nb + from].offer(Best {
+                    value: w + on,
+                    first: a.k,
+                    via: Via::Arc(n),
+                });
             }
         }
-        let (mut b, top) =
-            (0..nb)
-                .map(|b| (b, value[b]))
-                .fold((0, f64::MIN), |x, y| if y.1 > x.1 { y } else { x });
-        // Walk the path.
+        let (mut b, top) = (0..nb)
+            .map(|b| (b, two[b].0[0].map_or(0.0, |x| x.value)))
+            .fold((0, f64::MIN), |x, y| if y.1 > x.1 { y } else { x });
+        // Walk the path: at each state, the best (0) or second best (1).
         let mut path = Vec::new();
-        let mut t = 0;
+        let (mut t, mut rank) = (0, 0u8);
         while t < steps {
-            match choice[t * nb + b] {
-                Some(n) if value[t * nb + b] > value[(t + 1) * nb + b] => {
+            let Some(x) = two[t * nb + b].0[rank as usize] else {
+                break;
+            };
+            match x.via {
+                Via::Wait(r) => {
+                    t += 1;
+                    rank = r;
+                }
+                Via::Arc(n) => {
                     let a = &arcs[n];
                     path.push(a.k);
-                    t += a.busy + margin;
+                    t = (t + a.busy + margin).min(steps);
                     b = a.to;
+                    match two[t * nb + b].after(a.k) {
+                        Some((r, _)) => rank = r,
+                        None => break,
+                    }
                 }
-                _ => t += 1,
             }
         }
         (top, path)
@@ -768,6 +859,88 @@ mod tests {
                 duals.windows(2).all(|w| w[0] > w[1]),
                 "seed {seed}: each kept vector is a lower bound than the one before: {duals:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_cnc_path_never_picks_an_object_twice_in_a_row() {
+        // One object on a slow belt, a 5.5 s window, CNCs whose shortest
+        // cycle is 1.6 s: the grid alone would take it again and again.
+        let models = two();
+        let mut objs = arrivals(1, 1.0, 0);
+        objs[0].traj.vx_mps = 0.1;
+        let (enter, leave) = models[0].window(&objs[0].traj).unwrap();
+        assert!(
+            leave - enter > 3.0 * models[0].min_cycle_s((0.0, 0.6), &[0.04]),
+            "the window holds three shortest cycles: {:.2} s, {:.2} s",
+            leave - enter,
+            models[0].min_cycle_s((0.0, 0.6), &[0.04])
+        );
+        let grid = Grid::new(&models, &objs, &[0], 0.02);
+        let mut bufs = Buffers::default();
+        for i in 0..models.len() {
+            for margin in [0, 2] {
+                let (w, path) = grid.heaviest(i, margin, |_| 1.0, &mut bufs);
+                assert_eq!((w, path), (1.0, vec![0]), "CNC {i}, margin {margin}");
+            }
+        }
+        // Two objects: each once, and the pair's weight.
+        let objs = arrivals(2, 0.5, 3);
+        let grid = Grid::new(&models, &objs, &[0, 1], 0.02);
+        let (w, mut path) = grid.heaviest(0, 0, |k| [1.0, 0.5][k], &mut bufs);
+        path.sort();
+        assert_eq!((w, path), (1.5, vec![0, 1]));
+    }
+
+    #[test]
+    fn the_heaviest_path_is_the_best_over_states_that_remember_the_last_pick() {
+        // The reference: a longest path over (step, bin, last object)
+        // states, every arc not repeating the last object.
+        fn reference(grid: &Grid, i: usize, margin: usize, w: &[f64]) -> f64 {
+            let Cnc { nb, arcs, by_start } = &grid.cncs[i];
+            let last_of = |k: usize| k + 1; // 0: none yet
+            let width = w.len() + 1;
+            let mut value = vec![0.0f64; (grid.steps + 1) * nb * width];
+            let at = |t: usize, b: usize, l: usize| (t * nb + b) * width + l;
+            for t in (0..grid.steps).rev() {
+                for b in 0..*nb {
+                    for l in 0..width {
+                        let mut v = value[at(t + 1, b, l)];
+                        for &(from, n) in by_start.get(t).map_or(&[][..], |v| &v[..]) {
+                            let a = &arcs[n];
+                            if from == b && last_of(a.k) != l && w[a.k] > 0.0 {
+                                let next = (t + a.busy + margin).min(grid.steps);
+                                v = v.max(w[a.k] + value[at(next, a.to, last_of(a.k))]);
+                            }
+                        }
+                        value[at(t, b, l)] = v;
+                    }
+                }
+            }
+            (0..*nb).map(|b| value[at(0, b, 0)]).fold(0.0, f64::max)
+        }
+        use rand::{Rng, SeedableRng};
+        let models = two();
+        let mut bufs = Buffers::default();
+        for seed in 0..24u64 {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+            let objs = arrivals(4, 0.5, seed);
+            let todo: Vec<usize> = (0..objs.len()).collect();
+            let grid = Grid::new(&models, &objs, &todo, 0.05);
+            let w: Vec<f64> = (0..objs.len())
+                .map(|_| rng.random_range(-0.3..1.5))
+                .collect();
+            for i in 0..models.len() {
+                for margin in 0..3 {
+                    let (top, path) = grid.heaviest(i, margin, |k| w[k], &mut bufs);
+                    let want = reference(&grid, i, margin, &w);
+                    let ctx = format!("seed {seed}, CNC {i}, margin {margin}, path {path:?}");
+                    assert!((top - want).abs() < 1e-9, "{ctx}: {top} against {want}");
+                    let sum: f64 = path.iter().map(|&k| w[k]).sum();
+                    assert!((sum - top).abs() < 1e-9, "{ctx}: the path weighs {sum}");
+                    assert!(path.windows(2).all(|p| p[0] != p[1]), "{ctx}");
+                }
+            }
         }
     }
 
