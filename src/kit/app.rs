@@ -37,8 +37,50 @@ pub fn strip_ros_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
     out
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Set once [`catch_stop_signals`] has caught Ctrl-C or SIGTERM.
+static STOP: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> = std::sync::OnceLock::new();
+
+/// Catches Ctrl-C and SIGTERM from now on, for [`shutdown_signal`]. A stop
+/// that comes while the process is still starting (before anything awaits
+/// it) is kept, and the process stops cleanly once started. Without this,
+/// the default action killed it, leaving its Fast DDS shared memory
+/// behind. Call within a tokio runtime, before the r2r context is made.
+pub fn catch_stop_signals() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if STOP.get().is_some() {
+            return;
+        }
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        if STOP.set(rx).is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let _ = tx.send(true);
+        });
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, including one [`catch_stop_signals`]
+/// caught before this was called.
 pub async fn shutdown_signal() {
+    if let Some(rx) = STOP.get() {
+        // An error: the catching task's runtime is gone; wait afresh.
+        if rx.clone().wait_for(|stop| *stop).await.is_ok() {
+            return;
+        }
+    }
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -87,11 +129,15 @@ where
 {
     init_tracing();
     crate::kit::env::require_or_exit();
-    let ctx = r2r::Context::create()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let ctx = {
+        let _in = rt.enter();
+        catch_stop_signals();
+        r2r::Context::create()?
+    };
     rt.block_on(body(ctx))
 }
 
@@ -103,5 +149,31 @@ pub async fn stop_tasks(tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
     for t in tasks {
         let _ = t.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_signal_that_comes_before_anyone_waits_for_it_is_kept() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            catch_stop_signals();
+            // As `ros2 launch` stops a node that is still starting. Without
+            // the catch, the default action kills this test's process.
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &std::process::id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            tokio::time::timeout(std::time::Duration::from_secs(10), shutdown_signal())
+                .await
+                .expect("the SIGTERM sent before the wait ends it");
+        });
     }
 }

@@ -102,11 +102,15 @@ where
         params: initial,
     } = started::<P>(default_name, default_namespace);
     let result = (|| {
-        let ctx = r2r::Context::create()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
+        let ctx = {
+            let _in = rt.enter();
+            crate::kit::app::catch_stop_signals();
+            r2r::Context::create()?
+        };
         rt.block_on(run(ctx, &name, &namespace, initial, make))
     })();
     if let Err(e) = result {
