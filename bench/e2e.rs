@@ -159,7 +159,7 @@ fn relay() -> anyhow::Result<()> {
     cncpick::kit::app::run(|ctx| async move {
         let node = RunningNode::start(&ctx, "relay_r2r", "/bench")?;
         let (mut sub, out) = {
-            let mut n = node.node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = node.node.lock();
             (
                 n.subscribe::<DetectionArray>("relay/in", qos())?,
                 n.create_publisher::<DetectionArray>("relay/out", qos())?,
@@ -190,7 +190,7 @@ async fn relay_round(
     messages: usize,
 ) -> anyhow::Result<(Vec<f64>, usize)> {
     let (publisher, mut back) = {
-        let mut n = driver.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = driver.node.lock();
         (
             n.create_publisher::<DetectionArray>("relay/in", qos())?,
             n.subscribe::<DetectionArray>("relay/out", qos())?,

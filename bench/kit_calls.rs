@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     let ctx = r2r::Context::create()?;
     let node = create_node(&ctx, "bench_kit_calls", "")?;
     let (silent, missing, mut requests) = {
-        let mut n = node.lock().unwrap();
+        let mut n = node.lock();
         let q = r2r::QosProfile::services_default();
         (
             n.create_client::<GetObject::Service>("/bench/silent", q.clone())?,

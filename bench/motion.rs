@@ -174,11 +174,10 @@ async fn estop() -> anyhow::Result<serde_json::Value> {
     let probe = create_node(&ctx, "bench_estop", "/cell")?;
     let client = probe
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .create_client::<r2r::std_srvs::srv::Trigger::Service>(
-        "/cell/cnc_1/estop",
-        r2r::QosProfile::services_default(),
-    )?;
+            "/cell/cnc_1/estop",
+            r2r::QosProfile::services_default(),
+        )?;
     let mut spinner = Spinner::start(probe.clone());
     let (mut inside, mut round) = (Vec::new(), Vec::new());
     for _ in 0..ESTOPS {

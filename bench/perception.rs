@@ -161,7 +161,7 @@ async fn latency(seconds: f64) -> anyhow::Result<serde_json::Value> {
     })?;
     let probe = cncpick::kit::app::RunningNode::start(&ctx, "latency_probe", "/cell")?;
     let mut sub = {
-        let mut n = probe.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = probe.node.lock();
         n.subscribe::<DetectionArray>(
             "/cell/detections",
             r2r::QosProfile::default().reliable().keep_last(100),

@@ -197,7 +197,7 @@ struct Clients {
 
 impl Clients {
     fn new(node: &cncpick::kit::spin::SharedNode, name: &str) -> anyhow::Result<Clients> {
-        let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = node.lock();
         Ok(Clients {
             change: Svc::new(&mut n, &format!("/cell/{name}/change_state"))?,
             register: Svc::new(&mut n, "/cell/state_manager/register_object")?,

@@ -169,7 +169,7 @@ impl Probe {
         let messages = fixture["messages"]
             .as_object()
             .context("fixture has no \"messages\" object")?;
-        let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = node.lock();
         let mut publishers = Vec::new();
         for (ty, value) in messages {
             publishers.push(publish_typed(

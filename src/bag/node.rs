@@ -156,7 +156,7 @@ fn writer_thread(
 
 /// The publishers' offered QoS on a topic.
 fn offered(node: &SharedNode, topic: &str) -> Vec<Qos> {
-    lock(node)
+    node.lock()
         .get_publishers_info_by_topic(topic, false)
         .map(|v| v.iter().map(|i| Qos::from_r2r(&i.qos_profile)).collect())
         .unwrap_or_default()
@@ -212,7 +212,7 @@ pub async fn record(
                 }
                 let mut found: Vec<(String, String, bool)> =
                     opts.known.iter().map(|(n, t)| (n.clone(), t.clone(), true)).collect();
-                let graph = lock(&node).get_topic_names_and_types().unwrap_or_default();
+                let graph = node.lock().get_topic_names_and_types().unwrap_or_default();
                 found.extend(
                     graph.into_iter().filter_map(|(n, types)| Some((n, types.first()?.clone(), false))),
                 );
@@ -236,7 +236,7 @@ pub async fn record(
                         continue;
                     }
                     let offered = offered(&node, &name);
-                    let sub = lock(&node).subscribe_raw(&name, &type_name, qos::adapted(&offered, RECORD_DEPTH));
+                    let sub = node.lock().subscribe_raw(&name, &type_name, qos::adapted(&offered, RECORD_DEPTH));
                     let mut sub = match sub {
                         Ok(s) => s,
                         Err(e) => {
@@ -351,7 +351,7 @@ pub async fn play(
             continue;
         }
         let name = opts.play.published_name(&t.name).to_string();
-        match lock(&node).create_publisher_untyped(
+        match node.lock().create_publisher_untyped(
             &name,
             &t.type_name,
             qos::adapted(&t.offered_qos, 10),
@@ -420,7 +420,7 @@ pub async fn play(
         ("play_next", || Command::Next),
         ("is_paused", || Command::IsPaused),
     ] {
-        let mut srv = lock(&node).create_service::<Trigger::Service>(
+        let mut srv = node.lock().create_service::<Trigger::Service>(
             &format!("{}/{name}", opts.node_name),
             r2r::QosProfile::services_default(),
         )?;
@@ -444,10 +444,12 @@ pub async fn play(
         }));
     }
     if let Some(hz) = opts.clock_hz.filter(|h| h.is_finite() && *h > 0.0) {
-        let clock = lock(&node).create_publisher::<r2r::rosgraph_msgs::msg::Clock>(
-            "/clock",
-            r2r::QosProfile::default().keep_last(1),
-        )?;
+        let clock = node
+            .lock()
+            .create_publisher::<r2r::rosgraph_msgs::msg::Clock>(
+                "/clock",
+                r2r::QosProfile::default().keep_last(1),
+            )?;
         let timeline = timeline.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / hz));

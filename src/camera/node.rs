@@ -213,7 +213,7 @@ impl Steps for CameraNode {
             self.capture = Some(Arc::new(Mutex::new(cap)));
         }
         let publisher = {
-            let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = self.node.lock();
             FramePublisher::new(&mut n, &self.namespace, &p.image_topic, self.gate.clone())?
         };
         self.publisher = Some(Arc::new(Mutex::new(publisher)));
@@ -244,7 +244,7 @@ impl Steps for CameraNode {
             }
             None => {
                 let stream = {
-                    let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut n = self.node.lock();
                     frames::subscribe(&mut n, &self.namespace, &p.sim_topic)?
                 };
                 tracing::info!(path = ?stream.path, topic = %p.sim_topic, "camera: sim frames");

@@ -126,7 +126,7 @@ impl ChaosShell {
             disk_full_alerts: Vec::new(),
         }));
         let mut tasks = Vec::new();
-        let mut n = lock(&node.node);
+        let mut n = node.node.lock();
         let reliable = QosProfile::default().reliable();
         let mut beats = n.subscribe::<m::Heartbeat>(
             crate::kit::health::HEARTBEAT_TOPIC,
@@ -252,7 +252,7 @@ impl ChaosShell {
     pub fn inject(&mut self, up_s: f64, processes: Arc<Processes>) -> anyhow::Result<()> {
         let mut clients = BTreeMap::new();
         {
-            let mut n = lock(&self.node.node);
+            let mut n = self.node.node.lock();
             for f in &self.plan {
                 if matches!(f.kind.as_str(), "bad_param" | "disk_full")
                     && !clients.contains_key(&f.target)

@@ -194,7 +194,7 @@ impl Observer {
         let heard: Arc<Mutex<Heard>> = Arc::default();
         let mut tasks = Vec::new();
         let reliable = QosProfile::default().reliable().keep_last(1000);
-        let mut n = node.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = node.node.lock();
         let events = n.subscribe::<m::ObjectEvent>("objects/events", crate::kit::qos::events())?;
         let picks = n.subscribe::<m::PickResult>("pick_results", reliable.clone())?;
         let alerts = n.subscribe::<m::Alert>(ALERTS_TOPIC, reliable.clone())?;

@@ -61,7 +61,7 @@ pub async fn run_source(
         cfg.rate_hz
     );
     let (publisher, mut events) = {
-        let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = node.lock();
         let p = n.create_publisher::<DetectionArray>(DETECTIONS_TOPIC, detections_qos())?;
         let s = n.subscribe::<ObjectEvent>(EVENTS_TOPIC, events_qos())?;
         (p, s)
@@ -155,7 +155,7 @@ pub struct Registry {
 impl Registry {
     pub fn start(node: &SharedNode, node_name: &str) -> anyhow::Result<Registry> {
         let (mut detections, events, heartbeat) = {
-            let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = node.lock();
             (
                 n.subscribe::<DetectionArray>(DETECTIONS_TOPIC, detections_qos())?,
                 n.create_publisher::<ObjectEvent>(EVENTS_TOPIC, events_qos())?,

@@ -234,7 +234,7 @@ impl Steps for DetectorNode {
     fn configure(&mut self) -> anyhow::Result<()> {
         let p = self.params.get();
         let detector = Detector::new(p.config().map_err(anyhow::Error::msg)?)?;
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         let out = LifecyclePublisher::new(
             n.create_publisher::<m::DetectionArray>(
                 DETECTIONS_TOPIC,
@@ -253,7 +253,7 @@ impl Steps for DetectorNode {
             .ok_or_else(|| anyhow::anyhow!("not configured"))?;
         let p = self.params.get();
         let mut stream = {
-            let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = self.node.lock();
             frames::subscribe(&mut n, &self.namespace, &p.image_topic)?
         };
         tracing::info!(path = ?stream.path, topic = %p.image_topic, "detector: frames");

@@ -51,7 +51,7 @@ impl Callbacks for Example {
                 return result;
             }
             let publisher = {
-                let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+                let mut n = self.node.lock();
                 match n.create_publisher::<StringMsg>(TICK_TOPIC, QosProfile::default()) {
                     Ok(p) => LifecyclePublisher::new(p, self.gate.clone()),
                     Err(e) => return CallbackResult::Error(format!("creating {TICK_TOPIC}: {e}")),
@@ -62,7 +62,7 @@ impl Callbacks for Example {
             let peer = if p.peer_service.is_empty() {
                 None
             } else {
-                let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+                let mut n = self.node.lock();
                 match Caller::<GetObject::Service>::new(
                     &mut n,
                     &p.peer_service,

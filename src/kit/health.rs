@@ -89,7 +89,7 @@ impl Health {
         counters: Counters,
     ) -> anyhow::Result<Health> {
         let (beats, diags) = {
-            let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = node.lock();
             (
                 n.create_publisher::<Heartbeat>(HEARTBEAT_TOPIC, QosProfile::default())?,
                 n.create_publisher::<DiagnosticArray>(DIAGNOSTICS_TOPIC, QosProfile::default())?,

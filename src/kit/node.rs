@@ -206,7 +206,7 @@ impl ServedNode {
         let params = Params::new(initial);
         let running = RunningNode::start(ctx, name, namespace)?;
         let serve_params = {
-            let mut n = running.node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = running.node.lock();
             params.declare(&mut n)?
         };
         let params_task = tokio::spawn(serve_params);

@@ -385,7 +385,7 @@ impl Manager {
             mut issuer_events,
             mut heard_alerts,
         ) = {
-            let mut n = running.node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = running.node.lock();
             tasks.push(tokio::spawn(declared.declare(&mut n)?));
             let reliable = QosProfile::default().reliable().keep_last(100);
             let statuses = params

@@ -716,7 +716,7 @@ impl MotionNode {
     /// for the one exchange.
     fn serve_estop_and_unlock(&mut self) -> anyhow::Result<()> {
         let prefix = self.prefix();
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         let mut estop = n.create_service::<Trigger::Service>(
             &format!("{prefix}/estop"),
             QosProfile::services_default(),
@@ -749,14 +749,10 @@ impl MotionNode {
     /// CncStatus at a steady rate from configure to cleanup (Inactive
     /// included: an operator wants to see a machine that is not picking).
     fn publish_status(&mut self, p: &MotionParams) -> anyhow::Result<()> {
-        let status = self
-            .node
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .create_publisher::<m::CncStatus>(
-                &format!("{}/status", self.prefix()),
-                QosProfile::default().keep_last(10),
-            )?;
+        let status = self.node.lock().create_publisher::<m::CncStatus>(
+            &format!("{}/status", self.prefix()),
+            QosProfile::default().keep_last(10),
+        )?;
         let (live, gate) = (self.live.clone(), self.gate.clone());
         let (cnc_id, picker) = (p.cnc_id.clone(), p.picker());
         let period = Duration::from_secs_f64(p.status_period_s);
@@ -864,7 +860,7 @@ impl Steps for MotionNode {
             .clone()
             .ok_or_else(|| anyhow::anyhow!("not configured"))?;
         let prefix = self.prefix();
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         let policy = RetryPolicy {
             max_attempts: 3,
             backoff: Backoff::default(),

@@ -453,7 +453,7 @@ impl Steps for SchedNode {
     fn configure(&mut self) -> anyhow::Result<()> {
         let p = self.params.get();
         let config = p.config().map_err(anyhow::Error::msg)?;
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         let reliable = QosProfile::default().reliable().keep_last(100);
         let transition = Arc::new(Caller::<TransitionObject::Service>::new(
             &mut n,
@@ -529,7 +529,7 @@ impl Steps for SchedNode {
             counters: self.counters.clone(),
             p: p.clone(),
         };
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         let reliable = QosProfile::default().reliable().keep_last(100);
         let mut tracks = n.subscribe::<m::TrackArray>(TRACKS_TOPIC, reliable.clone())?;
         let mut events = n.subscribe::<m::ObjectEvent>(EVENTS_TOPIC, crate::kit::qos::events())?;

@@ -174,7 +174,7 @@ impl SimGraph {
         // The truth detector, and the truth events kept.
         let probe = create_node(&ctx, "truth_detector", ns)?;
         let (mut truths, detections, mut object_events) = {
-            let mut n = probe.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = probe.lock();
             let reliable = QosProfile::default().reliable().keep_last(100);
             (
                 n.subscribe::<m::Truth>("sim/truth", reliable.clone())?,

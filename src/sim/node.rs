@@ -315,7 +315,7 @@ impl SimNode {
         let p = self.params.get();
         let cfg = p.config().map_err(anyhow::Error::msg)?;
         let (truth_pub, image_pub) = {
-            let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = self.node.lock();
             let truth = n.create_publisher::<m::Truth>(
                 TRUTH_TOPIC,
                 QosProfile::default().reliable().keep_last(100),
@@ -330,11 +330,7 @@ impl SimNode {
             Some(TruthLog::create(Path::new(&p.truth_log_path))?)
         };
         let (inject_tx, injected) = std::sync::mpsc::channel();
-        let mut requests = self
-            .node
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .subscribe::<r2r::std_msgs::msg::String>(
+        let mut requests = self.node.lock().subscribe::<r2r::std_msgs::msg::String>(
             INJECT_TOPIC,
             QosProfile::default().reliable().keep_last(100),
         )?;

@@ -79,7 +79,7 @@ impl NodeCell {
         let probe = create_node(&ctx, "probe", "/cell")?;
         let status = Arc::new(Mutex::new(None));
         let (register, transition, get, action, mut statuses) = {
-            let mut n = probe.lock().unwrap_or_else(|e| e.into_inner());
+            let mut n = probe.lock();
             let q = QosProfile::services_default;
             (
                 n.create_client("/cell/state_manager/register_object", q())?,
@@ -212,7 +212,7 @@ impl NodeCell {
         &self,
         service: &str,
     ) -> anyhow::Result<r2r::Client<r2r::std_srvs::srv::Trigger::Service>> {
-        let mut n = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.probe.lock();
         Ok(n.create_client::<r2r::std_srvs::srv::Trigger::Service>(
             &format!("/cell/cnc_1/{service}"),
             QosProfile::services_default(),

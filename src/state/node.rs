@@ -736,7 +736,7 @@ impl Steps for StateNode {
         let p = self.params.get();
         let mut store = Store::open(std::path::Path::new(&p.database_path))?;
         store.limit_size((p.size_limit_mb * 1e6) as u64)?;
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         let events = LifecyclePublisher::new(
             n.create_publisher(EVENTS_TOPIC, crate::kit::qos::events())?,
             self.gate.clone(),
@@ -797,7 +797,7 @@ impl Steps for StateNode {
             Ok(Err(e)) => anyhow::bail!("recovery failed: {e}"),
             Err(_) => anyhow::bail!("recovery gave no answer within {RECOVERY_TIMEOUT:?}"),
         }
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         serve!(self, n, tx, RegisterObject, REGISTER_SERVICE, Register);
         serve!(
             self,

@@ -273,7 +273,7 @@ impl Steps for TrackerNode {
                 .collect(),
             ..Scene::default()
         };
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         let reliable = QosProfile::default().reliable().keep_last(10);
         let gate = &self.gate;
         let pubs = Publishers {
@@ -309,7 +309,7 @@ impl Steps for TrackerNode {
             .clone()
             .ok_or_else(|| anyhow::anyhow!("not configured"))?;
         let p = self.params.get();
-        let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = self.node.lock();
         let reliable = QosProfile::default().reliable().keep_last(100);
         let mut detections =
             n.subscribe::<m::DetectionArray>(&p.detections_topic, reliable.clone())?;

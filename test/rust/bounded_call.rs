@@ -147,7 +147,6 @@ fn an_r2r_call_with_no_server_gives_up_at_its_bound() {
     let node = create_node(&ctx, "bounded_call_client", "").unwrap();
     let client = node
         .lock()
-        .unwrap()
         .create_client::<GetObject::Service>(
             "/nobody/get_object",
             r2r::QosProfile::services_default(),
@@ -182,7 +181,7 @@ fn an_r2r_call_to_a_live_server_returns_its_reply() {
     let (_lease, ctx) = dds_context();
     let node = create_node(&ctx, "bounded_call_pair", "").unwrap();
     let (client, mut requests) = {
-        let mut n = node.lock().unwrap();
+        let mut n = node.lock();
         let qos = r2r::QosProfile::services_default();
         (
             n.create_client::<GetObject::Service>("/pair/get_object", qos.clone())
@@ -233,7 +232,7 @@ fn a_caller_retries_a_silent_server_under_one_request_id_then_opens_its_breaker_
     let node = create_node(&ctx, "caller_test", "").unwrap();
     let dead = DeadLetters::in_memory();
     let (caller, mut requests) = {
-        let mut n = node.lock().unwrap();
+        let mut n = node.lock();
         let policy = RetryPolicy {
             max_attempts: 3,
             backoff: Backoff {
@@ -328,7 +327,6 @@ fn a_pick_goal_with_no_action_server_gives_up_at_its_bound() {
     let node = create_node(&ctx, "goal_test", "").unwrap();
     let client = node
         .lock()
-        .unwrap()
         .create_action_client::<PickObject::Action>("/cell/cnc_9/pick")
         .unwrap();
     let mut spinner = Spinner::start(node.clone());

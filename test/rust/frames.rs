@@ -22,7 +22,7 @@ async fn a_frame_passes_sim_to_camera_to_detector_in_one_process_without_a_copy(
     let sim_node = create_node(&ctx, "sim", "/cell").unwrap();
     let gate = ActiveGate::always_open();
     let sim = {
-        let mut n = sim_node.lock().unwrap();
+        let mut n = sim_node.lock();
         FramePublisher::new(&mut n, "/cell", "sim/image_raw", gate.clone()).unwrap()
     };
     let params = CameraParams {
@@ -35,7 +35,7 @@ async fn a_frame_passes_sim_to_camera_to_detector_in_one_process_without_a_copy(
     // The detector's side: what it subscribes to in this process.
     let probe = create_node(&ctx, "probe", "/cell").unwrap();
     let mut stream = {
-        let mut n = probe.lock().unwrap();
+        let mut n = probe.lock();
         frames::subscribe(&mut n, "/cell", "camera/image_raw").unwrap()
     };
     // Subscribed before the camera made its publisher: DDS for now.
@@ -66,7 +66,7 @@ async fn a_frame_passes_sim_to_camera_to_detector_in_one_process_without_a_copy(
     assert!(Arc::ptr_eq(&got, &sent), "the same allocation, not a copy");
     // A subscriber that comes later goes straight to the in-process path.
     let late = {
-        let mut n = probe.lock().unwrap();
+        let mut n = probe.lock();
         frames::subscribe(&mut n, "/cell", "camera/image_raw").unwrap()
     };
     assert_eq!(late.path, Path::InProcess);

@@ -177,7 +177,7 @@ async fn picks_through_the_action_are_recorded_and_a_hostile_goal_moves_nothing(
         assert!(rig.c.cnc.change_state("activate").await);
     }
     let servers = || {
-        let n = rig.c.probe.lock().unwrap();
+        let n = rig.c.probe.lock();
         n.get_publishers_info_by_topic("/cell/cnc_1/pick/_action/status", false)
             .map(|v| v.len())
             .unwrap_or(usize::MAX)

@@ -295,7 +295,7 @@ impl LifecycleHandle {
     ) -> anyhow::Result<Self> {
         let machine = Arc::new(Mutex::new(StateMachine::default()));
         let callbacks = Arc::new(tokio::sync::Mutex::new(callbacks));
-        let mut n = node.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = node.lock();
         let qos = QosProfile::services_default();
         // r2r publishers are Send but not Sync; the Mutex lets the change_state
         // task lend it across awaits.
