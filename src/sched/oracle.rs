@@ -884,7 +884,10 @@ mod tests {
                 assert_eq!((w, path), (1.0, vec![0]), "CNC {i}, margin {margin}");
             }
         }
-        // Two objects: each once, and the pair's weight.
+        // Two objects: each once, and the pair's weight. (Coming back to
+        // an object after another pick takes two shortest cycles, 3.2 s,
+        // longer than a 0.2 m/s window, 2.7 s: these paths cannot repeat
+        // an object at all. On a slower belt they could.)
         let objs = arrivals(2, 0.5, 3);
         let grid = Grid::new(&models, &objs, &[0, 1], 0.02);
         let (w, mut path) = grid.heaviest(0, 0, |k| [1.0, 0.5][k], &mut bufs);
