@@ -401,12 +401,10 @@ pub async fn play(
     let origin = tokio::time::Instant::now();
     let now_s = move || origin.elapsed().as_secs_f64();
     let first_ns = list.first().map(|&i| times[i]).unwrap_or(0);
-    let timeline = Arc::new(Mutex::new(Timeline::new(
-        opts.play.rate,
-        now_s(),
-        first_ns,
-        opts.play.start_paused,
-    )));
+    let last_ns = list.iter().map(|&i| times[i]).max().unwrap_or(first_ns);
+    let timeline = Arc::new(Mutex::new(
+        Timeline::new(opts.play.rate, now_s(), first_ns, opts.play.start_paused).ending_at(last_ns),
+    ));
     // Services.
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::unbounded_channel::<(
         Command,

@@ -80,6 +80,8 @@ pub struct Timeline {
     anchor: (f64, u64),
     /// The bag time playing stopped at, while paused.
     paused_at: Option<u64>,
+    /// The last message's bag time: the clock does not run past it.
+    end_ns: u64,
 }
 
 impl Timeline {
@@ -89,7 +91,15 @@ impl Timeline {
             rate,
             anchor: (now_s, bag_ns),
             paused_at: paused.then_some(bag_ns),
+            end_ns: u64::MAX,
         }
+    }
+
+    /// The same, with the bag's clock stopping at `end_ns` (its last
+    /// message): between that message and the player's exit, /clock would
+    /// otherwise run on past the bag.
+    pub fn ending_at(self, end_ns: u64) -> Timeline {
+        Timeline { end_ns, ..self }
     }
 
     pub fn rate(&self) -> f64 {
@@ -107,11 +117,12 @@ impl Timeline {
         }
         let (t0, b0) = self.anchor;
         let d_ns = ((now_s - t0) * self.rate * 1e9).round();
-        if d_ns >= 0.0 {
+        let at = if d_ns >= 0.0 {
             b0.saturating_add(d_ns as u64)
         } else {
             b0.saturating_sub((-d_ns) as u64)
-        }
+        };
+        at.min(self.end_ns)
     }
 
     /// When a message stamped `bag_ns` is due (None while paused).

@@ -475,6 +475,19 @@ fn the_timeline_keeps_the_bags_gaps_scaled_by_the_rate() {
 }
 
 #[test]
+fn the_bags_clock_stops_at_its_last_message() {
+    let s = 1_000_000_000u64;
+    let mut t = Timeline::new(2.0, 10.0, 100 * s, false).ending_at(103 * s);
+    assert_eq!(t.bag_now(11.0), 102 * s);
+    assert_eq!(t.bag_now(11.5), 103 * s);
+    assert_eq!(t.bag_now(60.0), 103 * s, "not past the bag's end");
+    // A loop back to the start runs the clock again, up to the end.
+    t.restart(60.0, 100 * s);
+    assert_eq!(t.bag_now(60.5), 101 * s);
+    assert_eq!(t.bag_now(70.0), 103 * s);
+}
+
+#[test]
 fn the_players_commands_pause_resume_toggle_and_step() {
     use cncpick::bag::play::{Answer, Command};
     let s = 1_000_000_000u64;
