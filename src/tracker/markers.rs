@@ -36,6 +36,34 @@ pub struct Scene {
     pub pick_points: HashMap<[u8; 16], [f64; 3]>,
 }
 
+impl Scene {
+    /// An object's state, heard on objects/events: kept while the object
+    /// has a track to draw. Events keep coming after a track has left the
+    /// belt's end (a pick's BINNED, an expiry); kept, each would stay for
+    /// good, and a cell that runs for months would grow by every object.
+    pub fn heard_state(&mut self, tracks: &[Track], id: [u8; 16], state: u8) {
+        if tracks.iter().any(|t| t.object_id == id) {
+            self.states.insert(id, state);
+        }
+    }
+
+    /// An assignment's predicted pick point (belt frame, m): kept, as a
+    /// state is, while the object has a track.
+    pub fn heard_pick_point(&mut self, tracks: &[Track], id: [u8; 16], point_m: [f64; 3]) {
+        if tracks.iter().any(|t| t.object_id == id) {
+            self.pick_points.insert(id, point_m);
+        }
+    }
+
+    /// Tracks removed: what was kept for them goes too.
+    pub fn forget(&mut self, removed: &[[u8; 16]]) {
+        for id in removed {
+            self.states.remove(id);
+            self.pick_points.remove(id);
+        }
+    }
+}
+
 fn rgba(r: f32, g: f32, b: f32, a: f32) -> ColorRGBA {
     ColorRGBA { r, g, b, a }
 }

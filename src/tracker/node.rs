@@ -395,9 +395,8 @@ impl Steps for TrackerNode {
                             ),
                         );
                     }
+                    s.scene.forget(&changes.removed);
                     for id in &changes.removed {
-                        s.scene.states.remove(id);
-                        s.scene.pick_points.remove(id);
                         s.registered.remove(id);
                         s.failed_rounds.remove(id);
                     }
@@ -428,7 +427,8 @@ impl Steps for TrackerNode {
             self.tasks.push(tokio::spawn(async move {
                 while let Some(e) = events.next().await {
                     if let Ok(id) = <[u8; 16]>::try_from(e.object_id.uuid.as_slice()) {
-                        lock(&shared).scene.states.insert(id, e.to_state.id);
+                        let s = &mut *lock(&shared);
+                        s.scene.heard_state(s.tracker.tracks(), id, e.to_state.id);
                     }
                 }
             }));
@@ -439,7 +439,9 @@ impl Steps for TrackerNode {
                 while let Some(a) = assignments.next().await {
                     if let Ok(id) = <[u8; 16]>::try_from(a.object_id.uuid.as_slice()) {
                         let q = &a.predicted_pick_position;
-                        lock(&shared).scene.pick_points.insert(id, [q.x, q.y, q.z]);
+                        let s = &mut *lock(&shared);
+                        s.scene
+                            .heard_pick_point(s.tracker.tracks(), id, [q.x, q.y, q.z]);
                     }
                 }
             }));

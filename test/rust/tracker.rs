@@ -7,6 +7,7 @@ use cncpick::sim::params::SimParams;
 use cncpick::sim::rng::stream;
 use cncpick::sim::truth::FrameTruth;
 use cncpick::tracker::core::{Changes, Observation, Tracker, TrackerConfig};
+use cncpick::tracker::markers::Scene;
 use cncpick::tracker::truth::{crowded, observe, truth_id};
 use std::collections::HashMap;
 
@@ -362,6 +363,24 @@ fn an_encoder_reading_takes_precedence_while_fresh_then_vision_again() {
     assert!((after.speed_mps - 0.2).abs() < 0.002, "{after:?}");
 }
 
+/// Object `[9; 16]` on a belt at 0.2 m/s from x = 0.3 m: its detection
+/// at `t` s, seen for its first second only.
+fn seen_for_a_second(t: f64) -> Vec<Observation> {
+    if t >= 1.0 {
+        return Vec::new();
+    }
+    vec![Observation {
+        x_m: 0.3 + 0.2 * t,
+        y_m: 0.075,
+        class_id: "red_box".into(),
+        confidence: 0.9,
+        size_m: [0.06, 0.06],
+        yaw_rad: 0.0,
+        object_id: [9; 16],
+        vision_id: "vision_9".into(),
+    }]
+}
+
 #[test]
 fn a_track_rides_out_of_view_and_is_deleted_at_the_belt_end_once() {
     let mut tracker = Tracker::new(TrackerConfig::default());
@@ -371,20 +390,7 @@ fn a_track_rides_out_of_view_and_is_deleted_at_the_belt_end_once() {
     // Seen for 1 s from x = 0.3 at 0.2 m/s, then never again.
     for k in 0..(25.0 * 30.0) as usize {
         let t = k as f64 / 30.0;
-        let obs = if t < 1.0 {
-            vec![Observation {
-                x_m: 0.3 + 0.2 * t,
-                y_m: 0.075,
-                class_id: "red_box".into(),
-                confidence: 0.9,
-                size_m: [0.06, 0.06],
-                yaw_rad: 0.0,
-                object_id: [9; 16],
-                vision_id: "vision_9".into(),
-            }]
-        } else {
-            Vec::new()
-        };
+        let obs = seen_for_a_second(t);
         let c = tracker.step(t, &obs);
         lost += c.lost.len();
         if !c.removed.is_empty() {
@@ -403,4 +409,45 @@ fn a_track_rides_out_of_view_and_is_deleted_at_the_belt_end_once() {
     // Out of the camera's view it was never expected to be seen: not lost.
     assert_eq!(lost, 0);
     assert!(tracker.tracks().is_empty());
+}
+
+#[test]
+fn the_markers_keep_an_objects_state_and_pick_point_only_while_it_has_a_track() {
+    let mut tracker = Tracker::new(TrackerConfig::default());
+    let mut scene = Scene::default();
+    let (picked, unknown) = (4u8, [7u8; 16]);
+    // One object on a belt at 0.2 m/s, seen for its first second.
+    let mut removed_at = None;
+    for k in 0..(25.0 * 30.0) as usize {
+        let t = k as f64 / 30.0;
+        let obs = seen_for_a_second(t);
+        let c = tracker.step(t, &obs);
+        scene.forget(&c.removed);
+        if k == 40 {
+            // While it is tracked: its state and pick point are kept; an
+            // object with no track is not.
+            scene.heard_state(tracker.tracks(), [9; 16], picked);
+            scene.heard_pick_point(tracker.tracks(), [9; 16], [2.0, 0.075, 0.02]);
+            scene.heard_state(tracker.tracks(), unknown, picked);
+            scene.heard_pick_point(tracker.tracks(), unknown, [2.0, 0.075, 0.02]);
+            assert_eq!(scene.states.get(&[9; 16]), Some(&picked));
+            assert_eq!(scene.pick_points.get(&[9; 16]), Some(&[2.0, 0.075, 0.02]));
+            assert!(!scene.states.contains_key(&unknown));
+            assert!(!scene.pick_points.contains_key(&unknown));
+        }
+        if !c.removed.is_empty() {
+            removed_at = Some(t);
+            // Its track gone at the belt's end: so is what was kept for it.
+            assert!(scene.states.is_empty() && scene.pick_points.is_empty());
+            // Events about it keep coming (its bin, its expiry): not kept.
+            scene.heard_state(tracker.tracks(), [9; 16], picked + 1);
+            scene.heard_pick_point(tracker.tracks(), [9; 16], [2.0, 0.075, 0.02]);
+        }
+    }
+    assert!(
+        removed_at.is_some(),
+        "the track never reached the belt's end"
+    );
+    assert!(scene.states.is_empty(), "{:?}", scene.states);
+    assert!(scene.pick_points.is_empty(), "{:?}", scene.pick_points);
 }
