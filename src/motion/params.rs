@@ -81,13 +81,15 @@ impl Default for MotionParams {
             poll_idle_s: 0.2,
             poll_busy_s: 0.02,
             state_call_timeout_s: 2.0,
-            reconnect_attempts: 20,
+            reconnect_attempts: 50,
             // Soon: an alarm or a closed port is worth a look at once; a
-            // port not back yet is tried again twice a second (opening a
-            // missing tty costs nothing), for about 10 s before the
-            // manager takes over.
-            reconnect_initial_s: 0.25,
-            reconnect_max_s: 0.5,
+            // port not back yet is tried again five times a second
+            // (opening a missing tty costs nothing, and every tenth of a
+            // second after the cable is back is a tenth more of a CNC
+            // out of the cell), for about 10 s before the manager takes
+            // over.
+            reconnect_initial_s: 0.1,
+            reconnect_max_s: 0.2,
         }
     }
 }
