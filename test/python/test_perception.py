@@ -102,6 +102,22 @@ def test_camera_and_detector_turn_a_video_file_into_detections_that_match_the_tr
         dt = (a1.header.stamp.sec - a0.header.stamp.sec) + (a1.header.stamp.nanosec - a0.header.stamp.nanosec) * 1e-9
         frames = dt * 6
         assert abs(frames - round(frames)) < 1e-3 and (round(frames) - (i1 - i0)) % 60 == 0, (dt, i0, i1)
+    # Deactivated and activated again, the detector goes on with the
+    # detector its thread hands back. The file's frames are stamped with
+    # their wall-clock due time and read no sooner: a frame stamped after
+    # the deactivation was answered is the reactivated detector's.
+    assert det_life.change_state("deactivate")
+    deactivated_s = time.time()
+    assert det_life.change_state("activate")
+    stamp_s = lambda a: a.header.stamp.sec + a.header.stamp.nanosec * 1e-9
+    fresh = lambda: [a for a in arrays if stamp_s(a) > deactivated_s and a.detections]
+    assert spin_until(executor, lambda: len(fresh()) >= 5, 60), (
+        f"{len(fresh())} arrays with detections since reactivating\ndetector:\n{stderr_of(detector)}"
+    )
+    for a in fresh():
+        best = min((i for i in range(len(truth)) if truth[i]["objects"]), key=lambda i: max(error(d, o) for d, o in zip(a.detections, nearest(a.detections, truth[i]["objects"]))))
+        for d, near in zip(a.detections, nearest(a.detections, truth[best]["objects"])):
+            assert error(d, near) < 0.003 and near["class"] == d.class_id, (d, near)
     assert camera.terminate() == 0 and detector.terminate() == 0
 
 
