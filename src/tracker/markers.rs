@@ -42,7 +42,7 @@ impl Scene {
     /// belt's end (a pick's BINNED, an expiry); kept, each would stay for
     /// good, and a cell that runs for months would grow by every object.
     pub fn heard_state(&mut self, tracks: &[Track], id: [u8; 16], state: u8) {
-        if tracks.iter().any(|t| t.object_id == id) {
+        if tracked(tracks, &id) {
             self.states.insert(id, state);
         }
     }
@@ -50,7 +50,7 @@ impl Scene {
     /// An assignment's predicted pick point (belt frame, m): kept, as a
     /// state is, while the object has a track.
     pub fn heard_pick_point(&mut self, tracks: &[Track], id: [u8; 16], point_m: [f64; 3]) {
-        if tracks.iter().any(|t| t.object_id == id) {
+        if tracked(tracks, &id) {
             self.pick_points.insert(id, point_m);
         }
     }
@@ -62,6 +62,10 @@ impl Scene {
             self.pick_points.remove(id);
         }
     }
+}
+
+fn tracked(tracks: &[Track], id: &[u8; 16]) -> bool {
+    tracks.iter().any(|t| &t.object_id == id)
 }
 
 fn rgba(r: f32, g: f32, b: f32, a: f32) -> ColorRGBA {

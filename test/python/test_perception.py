@@ -74,6 +74,10 @@ def test_camera_and_detector_turn_a_video_file_into_detections_that_match_the_tr
     def nearest(dets, objects):
         return [min(objects, key=lambda o: error(d, o)) for d in dets]
 
+    def best_frame(a):
+        # The video frame whose truth fits the array's detections best.
+        return min((i for i in range(len(truth)) if truth[i]["objects"]), key=lambda i: max(error(d, o) for d, o in zip(a.detections, nearest(a.detections, truth[i]["objects"]))))
+
     # Frames may be lost between processes (sensor-data QoS), so each array
     # is matched to the video frame whose truth fits it best.
     uuids = set()
@@ -83,7 +87,7 @@ def test_camera_and_detector_turn_a_video_file_into_detections_that_match_the_tr
         assert a.header.frame_id == "belt"
         if not a.detections:
             continue
-        best = min((i for i in range(len(truth)) if truth[i]["objects"]), key=lambda i: max(error(d, o) for d, o in zip(a.detections, nearest(a.detections, truth[i]["objects"]))))
+        best = best_frame(a)
         objects = truth[best]["objects"]
         matched.append((best, a))
         for d, near in zip(a.detections, nearest(a.detections, objects)):
@@ -115,7 +119,7 @@ def test_camera_and_detector_turn_a_video_file_into_detections_that_match_the_tr
         f"{len(fresh())} arrays with detections since reactivating\ndetector:\n{stderr_of(detector)}"
     )
     for a in fresh():
-        best = min((i for i in range(len(truth)) if truth[i]["objects"]), key=lambda i: max(error(d, o) for d, o in zip(a.detections, nearest(a.detections, truth[i]["objects"]))))
+        best = best_frame(a)
         for d, near in zip(a.detections, nearest(a.detections, truth[best]["objects"])):
             assert error(d, near) < 0.003 and near["class"] == d.class_id, (d, near)
     assert camera.terminate() == 0 and detector.terminate() == 0
