@@ -35,6 +35,11 @@ pub enum CallError {
     },
 }
 
+/// How long a node, once active, looks for the servers it will call
+/// ([`Caller::await_server_task`]): discovery across processes can take
+/// seconds on a loaded machine.
+pub const SERVER_WAIT: Duration = Duration::from_secs(30);
+
 /// An r2r error of a call to `service`.
 fn ros_error(service: &str) -> impl Fn(r2r::Error) -> CallError + '_ {
     move |source| CallError::Ros {
@@ -271,6 +276,42 @@ impl<T: r2r::WrappedServiceTypeSupport + 'static> Caller<T> {
     /// The underlying client (e.g. to wait for the server once at start).
     pub fn client(&self) -> &r2r::Client<T> {
         &self.client
+    }
+
+    /// Waits, within `within`, for the server to be matched, and if it is,
+    /// lets the next call skip that wait (as after a call that got an
+    /// answer: [`call_matched`]). r2r resolves the wait only at the node's
+    /// next spin, so a node that calls this when it activates keeps up to
+    /// one spin slice (10 ms) off its first call.
+    pub async fn await_server(&self, within: Duration) -> Result<(), CallError> {
+        let available = r2r::Node::is_available(&self.client).map_err(ros_error(&self.service))?;
+        await_server(&self.service, within, available).await?;
+        self.matched
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// [`Caller::await_server`] as a task of its own, for a node's
+    /// activate: a server not there within `within` is only logged (the
+    /// first call then waits for it, bounded as every call is).
+    pub fn await_server_task(
+        self: &std::sync::Arc<Self>,
+        within: Duration,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        T: Send + Sync,
+    {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.await_server(within).await {
+                tracing::info!("{e}; its first call will wait for it");
+            }
+        })
+    }
+
+    /// Whether the next call skips the wait for the server.
+    pub fn matched(&self) -> bool {
+        self.matched.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Calls the service; `make(request_id)` builds the request, and every

@@ -911,6 +911,9 @@ impl Steps for MotionNode {
         }
         lock(&self.live).epoch = epoch.epoch;
         tracing::info!(cnc = %p.cnc_id, epoch = epoch.epoch, "active");
+        // Find the store's transitions now, not at the first pick.
+        self.active_tasks
+            .push(transition.await_server_task(crate::kit::call::SERVER_WAIT));
 
         let ctx = Ctx {
             g: g.clone(),

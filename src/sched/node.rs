@@ -21,7 +21,7 @@
 use super::core::{Core, Input, Logged, ObjectId, Output, TrackIn};
 use super::params::SchedParams;
 use crate::kit::breaker::BreakerConfig;
-use crate::kit::call::{send_goal, Caller};
+use crate::kit::call::{send_goal, Caller, SERVER_WAIT};
 use crate::kit::health::Counters;
 use crate::kit::lifecycle::{ActiveGate, LifecyclePublisher, Steps};
 use crate::kit::node::{self, NodeContext};
@@ -544,6 +544,9 @@ impl Steps for SchedNode {
             ));
         }
         drop(n);
+        // Find the store now, not at the first assignment.
+        self.tasks
+            .push(prepared.transition.await_server_task(SERVER_WAIT));
 
         // The core: one input at a time.
         {

@@ -480,7 +480,11 @@ impl Steps for TrackerNode {
                 }
             }));
         }
-        // Registration.
+        // Registration: find the store now, not at the first object.
+        if let Some(c) = &caller {
+            self.tasks
+                .push(c.await_server_task(crate::kit::call::SERVER_WAIT));
+        }
         {
             let (shared, pubs, counters) = (shared.clone(), pubs.clone(), self.counters.clone());
             let requeue = Backoff {

@@ -318,6 +318,119 @@ fn a_caller_retries_a_silent_server_under_one_request_id_then_opens_its_breaker_
     assert_eq!(dead.entries()[0].attempts, 3);
 }
 
+/// A caller with the state manager's transition service on `name`.
+fn transition_caller(
+    n: &mut r2r::Node,
+    name: &str,
+) -> cncpick::kit::call::Caller<cncpick::msgs::srv::TransitionObject::Service> {
+    use cncpick::kit::breaker::BreakerConfig;
+    use cncpick::kit::retry::{DeadLetters, RetryPolicy};
+    cncpick::kit::call::Caller::new(
+        n,
+        name,
+        BOUND,
+        RetryPolicy::default(),
+        BreakerConfig::default(),
+        DeadLetters::in_memory(),
+        0,
+    )
+    .unwrap()
+}
+
+/// A node looks for its server when it activates, so that its first call
+/// does not wait for the next spin to learn what it already knows: the
+/// caller is marked matched once the server is found, and not before.
+#[test]
+fn a_caller_that_found_its_server_is_marked_matched_and_its_call_answered() {
+    use cncpick::msgs::srv::TransitionObject;
+    let (_lease, ctx) = dds_context();
+    let node = create_node(&ctx, "await_server_pair", "").unwrap();
+    let (caller, mut requests) = {
+        let mut n = node.lock();
+        let c = transition_caller(&mut n, "/early/transition");
+        let s = n
+            .create_service::<TransitionObject::Service>(
+                "/early/transition",
+                r2r::QosProfile::services_default(),
+            )
+            .unwrap();
+        (std::sync::Arc::new(c), s)
+    };
+    assert!(
+        !caller.matched(),
+        "nothing is matched before it is looked for"
+    );
+    let mut spinner = Spinner::start(node.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (found, matched, reply) = rt.block_on(async {
+        // Generous: discovery on a loaded machine can take seconds.
+        let found = caller
+            .await_server_task(Duration::from_secs(20))
+            .await
+            .map(|()| caller.matched());
+        let matched = caller.matched();
+        let server = tokio::spawn(async move {
+            let req = requests.next().await.expect("one request");
+            let resp = TransitionObject::Response {
+                accepted: true,
+                error: req.message.request_id.clone(),
+                ..Default::default()
+            };
+            req.respond(resp).unwrap();
+        });
+        let reply = caller
+            .call(|id| TransitionObject::Request {
+                request_id: id.to_string(),
+                ..Default::default()
+            })
+            .await;
+        server.await.unwrap();
+        (found, matched, reply)
+    });
+    spinner.stop();
+    assert!(found.is_ok(), "{found:?}");
+    assert!(
+        matched,
+        "the server was found: the first call skips the wait"
+    );
+    let reply = reply.expect("the server answers");
+    assert!(reply.accepted);
+    assert!(
+        !reply.error.is_empty(),
+        "the reply to this call's request id"
+    );
+    assert!(caller.matched());
+}
+
+/// No server: told so exactly at the bound, and the first call will wait.
+#[test]
+fn a_caller_with_no_server_is_told_at_its_bound_and_stays_unmatched() {
+    let (_lease, ctx) = dds_context();
+    let node = create_node(&ctx, "await_server_alone", "").unwrap();
+    let caller = transition_caller(&mut node.lock(), "/nobody/transition");
+    let mut spinner = Spinner::start(node.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let (r, elapsed) = rt.block_on(async {
+        let t0 = Instant::now();
+        let r = caller.await_server(BOUND).await;
+        (r, t0.elapsed())
+    });
+    spinner.stop();
+    let err = r.expect_err("there is no server");
+    assert!(matches!(err, CallError::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains("/nobody/transition"), "{err}");
+    assert_eq!(elapsed, BOUND);
+    assert!(!caller.matched());
+}
+
 #[test]
 fn a_pick_goal_with_no_action_server_gives_up_at_its_bound() {
     use cncpick::kit::call::send_goal;
