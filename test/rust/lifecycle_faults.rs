@@ -243,3 +243,74 @@ async fn a_latched_fault_is_not_recovered_from_until_configured_by_hand() {
     assert!(s.handle.change_state("configure").await);
     assert!(s.handle.change_state("activate").await);
 }
+
+/// Log lines, kept for a test to read.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A device gone for 25 attempts (a cable out for seconds, polled every
+/// 0.1–0.2 s): the failed attempts 1, 10 and 20 are logged at their
+/// levels, the 22 others only at debug, and the recovery says on which
+/// attempt, and how long after the fault, the node came back.
+#[tokio::test(start_paused = true)]
+async fn a_long_recovery_logs_only_its_first_and_every_tenth_failed_attempt() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let s = setup(Recovery::Reactivate(RetryPolicy {
+        max_attempts: 30,
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            multiplier: 2.0,
+            max: Duration::from_millis(200),
+            jitter: 0.0,
+        },
+    }));
+    let rel = fault_with(&s, 25, Duration::from_secs(10), State::Active).await;
+    let configures = rel.iter().filter(|(_, w)| *w == "configure").count();
+    assert_eq!(configures, 26, "25 failed attempts and the one that worked");
+
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let failed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("recovery attempt failed"))
+        .collect();
+    assert_eq!(failed.len(), 3, "{text}");
+    for (line, n) in failed
+        .iter()
+        .zip(["attempt=1 ", "attempt=10 ", "attempt=20 "])
+    {
+        assert!(line.contains(n) && line.contains("WARN"), "{line}");
+    }
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("configuring raised an error: no device"))
+        .count();
+    assert_eq!(errors, 3, "{text}");
+    let back: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("recovered from the fault"))
+        .collect();
+    assert_eq!(back.len(), 1, "{text}");
+    // 0.1 s, then 0.2 s for each of the 25 others: back 5.1 s after the fault.
+    assert!(
+        back[0].contains("attempt=26") && back[0].contains("after_s=5.1"),
+        "{}",
+        back[0]
+    );
+}

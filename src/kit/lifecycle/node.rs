@@ -13,6 +13,36 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
+/// Whose lines a transition logs, and how loudly: a recovery's failed
+/// attempts between its loud ones ([`LOUD_EVERY`]) log at debug, so that a
+/// device gone for a minute does not fill the log with the same lines.
+#[derive(Clone, Copy)]
+struct Voice<'a> {
+    node: &'a str,
+    quiet: bool,
+}
+
+impl<'a> Voice<'a> {
+    fn loud(node: &'a str) -> Self {
+        Voice { node, quiet: false }
+    }
+}
+
+/// `tracing::$level!`, or `debug!` when the voice is quiet.
+macro_rules! say {
+    ($voice:expr, $level:ident, $($arg:tt)*) => {
+        if $voice.quiet {
+            tracing::debug!($($arg)*)
+        } else {
+            tracing::$level!($($arg)*)
+        }
+    };
+}
+
+/// A recovery logs its first failed attempt, every tenth, and its last at
+/// their levels; the ones between at debug.
+pub const LOUD_EVERY: u32 = 10;
+
 /// What a lifecycle node supplies. Every callback defaults to success.
 /// `on_error` runs in ErrorProcessing; success there returns the node to
 /// Unconfigured, anything else finalizes it.
@@ -340,8 +370,16 @@ impl LifecycleHandle {
                     // refused, as rcl refuses it outside a primary state.
                     let success = match callbacks.try_lock() {
                         Ok(mut cbs) => {
-                            change_state(&name, &machine, &gate, &mut *cbs, &events, &request, None)
-                                .await
+                            change_state(
+                                Voice::loud(&name),
+                                &machine,
+                                &gate,
+                                &mut *cbs,
+                                &events,
+                                &request,
+                                None,
+                            )
+                            .await
                         }
                         Err(_) => {
                             tracing::warn!(
@@ -426,7 +464,16 @@ impl LifecycleHandle {
                 Box::pin(async move {
                     let request = Request { id: 0, label };
                     let mut cbs = callbacks.lock().await;
-                    change_state(&name, &machine, &gate, &mut *cbs, &events, &request, None).await
+                    change_state(
+                        Voice::loud(&name),
+                        &machine,
+                        &gate,
+                        &mut *cbs,
+                        &events,
+                        &request,
+                        None,
+                    )
+                    .await
                 })
             })
         };
@@ -500,7 +547,7 @@ async fn on_fault<C: Callbacks>(
     tracing::error!(node, "fault: {why}");
     let forced = CallbackResult::Error(why);
     change_state(
-        node,
+        Voice::loud(node),
         machine,
         gate,
         &mut *cbs,
@@ -519,7 +566,12 @@ async fn on_fault<C: Callbacks>(
         );
         return;
     }
+    let fault_at = tokio::time::Instant::now();
     for attempt in 1..=policy.max_attempts {
+        let voice = Voice {
+            node,
+            quiet: attempt != 1 && attempt % LOUD_EVERY != 0 && attempt != policy.max_attempts,
+        };
         let delay = policy.backoff.delay(attempt, 0.5);
         drop(cbs);
         tokio::time::sleep(delay).await;
@@ -533,20 +585,27 @@ async fn on_fault<C: Callbacks>(
         };
         let mut ok = true;
         for &id in steps {
-            ok = change_state(node, machine, gate, &mut *cbs, events, &request(id), None).await;
+            ok = change_state(voice, machine, gate, &mut *cbs, events, &request(id), None).await;
             if !ok {
                 break;
             }
         }
         if ok {
-            tracing::info!(node, attempt, "recovered from the fault: active again");
+            tracing::info!(
+                node,
+                attempt,
+                after_s = fault_at.elapsed().as_secs_f64(),
+                "recovered from the fault: active again"
+            );
             return;
         }
-        tracing::warn!(
+        say!(
+            voice,
+            warn,
             node,
             attempt,
             of = policy.max_attempts,
-            "recovery attempt failed"
+            "recovery attempt failed (only the first, every {LOUD_EVERY}th and the last are logged above debug)"
         );
     }
     tracing::error!(
@@ -561,7 +620,7 @@ async fn on_fault<C: Callbacks>(
 /// `forced` stands in for the first callback's result (the callback is not
 /// run): how a fault leaves Active.
 async fn change_state<C: Callbacks>(
-    node: &str,
+    voice: Voice<'_>,
     machine: &Mutex<StateMachine>,
     gate: &ActiveGate,
     cbs: &mut C,
@@ -569,6 +628,7 @@ async fn change_state<C: Callbacks>(
     request: &Request,
     mut forced: Option<CallbackResult>,
 ) -> bool {
+    let node = voice.node;
     let begun = machine
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -602,8 +662,10 @@ async fn change_state<C: Callbacks>(
         };
         match &result {
             CallbackResult::Success => {}
-            CallbackResult::Failure(why) => tracing::warn!(node, "{state} failed: {why}"),
-            CallbackResult::Error(why) => tracing::error!(node, "{state} raised an error: {why}"),
+            CallbackResult::Failure(why) => say!(voice, warn, node, "{state} failed: {why}"),
+            CallbackResult::Error(why) => {
+                say!(voice, error, node, "{state} raised an error: {why}")
+            }
         }
         success.get_or_insert(result == CallbackResult::Success);
         let edge = machine
@@ -614,7 +676,14 @@ async fn change_state<C: Callbacks>(
             gate.set(true);
         }
         publish_event(events, node, &edge);
-        tracing::info!(node, "lifecycle: {} -> {}", edge.start, edge.goal);
+        say!(
+            voice,
+            info,
+            node,
+            "lifecycle: {} -> {}",
+            edge.start,
+            edge.goal
+        );
     }
     success.unwrap_or(false)
 }
