@@ -20,6 +20,22 @@ fn dds_context() -> (DomainLease, r2r::Context) {
     (lease, r2r::Context::create().unwrap())
 }
 
+/// Runs `f` to its end on a runtime whose clock is paused (it jumps to the
+/// next timer when nothing else can run); returns its output and the
+/// tokio time it took.
+fn paused_timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let t0 = Instant::now();
+        let out = f.await;
+        (out, t0.elapsed())
+    })
+}
+
 /// A future that yields `v` after `ms` milliseconds of (paused) tokio time.
 async fn after<T>(ms: u64, v: T) -> Result<T, r2r::Error> {
     sleep(Duration::from_millis(ms)).await;
@@ -153,22 +169,12 @@ fn an_r2r_call_with_no_server_gives_up_at_its_bound() {
         )
         .unwrap();
     let mut spinner = Spinner::start(node.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let (r, elapsed) = rt.block_on(async {
-        let t0 = Instant::now();
-        let r = call(
-            &client,
-            "/nobody/get_object",
-            &GetObject::Request::default(),
-            BOUND,
-        )
-        .await;
-        (r, t0.elapsed())
-    });
+    let (r, elapsed) = paused_timed(call(
+        &client,
+        "/nobody/get_object",
+        &GetObject::Request::default(),
+        BOUND,
+    ));
     spinner.stop();
     let err = r.expect_err("there is no server");
     assert!(matches!(err, CallError::Unavailable { .. }), "{err:?}");
@@ -413,16 +419,7 @@ fn a_caller_with_no_server_is_told_at_its_bound_and_stays_unmatched() {
     let node = create_node(&ctx, "await_server_alone", "").unwrap();
     let caller = transition_caller(&mut node.lock(), "/nobody/transition");
     let mut spinner = Spinner::start(node.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let (r, elapsed) = rt.block_on(async {
-        let t0 = Instant::now();
-        let r = caller.await_server(BOUND).await;
-        (r, t0.elapsed())
-    });
+    let (r, elapsed) = paused_timed(caller.await_server(BOUND));
     spinner.stop();
     let err = r.expect_err("there is no server");
     assert!(matches!(err, CallError::Unavailable { .. }), "{err:?}");
@@ -443,22 +440,13 @@ fn a_pick_goal_with_no_action_server_gives_up_at_its_bound() {
         .create_action_client::<PickObject::Action>("/cell/cnc_9/pick")
         .unwrap();
     let mut spinner = Spinner::start(node.clone());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    let (ok, err, elapsed) = rt.block_on(async {
-        let t0 = Instant::now();
-        let r = send_goal(
-            &client,
-            "/cell/cnc_9/pick",
-            PickObject::Goal::default(),
-            BOUND,
-        )
-        .await;
-        (r.is_ok(), r.err(), t0.elapsed())
-    });
+    let (r, elapsed) = paused_timed(send_goal(
+        &client,
+        "/cell/cnc_9/pick",
+        PickObject::Goal::default(),
+        BOUND,
+    ));
+    let (ok, err) = (r.is_ok(), r.err());
     spinner.stop();
     assert!(!ok);
     assert!(
