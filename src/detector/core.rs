@@ -25,11 +25,13 @@
 //! view, so the detections are the whole frame's
 //! ([`Detector::detect_whole`], and the test that compares them).
 //!
-//! Labelling itself looks first at every kernel-side-th pixel of a row
-//! (and its last): only the tiles of that row holding a labelled one, and
-//! their neighbours, are labelled in full. A run as long as the kernel
-//! cannot slip between the samples, so only runs the opening removes
-//! anyway are left out ([`Detector::detect_whole`] labels every pixel).
+//! Labelling itself looks first at every kernel-side-th pixel (and the
+//! last) of every kernel-side-th row (and the last): only the tiles
+//! holding a labelled one, and their neighbours, are labelled in full, in
+//! the rows less than a kernel's side from it. A square of labelled
+//! pixels as big as the kernel cannot slip between the samples, so only
+//! pixels the opening removes anyway are left out
+//! ([`Detector::detect_whole`] labels every pixel).
 
 use super::homography::Homography;
 use opencv::core::{self, Mat, Point, Rect, Scalar, Size, Vec3b, Vector, CV_8UC1, CV_8UC3};
@@ -292,6 +294,8 @@ pub struct Detector {
     /// Per tile: the classes labelled in it (bit `k` for class `k`; bit
     /// 63 for class 63 and above).
     present: Vec<u64>,
+    /// Per row of the ROI (tiles across): near a labelled sample of it.
+    near: Vec<bool>,
     pub last: FrameStats,
     /// The last frame's rectangles worked on, and the share of the ROI
     /// they cover (1 with the whole ROI).
@@ -322,6 +326,7 @@ impl Detector {
             contours: Vector::new(),
             busy: Vec::new(),
             present: Vec::new(),
+            near: Vec::new(),
             last: FrameStats::default(),
             last_regions: (0, 0.0),
         })
@@ -387,14 +392,20 @@ impl Detector {
     /// opening keeps has about it: its whole kernel labelled, or as much of
     /// it as lies inside the ROI) ending in that tile.
     ///
-    /// `every_pixel` false: a row's tile is labelled only if it or a
-    /// neighbour holds a labelled pixel among every `run_px`-th one and the
-    /// row's last; the others are left unlabelled. Any run as long as the
-    /// kernel, or touching the ROI's side, holds such a pixel, and the
-    /// tiles it crosses are all labelled (crossing a whole tile, it holds
-    /// one there too); what is left out lies in shorter runs away from the
-    /// sides, which no square kernel fits in, so the opening (and with it
-    /// every detection) is the same as with every pixel labelled.
+    /// `every_pixel` false: only a sample is looked at first, every
+    /// `run_px`-th pixel (and the last) of every `run_px`-th row (and the
+    /// last); a row's tile is then labelled only if it or a neighbour holds
+    /// a labelled sample within `run_px - 1` rows of it, and the others are
+    /// left unlabelled. A pixel the opening keeps has a kernel of labelled
+    /// pixels about it (or as much of one as lies inside the ROI), which
+    /// holds a sampled row and, on that row, a labelled sample; every row
+    /// of that kernel is within `run_px - 1` rows of it, and the tiles
+    /// the kernel's rows cross are that sample's or hold one of their own
+    /// (crossing a whole tile, a row holds one there). So what is left out
+    /// lies where no square kernel of labelled pixels fits, the opening
+    /// (and with it every detection) is the same as with every pixel
+    /// labelled, and two thirds of the rows are not read at all with the
+    /// shipped kernel of 3.
     fn label(
         &mut self,
         frame: &Mat,
@@ -414,26 +425,53 @@ impl Detector {
         self.present.resize(tiles_x * tiles_y, 0);
         let tile = TILE_PX as usize;
         let stride = run_px.clamp(1, tile);
-        let mut wanted = vec![every_pixel; tiles_x];
+        let (height, width) = (roi.height as usize, roi.width as usize);
         let table = &self.table;
         let lookup =
             |p: &Vec3b| table[((p[0] as usize) << 16) | ((p[1] as usize) << 8) | p[2] as usize];
-        for r in 0..roi.height {
-            let src =
-                &frame.at_row::<Vec3b>(roi.y + r)?[roi.x as usize..(roi.x + roi.width) as usize];
-            let dst = self.labels.at_row_mut::<u8>(r)?;
-            let row = (r / TILE_PX) as usize * tiles_x;
-            if !every_pixel {
-                wanted.fill(false);
+        let row_of = |r: usize| -> Result<&[Vec3b], DetectError> {
+            Ok(&frame.at_row::<Vec3b>(roi.y + r as i32)?[roi.x as usize..roi.x as usize + width])
+        };
+        // Per sampled row, the tiles near a labelled sample of it.
+        let near = &mut self.near;
+        near.clear();
+        if !every_pixel {
+            near.resize(height * tiles_x, false);
+            let last = ((height - 1) % stride != 0).then_some(height - 1);
+            let rows = (0..height).step_by(stride).chain(last);
+            for r in rows {
+                let src = row_of(r)?;
+                let near = &mut near[r * tiles_x..(r + 1) * tiles_x];
                 let mut hit = |c: usize| {
                     if lookup(&src[c]) != 0 {
                         let t = c / tile;
-                        let near = t.saturating_sub(1)..=(t + 1).min(tiles_x - 1);
-                        wanted[near].fill(true);
+                        near[t.saturating_sub(1)..=(t + 1).min(tiles_x - 1)].fill(true);
                     }
                 };
-                (0..src.len()).step_by(stride).for_each(&mut hit);
-                hit(src.len() - 1);
+                (0..width).step_by(stride).for_each(&mut hit);
+                hit(width - 1);
+            }
+        }
+        let mut wanted = vec![every_pixel; tiles_x];
+        for r in 0..height {
+            let src = row_of(r)?;
+            let dst = self.labels.at_row_mut::<u8>(r as i32)?;
+            let row = r / tile * tiles_x;
+            if !every_pixel {
+                // The sampled rows within `stride - 1` of this one: the
+                // one at or above it, the next, and the last.
+                let above = r - r % stride;
+                wanted.fill(false);
+                for s in [above, above + stride, height - 1] {
+                    if s < height && s.abs_diff(r) < stride {
+                        let near = &near[s * tiles_x..(s + 1) * tiles_x];
+                        wanted.iter_mut().zip(near).for_each(|(w, n)| *w |= n);
+                    }
+                }
+                if !wanted.contains(&true) {
+                    dst.fill(0);
+                    continue;
+                }
             }
             // Labelled pixels in a row so far, across tiles. Past the
             // ROI's edges the opening sees no unlabelled pixel, so a run
