@@ -404,8 +404,8 @@ impl Detector {
     /// (crossing a whole tile, a row holds one there). So what is left out
     /// lies where no square kernel of labelled pixels fits, the opening
     /// (and with it every detection) is the same as with every pixel
-    /// labelled, and two thirds of the rows are not read at all with the
-    /// shipped kernel of 3.
+    /// labelled. With the shipped kernel of 3, the first look reads a
+    /// third of the rows.
     fn label(
         &mut self,
         frame: &Mat,
