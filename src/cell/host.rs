@@ -3,6 +3,7 @@
 //! executables `ros2 launch` starts, with the same arguments. The process
 //! table is the manager's [`Supervisor`]: it reports exits and respawns.
 
+use super::participant_ids::{with_participant_id, ParticipantIds};
 use super::spec::{CellArgs, NodeSpec, NAMESPACE};
 use crate::kit::lifecycle::Callbacks;
 use crate::kit::node::{KitParams, NodeContext, ServedNode};
@@ -77,6 +78,8 @@ pub struct Processes {
     bin_dir: PathBuf,
     /// The Fast DDS profile every process is started with, if any.
     dds_profile: Option<PathBuf>,
+    /// The participant numbers of restarted processes (with a profile).
+    participant_ids: Mutex<ParticipantIds>,
     log_dir: PathBuf,
     args: CellArgs,
     specs: BTreeMap<String, NodeSpec>,
@@ -97,6 +100,7 @@ impl Processes {
             pids_path: pids_path.to_path_buf(),
             bin_dir: bin_dir.to_path_buf(),
             dds_profile: None,
+            participant_ids: Mutex::default(),
             log_dir: log_dir.to_path_buf(),
             args,
             specs: nodes.iter().map(|n| (n.name.clone(), n.clone())).collect(),
@@ -111,7 +115,43 @@ impl Processes {
         self
     }
 
-    fn spawn_one(&self, spec: &NodeSpec) -> anyhow::Result<Child> {
+    /// The profile for a restarted process of `node`: the cell's profile
+    /// with a participant number its peers do not still hold for a dead
+    /// process (see [`super::participant_ids`]), written beside it; the
+    /// cell's profile itself when it cannot take a number.
+    fn restart_profile(&self, node: &str) -> Option<PathBuf> {
+        let profile = self.dds_profile.as_ref()?;
+        let id = self
+            .participant_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(node, Instant::now());
+        let numbered = id.and_then(|id| {
+            let text = std::fs::read_to_string(profile).ok()?;
+            let path = profile.with_file_name(format!("fastdds-participant-{id}.xml"));
+            let written = std::fs::write(&path, with_participant_id(&text, id)?);
+            match written {
+                Ok(()) => Some((id, path)),
+                Err(e) => {
+                    tracing::warn!(node, "{}: {e}", path.display());
+                    None
+                }
+            }
+        });
+        match numbered {
+            Some((id, path)) => {
+                tracing::info!(
+                    node,
+                    participant_id = id,
+                    "restarting it as Fast DDS participant {id}"
+                );
+                Some(path)
+            }
+            None => Some(profile.clone()),
+        }
+    }
+
+    fn spawn_one(&self, spec: &NodeSpec, dds_profile: Option<&Path>) -> anyhow::Result<Child> {
         let exe = self.bin_dir.join(&spec.executable);
         anyhow::ensure!(
             exe.is_file(),
@@ -126,7 +166,7 @@ impl Processes {
             .open(&log_path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", log_path.display()))?;
         let mut command = Command::new(&exe);
-        if let Some(profile) = &self.dds_profile {
+        if let Some(profile) = dds_profile {
             command.env(DDS_PROFILE_ENV, profile);
         }
         let child = command
@@ -143,7 +183,7 @@ impl Processes {
     pub fn start_all(&self) -> anyhow::Result<()> {
         sweep_dead("before starting the cell's processes");
         for spec in self.specs.values() {
-            let child = self.spawn_one(spec)?;
+            let child = self.spawn_one(spec, self.dds_profile.as_deref())?;
             let mut table = self.lock();
             table.insert(
                 spec.name.clone(),
@@ -275,7 +315,8 @@ impl Supervisor for Processes {
                 let _ = p.child.wait();
             }
         }
-        let child = self.spawn_one(&spec)?;
+        let profile = self.restart_profile(node);
+        let child = self.spawn_one(&spec, profile.as_deref())?;
         let starts = table.get(node).map_or(0, |p| p.starts) + 1;
         table.insert(
             node.to_string(),

@@ -1,0 +1,133 @@
+//! A node process the supervisor restarts gets a Fast DDS participant
+//! number of its own (cell::participant_ids), so it does not listen at the
+//! ports where its peers still hold the participant of the killed one.
+//! That it is then found and brought back is test_cell.py's kill test.
+
+use cncpick::cell::host::{Processes, DDS_PROFILE};
+use cncpick::cell::participant_ids::IDS;
+use cncpick::cell::spec::{CellArgs, NodeSpec};
+use cncpick::kit::testing::DomainLease;
+use cncpick::manager::node::Supervisor;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The UDP ports the sockets of process `pid` are bound to.
+fn udp_ports(pid: u32) -> BTreeSet<u16> {
+    let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().to_string();
+                    Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ports = BTreeSet::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && inodes.contains(f[9]) {
+                let port = f[1].rsplit(':').next().unwrap();
+                ports.insert(u16::from_str_radix(port, 16).unwrap());
+            }
+        }
+    }
+    ports
+}
+
+/// The metatraffic unicast port of participant `id` in `domain` (RTPS's
+/// well-known ports: 7400 + 250 d + 10 + 2 id).
+fn metatraffic_port(domain: u32, id: u8) -> u16 {
+    (7410 + 250 * domain + 2 * u32::from(id)) as u16
+}
+
+/// The unicast ports of `domain` (RTPS's well-known ports) that `node`'s
+/// process is bound to, once it has bound its participant's (within 20 s).
+fn ports_once_up(p: &Processes, node: &str, domain: u32) -> (u32, BTreeSet<u16>) {
+    let unicast = metatraffic_port(domain, 0)..metatraffic_port(domain, 120);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(&pid) = p.pids().get(node) {
+            let ports: BTreeSet<u16> = udp_ports(pid)
+                .into_iter()
+                .filter(|p| unicast.contains(p))
+                .collect();
+            if ports.len() >= 2 {
+                return (pid, ports);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node}: no UDP ports within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill_and_wait(p: &Processes, node: &str) {
+    assert!(p.kill(node).is_some(), "{node} was not running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.exited().contains(&node.to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "{node}: no exit seen within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn each_restart_listens_at_the_ports_of_a_participant_number_nobody_held_lately() {
+    let lease = DomainLease::acquire().unwrap();
+    let domain = lease.id;
+    std::env::set_var("ROS_DOMAIN_ID", domain.to_string());
+    std::env::remove_var("FASTRTPS_DEFAULT_PROFILES_FILE");
+    let dir = std::env::temp_dir().join(format!("cncpick-respawn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = dir.join("fastdds.xml");
+    std::fs::write(&profile, DDS_PROFILE).unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_kit_example"));
+    let node = "respawned";
+    let p = Processes::new(
+        exe.parent().unwrap(),
+        &dir.join("logs"),
+        &dir.join("pids.json"),
+        CellArgs::new(vec![], &[]).unwrap(),
+        &[NodeSpec {
+            name: node.into(),
+            executable: "kit_example".into(),
+        }],
+    )
+    .with_dds_profile(&profile);
+    p.start_all().unwrap();
+    let (first_pid, first) = ports_once_up(&p, node, domain);
+
+    let mut seen = vec![first];
+    for id in [*IDS.start(), *IDS.start() + 1] {
+        kill_and_wait(&p, node);
+        assert!(p.respawn(node).unwrap());
+        let (pid, ports) = ports_once_up(&p, node, domain);
+        assert_ne!(pid, first_pid);
+        // The restart's profile names the number, and the process listens
+        // at that number's ports (no other participant of this domain
+        // holds them).
+        let written = std::fs::read_to_string(dir.join(format!("fastdds-participant-{id}.xml")))
+            .expect("the restart's profile");
+        assert!(written.contains(&format!("<participantID>{id}</participantID>")));
+        assert!(
+            ports.contains(&metatraffic_port(domain, id)),
+            "participant {id}: ports {ports:?}"
+        );
+        // None of the ports a killed one of this node listened at.
+        for old in &seen {
+            assert!(ports.is_disjoint(old), "{ports:?} against {old:?}");
+        }
+        seen.push(ports);
+    }
+    p.stop_all(Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&dir);
+}
