@@ -418,10 +418,10 @@ pub async fn play(
         ("play_next", || Command::Next),
         ("is_paused", || Command::IsPaused),
     ] {
-        let mut srv = node.lock().create_service::<Trigger::Service>(
-            &format!("{}/{name}", opts.node_name),
-            r2r::QosProfile::services_default(),
-        )?;
+        let service = format!("{}/{name}", opts.node_name);
+        let mut srv = node
+            .lock()
+            .create_service::<Trigger::Service>(&service, r2r::QosProfile::services_default())?;
         let cmd_tx = cmd_tx.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(req) = srv.next().await {
@@ -437,7 +437,7 @@ pub async fn play(
                         message: "the player did not answer in 2 s".into(),
                     },
                 };
-                let _ = req.respond(resp);
+                crate::kit::call::reply(req, &service, resp);
             }
         }));
     }

@@ -127,13 +127,25 @@ impl Processes {
             .unwrap_or_else(|e| e.into_inner())
             .take(node, Instant::now());
         let numbered = id.and_then(|id| {
-            let text = std::fs::read_to_string(profile).ok()?;
+            let text = std::fs::read_to_string(profile)
+                .map_err(|e| {
+                    let shown = profile.display();
+                    tracing::warn!(
+                        node,
+                        "{shown}: {e}; restarting it without a number of its own"
+                    );
+                })
+                .ok()?;
             let path = profile.with_file_name(format!("fastdds-participant-{id}.xml"));
             let written = std::fs::write(&path, with_participant_id(&text, id)?);
             match written {
                 Ok(()) => Some((id, path)),
                 Err(e) => {
-                    tracing::warn!(node, "{}: {e}", path.display());
+                    let shown = path.display();
+                    tracing::warn!(
+                        node,
+                        "{shown}: {e}; restarting it without a number of its own"
+                    );
                     None
                 }
             }

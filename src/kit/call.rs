@@ -140,6 +140,19 @@ where
     }
 }
 
+/// Answers a service request, logging (at warn, naming the service) when the
+/// answer cannot be sent: the client may be gone, or the middleware may
+/// refuse it. Every server in the cell answers through here, so that no
+/// failed answer goes unseen.
+pub fn reply<T>(req: r2r::ServiceRequest<T>, service: &str, response: T::Response)
+where
+    T: r2r::WrappedServiceTypeSupport + 'static,
+{
+    if let Err(e) = req.respond(response) {
+        tracing::warn!(service, "answering {service}: {e}");
+    }
+}
+
 /// [`hedged`] on an r2r client.
 pub async fn call_hedged<T>(
     client: &r2r::Client<T>,

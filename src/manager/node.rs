@@ -688,9 +688,7 @@ impl Manager {
                             Err(e) => format!("{name}: {e:#}"),
                         },
                     };
-                    if let Err(e) = req.respond(resp) {
-                        tracing::warn!("replying to manager/{name}: {e}");
-                    }
+                    crate::kit::call::reply(req, &format!("manager/{name}"), resp);
                 }
             }));
         }

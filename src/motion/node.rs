@@ -23,7 +23,7 @@ use super::pick::{pick, Clock, Done, Job, Outcome, PickError};
 use super::plan::Phase;
 use crate::kinematics::Trajectory;
 use crate::kit::breaker::BreakerConfig;
-use crate::kit::call::Caller;
+use crate::kit::call::{reply, Caller};
 use crate::kit::health::Counters;
 use crate::kit::lifecycle::{ActiveGate, Faults, LifecyclePublisher, State, Steps};
 use crate::kit::node::{self, NodeContext};
@@ -717,21 +717,19 @@ impl MotionNode {
     fn serve_estop_and_unlock(&mut self) -> anyhow::Result<()> {
         let prefix = self.prefix();
         let mut n = self.node.lock();
-        let mut estop = n.create_service::<Trigger::Service>(
-            &format!("{prefix}/estop"),
-            QosProfile::services_default(),
-        )?;
-        let mut unlock = n.create_service::<Trigger::Service>(
-            &format!("{prefix}/unlock"),
-            QosProfile::services_default(),
-        )?;
+        let (estop_service, unlock_service) =
+            (format!("{prefix}/estop"), format!("{prefix}/unlock"));
+        let mut estop =
+            n.create_service::<Trigger::Service>(&estop_service, QosProfile::services_default())?;
+        let mut unlock =
+            n.create_service::<Trigger::Service>(&unlock_service, QosProfile::services_default())?;
         drop(n);
         let (slot, params) = (self.grbl.clone(), self.params.clone());
         let (live, faults) = (self.live.clone(), self.faults.clone());
         self.service_tasks.push(tokio::spawn(async move {
             while let Some(req) = estop.next().await {
                 let resp = emergency_stop(&slot, &params.get(), &live, &faults).await;
-                let _ = req.respond(resp);
+                reply(req, &estop_service, resp);
             }
         }));
         let (slot, params) = (self.grbl.clone(), self.params.clone());
@@ -740,7 +738,7 @@ impl MotionNode {
             while let Some(req) = unlock.next().await {
                 let _talking = conversation.lock().await;
                 let resp = unlock_board(&slot, &params.get()).await;
-                let _ = req.respond(resp);
+                reply(req, &unlock_service, resp);
             }
         }));
         Ok(())

@@ -675,9 +675,7 @@ macro_rules! serve {
                     return;
                 }
                 if let Ok(resp) = answer.await {
-                    if let Err(e) = req.respond(resp) {
-                        tracing::warn!("state_manager: replying on {}: {e}", $name);
-                    }
+                    crate::kit::call::reply(req, $name, resp);
                 }
             }
         }));

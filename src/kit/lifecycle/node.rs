@@ -3,6 +3,7 @@
 //! `get_transition_graph` and the `<node>/transition_event` topic.
 
 use super::core::{Callback, CallbackResult, Request, State, StateMachine, Transition, GRAPH};
+use crate::kit::call::reply;
 use crate::kit::spin::SharedNode;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -353,10 +354,8 @@ impl LifecycleHandle {
             }));
         }
 
-        let mut change = n.create_service::<srv::ChangeState::Service>(
-            &format!("{fqn}/change_state"),
-            qos.clone(),
-        )?;
+        let service = format!("{fqn}/change_state");
+        let mut change = n.create_service::<srv::ChangeState::Service>(&service, qos.clone())?;
         {
             let (machine, gate, name) = (machine.clone(), gate.clone(), fqn.to_string());
             let (callbacks, events) = (callbacks.clone(), events.clone());
@@ -390,69 +389,68 @@ impl LifecycleHandle {
                             false
                         }
                     };
-                    if let Err(e) = req.respond(srv::ChangeState::Response { success }) {
-                        tracing::warn!(node = %name, "replying to change_state: {e}");
-                    }
+                    reply(req, &service, srv::ChangeState::Response { success });
                 }
             }));
         }
 
-        let mut get =
-            n.create_service::<srv::GetState::Service>(&format!("{fqn}/get_state"), qos.clone())?;
+        let service = format!("{fqn}/get_state");
+        let mut get = n.create_service::<srv::GetState::Service>(&service, qos.clone())?;
         {
             let machine = machine.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(req) = get.next().await {
                     let s = machine.lock().unwrap_or_else(|e| e.into_inner()).state();
-                    let _ = req.respond(srv::GetState::Response {
-                        current_state: state_msg(s),
-                    });
+                    let current_state = state_msg(s);
+                    reply(req, &service, srv::GetState::Response { current_state });
                 }
             }));
         }
 
-        let mut states = n.create_service::<srv::GetAvailableStates::Service>(
-            &format!("{fqn}/get_available_states"),
-            qos.clone(),
-        )?;
+        let service = format!("{fqn}/get_available_states");
+        let mut states =
+            n.create_service::<srv::GetAvailableStates::Service>(&service, qos.clone())?;
         tasks.push(tokio::spawn(async move {
             while let Some(req) = states.next().await {
-                let _ = req.respond(srv::GetAvailableStates::Response {
-                    available_states: State::ALL.iter().map(|s| state_msg(*s)).collect(),
-                });
+                let available_states = State::ALL.iter().map(|s| state_msg(*s)).collect();
+                reply(
+                    req,
+                    &service,
+                    srv::GetAvailableStates::Response { available_states },
+                );
             }
         }));
 
-        let mut available = n.create_service::<srv::GetAvailableTransitions::Service>(
-            &format!("{fqn}/get_available_transitions"),
-            qos.clone(),
-        )?;
+        let service = format!("{fqn}/get_available_transitions");
+        let mut available =
+            n.create_service::<srv::GetAvailableTransitions::Service>(&service, qos.clone())?;
         {
             let machine = machine.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(req) = available.next().await {
-                    let list = machine
+                    let available_transitions = machine
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .available()
                         .map(description)
                         .collect();
-                    let _ = req.respond(srv::GetAvailableTransitions::Response {
-                        available_transitions: list,
-                    });
+                    let resp = srv::GetAvailableTransitions::Response {
+                        available_transitions,
+                    };
+                    reply(req, &service, resp);
                 }
             }));
         }
 
-        let mut graph = n.create_service::<srv::GetAvailableTransitions::Service>(
-            &format!("{fqn}/get_transition_graph"),
-            qos,
-        )?;
+        let service = format!("{fqn}/get_transition_graph");
+        let mut graph = n.create_service::<srv::GetAvailableTransitions::Service>(&service, qos)?;
         tasks.push(tokio::spawn(async move {
             while let Some(req) = graph.next().await {
-                let _ = req.respond(srv::GetAvailableTransitions::Response {
-                    available_transitions: GRAPH.iter().map(description).collect(),
-                });
+                let available_transitions = GRAPH.iter().map(description).collect();
+                let resp = srv::GetAvailableTransitions::Response {
+                    available_transitions,
+                };
+                reply(req, &service, resp);
             }
         }));
 
