@@ -19,9 +19,18 @@ as a dictionary, so the file's sections can be named by the bare node name.
 Every node starts with FASTRTPS_DEFAULT_PROFILES_FILE pointing at
 share/cncpick/params/fastdds.xml (unless the environment sets it): a
 shared-memory segment large enough for camera frames between processes.
+
+Every node's command starts with `cncpick with-participant-id` (its
+`prefix`): launch's respawn runs the same command again, and a process
+started in place of a killed one would take the dead one's Fast DDS
+participant number and ports, which its peers hold for the dead
+participant until its lease runs out; so each restart takes a number
+nobody held in the last 15 s (src/cell/launch_ids.rs), then becomes the
+node.
 """
 
 import os
+import shlex
 
 import yaml
 from launch import LaunchDescription
@@ -35,11 +44,20 @@ DEFAULT_CNC_IDS = ["1", "2"]
 # Installed beside this file's folder: share/cncpick/{launch,params}.
 DDS_PROFILE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "params", "fastdds.xml"))
 DDS_PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
+# Every executable is installed in lib/cncpick (cargo-ament-build), beside share/.
+CNCPICK = os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "lib", "cncpick", "cncpick")
+)
 
 
 def dds_env():
     """The environment every node gets: our Fast DDS profile, unless one is set."""
     return {} if os.environ.get(DDS_PROFILE_ENV) else {DDS_PROFILE_ENV: DDS_PROFILE}
+
+
+def participant_prefix(name):
+    """The command before node `name`'s: a restart gets a participant number of its own."""
+    return f"{shlex.quote(CNCPICK)} with-participant-id --node {shlex.quote(name)} --"
 
 
 def read_params(path):
@@ -81,6 +99,7 @@ def launch_cell(context, *args, **kwargs):
             parameters=[section(doc, name)],
             respawn=True,
             respawn_delay=1.0,
+            prefix=participant_prefix(name),
             output="screen",
             additional_env=dds_env(),
         )

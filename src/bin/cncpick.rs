@@ -133,6 +133,24 @@ enum Command {
         #[command(flatten)]
         board: BoardArgs,
     },
+    /// Start a node's process as `ros2 launch` does (launch/cell.launch.py
+    /// puts this before every node's command): a restart of the node gets
+    /// a Fast DDS participant number nobody held in the last 15 s, so it
+    /// does not take the killed process's ports, which its peers still
+    /// hold for the dead participant; then this process becomes the node.
+    WithParticipantId {
+        /// The node's name (one per node of the cell).
+        #[arg(long)]
+        node: String,
+        /// The folder of the file shared by every node process of this
+        /// user, host and domain (default: the temporary folder's
+        /// cncpick-participants-<uid>-domain-<ROS_DOMAIN_ID>).
+        #[arg(long)]
+        state_dir: Option<std::path::PathBuf>,
+        /// The node's command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Interop probe for tests: publish every message type from a fixture,
     /// serve GetObject and PickObject, print what arrives as JSON lines.
     #[command(hide = true)]
@@ -224,8 +242,25 @@ impl BoardArgs {
 }
 
 fn main() {
-    let cli = Cli::parse_from(strip_ros_args(std::env::args()));
+    let args: Vec<String> = std::env::args().collect();
+    // The command this one runs keeps its ROS arguments.
+    let cli = if args.get(1).map(String::as_str) == Some("with-participant-id") {
+        Cli::parse_from(args)
+    } else {
+        Cli::parse_from(strip_ros_args(args))
+    };
     let result = match cli.command {
+        Command::WithParticipantId {
+            node,
+            state_dir,
+            command,
+        } => {
+            cncpick::kit::app::init_tracing();
+            let dir = state_dir.unwrap_or_else(cncpick::cell::launch_ids::default_state_dir);
+            Err(cncpick::cell::launch_ids::exec_with_participant_id(
+                &dir, &node, &command,
+            ))
+        }
         Command::CheckEnv => match cncpick::kit::env::check() {
             Ok(()) => {
                 println!("environment ok");

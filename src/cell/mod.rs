@@ -4,6 +4,7 @@
 pub mod chaos;
 pub mod chaos_node;
 pub mod host;
+pub mod launch_ids;
 pub mod participant_ids;
 pub mod report;
 pub mod run;

@@ -18,10 +18,17 @@
 //! first processes take the low ones by themselves. A number a live
 //! participant already holds is not lost either: Fast DDS then moves to
 //! the next free ports, as it does for its own numbering.
+//!
+//! Two supervisors use it: the process table of `cncpick run --processes`
+//! and `cncpick chaos` (cell/host.rs, which sees its children die), and,
+//! under `ros2 launch`, each node process itself before it starts
+//! ([`take_shared`], kept in a file that every process of the host and
+//! domain shares: cell/launch_ids.rs).
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The participant numbers restarted processes get.
 pub const IDS: RangeInclusive<u8> = 16..=31;
@@ -31,32 +38,62 @@ pub const IDS: RangeInclusive<u8> = 16..=31;
 /// holds the dead participant when the number is given again.
 pub const QUARANTINE: Duration = Duration::from_secs(15);
 
-#[derive(Debug, Clone, PartialEq)]
-enum Slot {
+/// The clock numbers are released on: the supervisor's monotonic one, or
+/// the wall clock in a file that separate processes share.
+pub trait Stamp: Copy + Ord {
+    /// How long after `earlier` this is (zero if before it).
+    fn since(self, earlier: Self) -> Duration;
+}
+
+impl Stamp for Instant {
+    fn since(self, earlier: Self) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+impl Stamp for SystemTime {
+    fn since(self, earlier: Self) -> Duration {
+        self.duration_since(earlier).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot<T> {
     Held(String),
-    Released(Instant),
+    Released(T),
 }
 
 /// Which restarted process holds which participant number.
 #[derive(Debug, Clone)]
-pub struct ParticipantIds {
+pub struct ParticipantIds<T = Instant> {
     ids: RangeInclusive<u8>,
     quarantine: Duration,
-    slots: BTreeMap<u8, Slot>,
+    slots: BTreeMap<u8, Slot<T>>,
 }
 
-impl Default for ParticipantIds {
+impl<T: Stamp> Default for ParticipantIds<T> {
     fn default() -> Self {
         ParticipantIds::new(IDS, QUARANTINE)
     }
 }
 
-impl ParticipantIds {
+impl<T: Stamp> ParticipantIds<T> {
     pub fn new(ids: RangeInclusive<u8>, quarantine: Duration) -> Self {
         ParticipantIds {
             ids,
             quarantine,
             slots: BTreeMap::new(),
+        }
+    }
+
+    /// The number `node`'s process held, if any, is free from `at` (its
+    /// process died then, or was first seen dead then).
+    pub fn release(&mut self, node: &str, at: T) {
+        for slot in self.slots.values_mut() {
+            if matches!(slot, Slot::Held(n) if n == node) {
+                *slot = Slot::Released(at);
+            }
         }
     }
 
@@ -66,13 +103,9 @@ impl ParticipantIds {
     /// quarantine before `now`; failing that, the one released longest
     /// ago; None when every number is held (Fast DDS then numbers the
     /// process itself).
-    pub fn take(&mut self, node: &str, now: Instant) -> Option<u8> {
-        for slot in self.slots.values_mut() {
-            if matches!(slot, Slot::Held(n) if n == node) {
-                *slot = Slot::Released(now);
-            }
-        }
-        let rested = |at: &Instant| now.saturating_duration_since(*at) >= self.quarantine;
+    pub fn take(&mut self, node: &str, now: T) -> Option<u8> {
+        self.release(node, now);
+        let rested = |at: &T| now.since(*at) >= self.quarantine;
         let id = self
             .ids
             .clone()
@@ -102,6 +135,48 @@ impl ParticipantIds {
             .find(|(_, s)| matches!(s, Slot::Held(n) if n == node))
             .map(|(id, _)| *id)
     }
+}
+
+/// The numbers of a host and domain, kept in a file every node process
+/// started by `ros2 launch` reads and writes in turn (cell/launch_ids.rs):
+/// who holds which, and the process of each node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SharedIds {
+    pub slots: BTreeMap<u8, Slot<SystemTime>>,
+    pub pids: BTreeMap<String, u32>,
+}
+
+/// What `node`'s new process `pid`, starting at `now`, takes from `state`.
+/// A node's process that is no longer `alive` frees its number from the
+/// moment it is first seen dead. A node started before (its name is in
+/// the file) is a restart and gets a number as the process table gives
+/// one ([`ParticipantIds::take`]); a first start gets none (Fast DDS
+/// numbers it from 0, as in a cell without restarts).
+pub fn take_shared(
+    state: &mut SharedIds,
+    node: &str,
+    pid: u32,
+    now: SystemTime,
+    alive: impl Fn(u32) -> bool,
+) -> Option<u8> {
+    let mut ids = ParticipantIds {
+        ids: IDS,
+        quarantine: QUARANTINE,
+        slots: std::mem::take(&mut state.slots),
+    };
+    for (other, &was) in &state.pids {
+        if other != node && !alive(was) {
+            ids.release(other, now);
+        }
+    }
+    let id = if state.pids.contains_key(node) {
+        ids.take(node, now)
+    } else {
+        None
+    };
+    state.slots = ids.slots;
+    state.pids.insert(node.to_string(), pid);
+    id
 }
 
 /// `profile` (a Fast DDS XML profiles file) with `<participantID>id` in
@@ -164,6 +239,76 @@ mod tests {
         // "a" restarts: its own number is released first, and is the only
         // one free, rested or not.
         assert_eq!(ids.take("a", at(t0, 1)), Some(20));
+    }
+
+    fn wall(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s)
+    }
+
+    #[test]
+    fn under_launch_a_restart_gets_a_number_nobody_held_lately_and_a_first_start_none() {
+        let mut state = SharedIds::default();
+        let live = |pids: &'static [u32]| move |pid: u32| pids.contains(&pid);
+        assert_eq!(
+            take_shared(&mut state, "camera", 100, wall(0), live(&[100])),
+            None
+        );
+        assert_eq!(
+            take_shared(&mut state, "tracker", 101, wall(0), live(&[100, 101])),
+            None
+        );
+        // The camera's process died; launch starts it again: a restart.
+        assert_eq!(
+            take_shared(&mut state, "camera", 200, wall(5), live(&[101, 200])),
+            Some(16)
+        );
+        assert_eq!(state.pids["camera"], 200);
+        assert_eq!(
+            take_shared(&mut state, "tracker", 201, wall(6), live(&[200, 201])),
+            Some(17)
+        );
+        // The camera dies again at 10 s: 16 rests, 18 was never given.
+        assert_eq!(
+            take_shared(&mut state, "camera", 300, wall(10), live(&[201, 300])),
+            Some(18)
+        );
+        // At 26 s, 16 (released at 10 s) has rested 16 s.
+        assert_eq!(
+            take_shared(&mut state, "camera", 400, wall(26), live(&[201, 400])),
+            Some(16)
+        );
+        // What the file keeps comes back the same from JSON.
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(serde_json::from_str::<SharedIds>(&json).unwrap(), state);
+    }
+
+    #[test]
+    fn a_dead_node_frees_its_number_from_when_it_is_first_seen_dead() {
+        let mut state = SharedIds::default();
+        let all = |_: u32| true;
+        take_shared(&mut state, "camera", 1, wall(0), all);
+        take_shared(&mut state, "tracker", 2, wall(0), all);
+        assert_eq!(take_shared(&mut state, "camera", 3, wall(1), all), Some(16));
+        // The camera's process (3) dies and is not started again. The
+        // tracker's restart at 20 s is the first to see it dead.
+        let not_3 = |pid: u32| pid != 3;
+        assert_eq!(
+            take_shared(&mut state, "tracker", 4, wall(20), not_3),
+            Some(17)
+        );
+        // At 30 s 16 has rested 10 s (not 30 s from the camera's start,
+        // nor 0 s from being seen dead again): 18 is the rested one.
+        let alive = |pid: u32| pid != 3 && pid != 4;
+        assert_eq!(
+            take_shared(&mut state, "tracker", 5, wall(30), alive),
+            Some(18)
+        );
+        // At 40 s 16 has rested 20 s.
+        let alive = |pid: u32| pid != 3 && pid != 5;
+        assert_eq!(
+            take_shared(&mut state, "tracker", 6, wall(40), alive),
+            Some(16)
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ def cell_env(venv, prefixes=()):
     return env
 
 
-def test_colcon_builds_both_packages_and_the_ament_index_finds_them():
+def test_colcon_builds_both_packages_and_the_ament_index_finds_them(monkeypatch):
     venv = os.environ["CNCPICK_VENV"]
     ws = fresh_workspace()
     env = cell_env(venv)
@@ -101,6 +101,13 @@ def test_colcon_builds_both_packages_and_the_ament_index_finds_them():
     assert (share / "launch" / "demo.launch.py").is_file()
     assert (share / "params" / "README.md").is_file()
     assert (share / "rviz" / "cell.rviz").is_file()
+    # The installed cell.launch.py finds the installed executable it puts
+    # before every node's command (`cncpick with-participant-id`).
+    from test_launch import load
+
+    cell_launch = load(share / "launch" / "cell.launch.py", monkeypatch)
+    assert pathlib.Path(cell_launch.CNCPICK) == install["cncpick"] / "lib" / "cncpick" / "cncpick"
+    assert pathlib.Path(cell_launch.CNCPICK).is_file()
 
     # The ament index, asked through ament_index_python as ros2 run would.
     query = (

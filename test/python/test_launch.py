@@ -9,6 +9,7 @@ import importlib.util
 import json
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 import types
@@ -130,6 +131,13 @@ def test_cell_launch_starts_the_graph_check_config_reads(params, monkeypatch, tm
     assert all(n.kwargs["namespace"] == "cell" for n in nodes)
     # Every managed node respawns; the manager gets their order and the CNCs.
     assert all(n.kwargs.get("respawn") for n in nodes[:-1])
+    # Each respawn is started through `cncpick with-participant-id`, which
+    # gives a restart a Fast DDS participant number of its own
+    # (test/rust/respawn_ids.rs runs it), then becomes the node.
+    assert pathlib.Path(module.CNCPICK).parts[-3:] == ("lib", "cncpick", "cncpick")
+    for n in nodes[:-1]:
+        prefix = shlex.split(n.kwargs["prefix"])
+        assert prefix == [module.CNCPICK, "with-participant-id", "--node", n.kwargs["name"], "--"], prefix
     (manager_params,) = nodes[-1].kwargs["parameters"]
     assert manager_params["node_names"] == [n["name"] for n in graph["nodes"]]
     assert manager_params["cnc_ids"] == graph["cnc_ids"]

@@ -2,6 +2,8 @@
 //! number of its own (cell::participant_ids), so it does not listen at the
 //! ports where its peers still hold the participant of the killed one.
 //! That it is then found and brought back is test_cell.py's kill test.
+//! Under `ros2 launch`, `cncpick with-participant-id` does the same for
+//! the command launch starts again (cell/launch_ids.rs).
 
 use cncpick::cell::host::{Processes, DDS_PROFILE};
 use cncpick::cell::participant_ids::IDS;
@@ -44,13 +46,14 @@ fn metatraffic_port(domain: u32, id: u8) -> u16 {
     (7410 + 250 * domain + 2 * u32::from(id)) as u16
 }
 
-/// The unicast ports of `domain` (RTPS's well-known ports) that `node`'s
-/// process is bound to, once it has bound its participant's (within 20 s).
-fn ports_once_up(p: &Processes, node: &str, domain: u32) -> (u32, BTreeSet<u16>) {
+/// The unicast ports of `domain` (RTPS's well-known ports) that the
+/// process `pid_of()` names is bound to, once it has bound its
+/// participant's (within 20 s).
+fn unicast_ports_once_up(pid_of: impl Fn() -> Option<u32>, domain: u32) -> (u32, BTreeSet<u16>) {
     let unicast = metatraffic_port(domain, 0)..metatraffic_port(domain, 120);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(&pid) = p.pids().get(node) {
+        if let Some(pid) = pid_of() {
             let ports: BTreeSet<u16> = udp_ports(pid)
                 .into_iter()
                 .filter(|p| unicast.contains(p))
@@ -59,12 +62,13 @@ fn ports_once_up(p: &Processes, node: &str, domain: u32) -> (u32, BTreeSet<u16>)
                 return (pid, ports);
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "{node}: no UDP ports within 20 s"
-        );
+        assert!(Instant::now() < deadline, "no UDP ports within 20 s");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn ports_once_up(p: &Processes, node: &str, domain: u32) -> (u32, BTreeSet<u16>) {
+    unicast_ports_once_up(|| p.pids().get(node).copied(), domain)
 }
 
 fn kill_and_wait(p: &Processes, node: &str) {
@@ -77,6 +81,29 @@ fn kill_and_wait(p: &Processes, node: &str) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The restart's `profile` names number `id`, and the process listens at
+/// that number's ports (no other participant of this domain holds them),
+/// and at none of the ports a killed one of this node listened at (`seen`,
+/// to which its `ports` are added).
+fn check_restart(
+    profile: &Path,
+    id: u8,
+    domain: u32,
+    ports: BTreeSet<u16>,
+    seen: &mut Vec<BTreeSet<u16>>,
+) {
+    let written = std::fs::read_to_string(profile).expect("the restart's profile");
+    assert!(written.contains(&format!("<participantID>{id}</participantID>")));
+    assert!(
+        ports.contains(&metatraffic_port(domain, id)),
+        "participant {id}: ports {ports:?}"
+    );
+    for old in seen.iter() {
+        assert!(ports.is_disjoint(old), "{ports:?} against {old:?}");
+    }
+    seen.push(ports);
 }
 
 #[test]
@@ -112,22 +139,57 @@ fn each_restart_listens_at_the_ports_of_a_participant_number_nobody_held_lately(
         assert!(p.respawn(node).unwrap());
         let (pid, ports) = ports_once_up(&p, node, domain);
         assert_ne!(pid, first_pid);
-        // The restart's profile names the number, and the process listens
-        // at that number's ports (no other participant of this domain
-        // holds them).
-        let written = std::fs::read_to_string(dir.join(format!("fastdds-participant-{id}.xml")))
-            .expect("the restart's profile");
-        assert!(written.contains(&format!("<participantID>{id}</participantID>")));
-        assert!(
-            ports.contains(&metatraffic_port(domain, id)),
-            "participant {id}: ports {ports:?}"
-        );
-        // None of the ports a killed one of this node listened at.
-        for old in &seen {
-            assert!(ports.is_disjoint(old), "{ports:?} against {old:?}");
-        }
-        seen.push(ports);
+        let profile = dir.join(format!("fastdds-participant-{id}.xml"));
+        check_restart(&profile, id, domain, ports, &mut seen);
     }
     p.stop_all(Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn under_launch_a_restarted_command_listens_at_the_ports_of_a_number_of_its_own() {
+    let lease = DomainLease::acquire().unwrap();
+    let domain = lease.id;
+    let dir = std::env::temp_dir().join(format!("cncpick-launch-ids-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = dir.join("fastdds.xml");
+    std::fs::write(&profile, DDS_PROFILE).unwrap();
+    let state = dir.join("ids");
+    let exe = env!("CARGO_BIN_EXE_kit_example");
+    // What launch runs, again at every respawn: the same command line and
+    // environment.
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cncpick"))
+            .args(["with-participant-id", "--node", "respawned", "--state-dir"])
+            .arg(&state)
+            .args(["--", exe, "--ros-args", "-r", "__node:=respawned"])
+            .env("ROS_DOMAIN_ID", domain.to_string())
+            .env("FASTRTPS_DEFAULT_PROFILES_FILE", &profile)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start();
+    let (pid, first) = unicast_ports_once_up(|| Some(child.id()), domain);
+    // The command became the node: launch signals the pid it started.
+    let running = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(running.ends_with("kit_example"), "{running:?}");
+    // A first start is numbered by Fast DDS, not from the restarts' range.
+    for id in IDS {
+        assert!(!first.contains(&metatraffic_port(domain, id)), "{first:?}");
+    }
+    let mut seen = vec![first];
+    for id in [*IDS.start(), *IDS.start() + 1] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        child = start();
+        let (_, ports) = unicast_ports_once_up(|| Some(child.id()), domain);
+        let profile = state.join(format!("respawned-participant-{id}.xml"));
+        check_restart(&profile, id, domain, ports, &mut seen);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
