@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import queue
+import signal
 import subprocess
 import tempfile
 import threading
@@ -99,6 +100,9 @@ class Process:
             stderr=subprocess.PIPE,
             env=env,
             text=True,
+            # Its own process group, which the processes it starts join: a
+            # test that fails leaves none of them behind (see spawn).
+            start_new_session=True,
         )
         self.lines = queue.Queue()
         self.stderr = []
@@ -191,6 +195,15 @@ def spawn(domain_id):
             p.proc.kill()
             p.proc.wait()
             warnings.warn(f"{p.proc.args[0]} did not stop within 30 s of SIGTERM; killed")
+    # What they started and left running (a cell's node processes, when its
+    # supervisor was killed) would go on in this domain and upset the tests
+    # after this one: killed, and reported.
+    for p in procs:
+        try:
+            os.killpg(p.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        warnings.warn(f"{p.proc.args[0]} left processes of its group running; killed them")
 
 
 def spin_until(executor, done, timeout_s):

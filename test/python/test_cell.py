@@ -219,6 +219,8 @@ def test_a_killed_node_process_is_detected_restarted_and_the_cell_recovers(
             + str([(a.name, a.node, a.message) for _, a in alerts])
             + "\n"
             + log_tails(out, (victim,))
+            + "\nthe supervisor's log (the manager's lines):\n"
+            + "".join(proc.stderr[-60:])
         )
         assert json.loads((out / "pids.json").read_text())[victim] != pid
         if victim == "state_manager":

@@ -146,6 +146,23 @@ fn each_restart_listens_at_the_ports_of_a_participant_number_nobody_held_lately(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A child process killed when the test lets go of it, failed or not: one
+/// left running would stay in a domain later tests lease.
+struct Killed(std::process::Child);
+
+impl Killed {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[test]
 fn under_launch_a_restarted_command_listens_at_the_ports_of_a_number_of_its_own() {
     let lease = DomainLease::acquire().unwrap();
@@ -171,8 +188,8 @@ fn under_launch_a_restarted_command_listens_at_the_ports_of_a_number_of_its_own(
             .spawn()
             .unwrap()
     };
-    let mut child = start();
-    let (pid, first) = unicast_ports_once_up(|| Some(child.id()), domain);
+    let mut child = Killed(start());
+    let (pid, first) = unicast_ports_once_up(|| Some(child.0.id()), domain);
     // The command became the node: launch signals the pid it started.
     let running = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(running.ends_with("kit_example"), "{running:?}");
@@ -182,14 +199,12 @@ fn under_launch_a_restarted_command_listens_at_the_ports_of_a_number_of_its_own(
     }
     let mut seen = vec![first];
     for id in [*IDS.start(), *IDS.start() + 1] {
-        child.kill().unwrap();
-        child.wait().unwrap();
-        child = start();
-        let (_, ports) = unicast_ports_once_up(|| Some(child.id()), domain);
+        child.stop();
+        child = Killed(start());
+        let (_, ports) = unicast_ports_once_up(|| Some(child.0.id()), domain);
         let profile = state.join(format!("respawned-participant-{id}.xml"));
         check_restart(&profile, id, domain, ports, &mut seen);
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
