@@ -242,6 +242,71 @@ pub fn sweep_dead_at_end(why: &str) -> Swept {
     logged(why, sweep_at_end(Path::new(SHM_DIR), SETTLE))
 }
 
+/// The first four bytes of a Fast DDS port file are boost.interprocess's
+/// segment state: its creator writes [`INITIALIZING`], builds the segment,
+/// then writes 2 (initialized). Anyone who opens the port meanwhile waits,
+/// spinning, for 2; a creator killed in between leaves it at 1 for good,
+/// and every process that then opens that port (to send to it, or to
+/// listen on it) spins forever, holding Fast DDS's locks: measured here, a
+/// camera killed while it made a dead detector's port again hung the
+/// supervisor's event thread and its discovery, and the whole cell lost its
+/// manager (RELIABILITY §1). [`CORRUPTED`] (3) makes boost throw instead,
+/// and Fast DDS then goes on without that port (checked: a participant
+/// spinning on such a port came up at once when its state was set to 3).
+const INITIALIZING: u32 = 1;
+const CORRUPTED: u32 = 3;
+
+/// How long a port may stay half made before its creator is taken for
+/// dead: making one takes microseconds.
+pub const HALF_MADE: Duration = Duration::from_secs(1);
+
+/// Marks as corrupted every port in `dir` still being made (state 1) and
+/// last modified more than `older_than` ago, so that no process waits on it
+/// any longer; returns their names. Unreadable files are left.
+pub fn unstick_ports(dir: &Path, older_than: Duration) -> Vec<String> {
+    use std::os::unix::fs::FileExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    for name in entries.filter_map(|e| e.ok()?.file_name().into_string().ok()) {
+        if !is_port(&name) {
+            continue;
+        }
+        let path = dir.join(&name);
+        let old = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= older_than);
+        let Ok(f) = OpenOptions::new().read(true).write(true).open(&path) else {
+            continue;
+        };
+        let mut state = [0u8; 4];
+        if old
+            && f.read_exact_at(&mut state, 0).is_ok()
+            && u32::from_le_bytes(state) == INITIALIZING
+            && f.write_all_at(&CORRUPTED.to_le_bytes(), 0).is_ok()
+        {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// [`unstick_ports`] of [`SHM_DIR`], logged: for a supervisor, on every
+/// tick.
+pub fn unstick_dead_ports() -> Vec<String> {
+    let names = unstick_ports(Path::new(SHM_DIR), HALF_MADE);
+    if !names.is_empty() {
+        tracing::error!(
+            "{SHM_DIR}: Fast DDS ports left half made by a killed process, on which every process that opens them would wait forever: marked corrupted: {}",
+            names.join(" ")
+        );
+    }
+    names
+}
+
 fn logged(why: &str, s: Swept) -> Swept {
     if !s.removed.is_empty() {
         tracing::warn!(
@@ -284,6 +349,46 @@ mod tests {
         let f = File::open(dir.join(name)).unwrap();
         f.lock().unwrap();
         f
+    }
+
+    /// A port file of `len` bytes whose state (first 4 bytes) is `state`,
+    /// last modified `age` ago.
+    fn port_file(dir: &Path, name: &str, state: u32, age: Duration) {
+        let mut bytes = vec![0u8; 64];
+        bytes[..4].copy_from_slice(&state.to_le_bytes());
+        std::fs::write(dir.join(name), bytes).unwrap();
+        let f = File::options().write(true).open(dir.join(name)).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    fn state_of(dir: &Path, name: &str) -> u32 {
+        let b = std::fs::read(dir.join(name)).unwrap();
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn a_port_left_half_made_is_marked_corrupted_and_nothing_else_is_touched() {
+        let d = scratch("halfmade");
+        let dir = d.as_path();
+        let old = Duration::from_secs(5);
+        port_file(dir, "fastrtps_port26671", INITIALIZING, old);
+        // Being made right now by a live process: left to finish.
+        port_file(dir, "fastrtps_port26673", INITIALIZING, Duration::ZERO);
+        // Made: left alone.
+        port_file(dir, "fastrtps_port26675", 2, old);
+        // Not a port (a segment): left alone whatever it holds.
+        port_file(dir, "fastrtps_0123456789abcdef", INITIALIZING, old);
+        assert_eq!(
+            unstick_ports(dir, HALF_MADE),
+            vec!["fastrtps_port26671".to_string()]
+        );
+        assert_eq!(state_of(dir, "fastrtps_port26671"), CORRUPTED);
+        assert_eq!(state_of(dir, "fastrtps_port26673"), INITIALIZING);
+        assert_eq!(state_of(dir, "fastrtps_port26675"), 2);
+        assert_eq!(state_of(dir, "fastrtps_0123456789abcdef"), INITIALIZING);
+        // Once marked it is not reported again.
+        assert!(unstick_ports(dir, HALF_MADE).is_empty());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

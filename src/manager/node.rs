@@ -527,12 +527,18 @@ impl Manager {
                         for node in sup.exited() {
                             s.step(Input::Exited { node });
                         }
-                    } else if Instant::now() >= next_sweep {
+                    } else {
                         // Another supervisor (ros2 launch) restarts the
-                        // processes and sweeps nothing: what a killed one
-                        // left in /dev/shm goes within a minute.
-                        next_sweep += SHM_SWEEP_PERIOD;
-                        crate::kit::shm::sweep_dead("manager");
+                        // processes and sweeps nothing. A port a killed
+                        // process left half made would hang every process
+                        // that opens it (kit/shm.rs): looked for every
+                        // tick; what a killed one left in /dev/shm goes
+                        // within a minute.
+                        crate::kit::shm::unstick_dead_ports();
+                        if Instant::now() >= next_sweep {
+                            next_sweep += SHM_SWEEP_PERIOD;
+                            crate::kit::shm::sweep_dead("manager");
+                        }
                     }
                     s.step(Input::Tick);
                 }

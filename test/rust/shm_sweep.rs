@@ -106,3 +106,62 @@ fn a_killed_nodes_shared_memory_is_swept_and_a_live_ones_stays() {
         );
     }
 }
+
+/// Whether process `pid` listens on a Fast DDS shared-memory port (it has
+/// a `dds.shm.<port>` thread).
+fn listens_on_shm(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .any(|c| c.starts_with("dds.shm.") && !c.starts_with("dds.shm.wdog"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_port_a_killed_process_left_half_made_stops_hanging_its_openers_once_unstuck() {
+    use cncpick::kit::shm::{unstick_ports, HALF_MADE};
+    let lease = DomainLease::acquire().unwrap();
+    let domain = lease.id;
+    // The port the domain's first participant listens on for user data
+    // (RTPS's well-known ports: 7400 + 250 d + 11), left as a creator killed
+    // halfway leaves it: boost.interprocess's state 1, "initializing".
+    let port = Path::new(SHM_DIR).join(format!("fastrtps_port{}", 7411 + 250 * domain));
+    let mut bytes = vec![0u8; 4096];
+    bytes[..4].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&port, bytes).unwrap();
+    let f = std::fs::File::options().write(true).open(&port).unwrap();
+    f.set_modified(std::time::SystemTime::now() - 2 * HALF_MADE)
+        .unwrap();
+
+    let mut node = start_node(&domain.to_string());
+    // It waits on that port, and would forever.
+    std::thread::sleep(Duration::from_secs(3));
+    let stuck = !listens_on_shm(node.id());
+    let unstuck = unstick_ports(Path::new(SHM_DIR), HALF_MADE);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !listens_on_shm(node.id()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let up = listens_on_shm(node.id());
+    // Stopped as a supervisor stops it (SIGTERM), so that it removes its
+    // own shared memory; killed only if it will not stop.
+    // SAFETY: kill(2) with a pid this test started.
+    unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    let _ = std::fs::remove_file(&port);
+    let _ = std::fs::remove_file(
+        Path::new(SHM_DIR).join(format!("sem.fastrtps_port{}_mutex", 7411 + 250 * domain)),
+    );
+    assert!(stuck, "the node did not wait on the half-made port");
+    assert!(unstuck.iter().any(|n| port.ends_with(n)), "{unstuck:?}");
+    assert!(
+        up,
+        "the node did not go on within 20 s of the port being marked"
+    );
+}
