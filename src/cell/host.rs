@@ -3,7 +3,7 @@
 //! executables `ros2 launch` starts, with the same arguments. The process
 //! table is the manager's [`Supervisor`]: it reports exits and respawns.
 
-use super::participant_ids::{with_participant_id, ParticipantIds};
+use super::participant_ids::{write_numbered_profile, ParticipantIds};
 use super::spec::{CellArgs, NodeSpec, NAMESPACE};
 use crate::kit::lifecycle::Callbacks;
 use crate::kit::node::{KitParams, NodeContext, ServedNode};
@@ -127,25 +127,11 @@ impl Processes {
             .unwrap_or_else(|e| e.into_inner())
             .take(node, Instant::now());
         let numbered = id.and_then(|id| {
-            let text = std::fs::read_to_string(profile)
-                .map_err(|e| {
-                    let shown = profile.display();
-                    tracing::warn!(
-                        node,
-                        "{shown}: {e}; restarting it without a number of its own"
-                    );
-                })
-                .ok()?;
             let path = profile.with_file_name(format!("fastdds-participant-{id}.xml"));
-            let written = std::fs::write(&path, with_participant_id(&text, id)?);
-            match written {
-                Ok(()) => Some((id, path)),
+            match write_numbered_profile(profile, id, &path) {
+                Ok(written) => written.then_some((id, path)),
                 Err(e) => {
-                    let shown = path.display();
-                    tracing::warn!(
-                        node,
-                        "{shown}: {e}; restarting it without a number of its own"
-                    );
+                    tracing::warn!(node, "{e:#}; restarting it without a number of its own");
                     None
                 }
             }

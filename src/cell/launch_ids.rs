@@ -10,7 +10,7 @@
 //! and by which node's process. The numbered profile is written beside it.
 
 use super::host::DDS_PROFILE_ENV;
-use super::participant_ids::{take_shared, with_participant_id, SharedIds};
+use super::participant_ids::{take_shared, write_numbered_profile, SharedIds};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -93,13 +93,12 @@ fn numbered_profile(dir: &Path, node: &str, id: u8) -> anyhow::Result<Option<Pat
         return Ok(None);
     };
     let base = PathBuf::from(base);
-    let text = std::fs::read_to_string(&base)
-        .map_err(|e| anyhow::anyhow!("{DDS_PROFILE_ENV}={}: {e}", base.display()))?;
-    let Some(numbered) = with_participant_id(&text, id) else {
-        return Ok(None);
-    };
     let path = dir.join(format!("{node}-participant-{id}.xml"));
-    std::fs::write(&path, numbered).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let written = write_numbered_profile(&base, id, &path)
+        .map_err(|e| anyhow::anyhow!("{DDS_PROFILE_ENV}: {e:#}"))?;
+    if !written {
+        return Ok(None);
+    }
     Ok(Some(path))
 }
 

@@ -203,6 +203,24 @@ pub fn with_participant_id(profile: &str, id: u8) -> Option<String> {
     ))
 }
 
+/// Writes `base` (a Fast DDS profiles file) numbered `id`
+/// ([`with_participant_id`]) to `out`. Ok(false): `base` has nothing to
+/// number (no default participant profile, or a number of its own), and
+/// nothing is written. Errors name the file.
+pub fn write_numbered_profile(
+    base: &std::path::Path,
+    id: u8,
+    out: &std::path::Path,
+) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(base).map_err(|e| anyhow::anyhow!("{}: {e}", base.display()))?;
+    let Some(numbered) = with_participant_id(&text, id) else {
+        return Ok(false);
+    };
+    std::fs::write(out, numbered).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +370,31 @@ mod tests {
             r#"<participant profile_name="a"><rtps></rtps></participant><participant profile_name="b" is_default_profile="true"><rtps>
         <participantID>20</participantID></rtps></participant>"#
         );
+    }
+
+    #[test]
+    fn a_numbered_profile_is_written_once_and_a_missing_base_is_named() {
+        let dir = std::env::temp_dir().join(format!("cncpick-numbered-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (base, out) = (dir.join("base.xml"), dir.join("out.xml"));
+        std::fs::write(&base, crate::cell::host::DDS_PROFILE).unwrap();
+        assert!(write_numbered_profile(&base, 21, &out).unwrap());
+        let written = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            Some(written.clone()),
+            with_participant_id(crate::cell::host::DDS_PROFILE, 21)
+        );
+        // A base that numbers itself: nothing written.
+        std::fs::remove_file(&out).unwrap();
+        std::fs::write(&base, &written).unwrap();
+        assert!(!write_numbered_profile(&base, 22, &out).unwrap());
+        assert!(!out.exists());
+        let missing = dir.join("missing.xml");
+        let e = write_numbered_profile(&missing, 22, &out).unwrap_err();
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
