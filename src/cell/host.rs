@@ -7,7 +7,7 @@ use super::participant_ids::{write_numbered_profile, ParticipantIds};
 use super::spec::{CellArgs, NodeSpec, NAMESPACE};
 use crate::kit::lifecycle::Callbacks;
 use crate::kit::node::{KitParams, NodeContext, ServedNode};
-use crate::kit::shm::{sweep_dead, sweep_dead_at_end, unstick_dead_ports};
+use crate::kit::shm::{sweep_dead, sweep_dead_at_end};
 use crate::manager::node::Supervisor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -282,9 +282,6 @@ fn wait_until(child: &mut Child, deadline: Instant) -> bool {
 
 impl Supervisor for Processes {
     fn exited(&self) -> Vec<String> {
-        // Asked every tick: a port a killed process left half made would
-        // hang every process that opens it (kit/shm.rs).
-        unstick_dead_ports();
         let mut out = Vec::new();
         for (name, p) in self.lock().iter_mut() {
             if p.exit_reported {

@@ -294,8 +294,8 @@ pub fn unstick_ports(dir: &Path, older_than: Duration) -> Vec<String> {
     out
 }
 
-/// [`unstick_ports`] of [`SHM_DIR`], logged: for a supervisor, on every
-/// tick.
+/// [`unstick_ports`] of [`SHM_DIR`], logged: for the manager, every
+/// second, whoever restarts the processes.
 pub fn unstick_dead_ports() -> Vec<String> {
     let names = unstick_ports(Path::new(SHM_DIR), HALF_MADE);
     if !names.is_empty() {

@@ -40,6 +40,11 @@ const GET_STATE_AGAIN: Duration = Duration::from_millis(200);
 /// ([`crate::kit::shm`]) when no [`Supervisor`] of its own sees them exit.
 const SHM_SWEEP_PERIOD: Duration = Duration::from_secs(60);
 
+/// How often the manager looks for Fast DDS ports a killed process left
+/// half made ([`crate::kit::shm::unstick_dead_ports`]): each hangs every
+/// process that opens it until it is marked, so this bounds the hang.
+const UNSTICK_PERIOD: Duration = Duration::from_secs(1);
+
 /// Owns the managed nodes' processes, when the manager was started by our
 /// own command (one process per node).
 pub trait Supervisor: Send + Sync {
@@ -521,24 +526,26 @@ impl Manager {
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut next_sweep = Instant::now();
+                let mut next_unstick = Instant::now();
                 loop {
                     tick.tick().await;
+                    // A port a killed process left half made would hang
+                    // every process that opens it, this one too
+                    // (kit/shm.rs), whoever restarts the processes.
+                    if Instant::now() >= next_unstick {
+                        next_unstick = Instant::now() + UNSTICK_PERIOD;
+                        crate::kit::shm::unstick_dead_ports();
+                    }
                     if let Some(sup) = &s.supervisor {
                         for node in sup.exited() {
                             s.step(Input::Exited { node });
                         }
-                    } else {
+                    } else if Instant::now() >= next_sweep {
                         // Another supervisor (ros2 launch) restarts the
-                        // processes and sweeps nothing. A port a killed
-                        // process left half made would hang every process
-                        // that opens it (kit/shm.rs): looked for every
-                        // tick; what a killed one left in /dev/shm goes
-                        // within a minute.
-                        crate::kit::shm::unstick_dead_ports();
-                        if Instant::now() >= next_sweep {
-                            next_sweep += SHM_SWEEP_PERIOD;
-                            crate::kit::shm::sweep_dead("manager");
-                        }
+                        // processes and sweeps nothing: what a killed one
+                        // left in /dev/shm goes within a minute.
+                        next_sweep += SHM_SWEEP_PERIOD;
+                        crate::kit::shm::sweep_dead("manager");
                     }
                     s.step(Input::Tick);
                 }

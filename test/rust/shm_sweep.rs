@@ -1,6 +1,7 @@
 //! The sweep of a dead process's Fast DDS shared memory, against real node
 //! processes on the cell's DDS profile: a killed one's files go, a live
-//! one's stay.
+//! one's stay; and a port a killed process left half made stops hanging
+//! the processes that open it once the manager marks it.
 
 use cncpick::kit::shm::{sweep, SHM_DIR};
 use cncpick::kit::testing::DomainLease;
@@ -118,15 +119,29 @@ fn listens_on_shm(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Stops `child` as a supervisor does (SIGTERM), so that it removes its
+/// own shared memory; kills it only if it will not stop within 10 s.
+fn stop(child: &mut Child) {
+    // SAFETY: kill(2) with a pid this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
-fn a_port_a_killed_process_left_half_made_stops_hanging_its_openers_once_unstuck() {
-    use cncpick::kit::shm::{unstick_ports, HALF_MADE};
+fn a_port_a_killed_process_left_half_made_stops_hanging_its_openers_once_the_manager_marks_it() {
+    use cncpick::kit::shm::HALF_MADE;
     let lease = DomainLease::acquire().unwrap();
     let domain = lease.id;
     // The port the domain's first participant listens on for user data
     // (RTPS's well-known ports: 7400 + 250 d + 11), left as a creator killed
     // halfway leaves it: boost.interprocess's state 1, "initializing".
-    let port = Path::new(SHM_DIR).join(format!("fastrtps_port{}", 7411 + 250 * domain));
+    let name = format!("fastrtps_port{}", 7411 + 250 * domain);
+    let port = Path::new(SHM_DIR).join(&name);
     let mut bytes = vec![0u8; 4096];
     bytes[..4].copy_from_slice(&1u32.to_le_bytes());
     std::fs::write(&port, bytes).unwrap();
@@ -138,30 +153,40 @@ fn a_port_a_killed_process_left_half_made_stops_hanging_its_openers_once_unstuck
     // It waits on that port, and would forever.
     std::thread::sleep(Duration::from_secs(3));
     let stuck = !listens_on_shm(node.id());
-    let unstuck = unstick_ports(Path::new(SHM_DIR), HALF_MADE);
+    // The manager, as under ros2 launch (no supervisor of its own), looks
+    // for such ports every second.
+    let log = std::env::temp_dir().join(format!("cncpick-unstick-{}.log", std::process::id()));
+    let mut manager = Command::new(env!("CARGO_BIN_EXE_manager"))
+        .args(["--ros-args", "-p", "metrics_bind:=127.0.0.1:0"])
+        .env("ROS_DOMAIN_ID", domain.to_string())
+        .env(
+            "FASTRTPS_DEFAULT_PROFILES_FILE",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("params/fastdds.xml"),
+        )
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !listens_on_shm(node.id()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let up = listens_on_shm(node.id());
-    // Stopped as a supervisor stops it (SIGTERM), so that it removes its
-    // own shared memory; killed only if it will not stop.
-    // SAFETY: kill(2) with a pid this test started.
-    unsafe { libc::kill(node.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = node.kill();
-    let _ = node.wait();
+    stop(&mut node);
+    stop(&mut manager);
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&port);
-    let _ = std::fs::remove_file(
-        Path::new(SHM_DIR).join(format!("sem.fastrtps_port{}_mutex", 7411 + 250 * domain)),
-    );
+    let _ = std::fs::remove_file(Path::new(SHM_DIR).join(format!("sem.{name}_mutex")));
     assert!(stuck, "the node did not wait on the half-made port");
-    assert!(unstuck.iter().any(|n| port.ends_with(n)), "{unstuck:?}");
     assert!(
         up,
-        "the node did not go on within 20 s of the port being marked"
+        "the node did not go on within 20 s of the manager's start; the manager said:\n{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.contains("marked corrupted") && l.contains(&name)),
+        "the manager did not say it marked {name}:\n{said}"
     );
 }
