@@ -5,6 +5,7 @@
 
 use super::participant_ids::{write_numbered_profile, ParticipantIds};
 use super::spec::{CellArgs, NodeSpec, NAMESPACE};
+use super::tied::spawn_tied;
 use crate::kit::lifecycle::Callbacks;
 use crate::kit::node::{KitParams, NodeContext, ServedNode};
 use crate::kit::shm::{sweep_dead, sweep_dead_at_end};
@@ -167,14 +168,13 @@ impl Processes {
         if let Some(profile) = dds_profile {
             command.env(DDS_PROFILE_ENV, profile);
         }
-        let child = command
+        command
             .args(self.args.command_line(&spec.name))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("starting {}: {e}", exe.display()))?;
-        Ok(child)
+            .stderr(log);
+        // Ends with this process, however it ends (cell/tied.rs).
+        spawn_tied(command).map_err(|e| anyhow::anyhow!("starting {}: {e}", exe.display()))
     }
 
     /// Starts every node's process.

@@ -9,3 +9,4 @@ pub mod participant_ids;
 pub mod report;
 pub mod run;
 pub mod spec;
+pub mod tied;
