@@ -510,6 +510,12 @@ async fn run(ctx: r2r::Context, mut a: RunArgs, chaos: Option<ChaosArgs>) -> any
         }
     }
     let end_s = wall_now_s();
+    // Taking the cell down and the report end in bounded time, when the
+    // run ends by itself too (a stop signal has bounded it already).
+    crate::kit::app::bound_the_stop(
+        "cncpick: taking the cell down",
+        crate::kit::app::stop_bound(),
+    );
     if let Some(shell) = &shell {
         shell.freeze(end_s);
     }

@@ -2,6 +2,7 @@
 //! environment check, ROS arguments, the runtime, and orderly shutdown.
 
 use crate::kit::spin::{create_node, SharedNode, Spinner};
+use std::time::Duration;
 
 /// Sets up `tracing` output on stderr, filtered by RUST_LOG (default info).
 pub fn init_tracing() {
@@ -46,6 +47,17 @@ static STOP: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> = std::sync
 /// the default action killed it, leaving its Fast DDS shared memory
 /// behind. Call within a tokio runtime, before the r2r context is made.
 pub fn catch_stop_signals() {
+    catch_stop_signals_with(None);
+}
+
+/// [`catch_stop_signals`] for a process's main: from the stop signal on,
+/// the process (`what`) has [`stop_bound`] to end ([`bound_the_stop`]),
+/// even if it is still starting, stuck where the signal cannot reach it.
+pub fn catch_stop_signals_bounded(what: &str) {
+    catch_stop_signals_with(Some(what.to_string()));
+}
+
+fn catch_stop_signals_with(bounded: Option<String>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -68,8 +80,75 @@ pub fn catch_stop_signals() {
                 _ = int.recv() => {}
             }
             let _ = tx.send(true);
+            if let Some(what) = bounded {
+                bound_the_stop(&what, stop_bound());
+            }
         });
     }
+}
+
+/// How long a process may take to stop once it has begun to (stopping its
+/// nodes, its child processes, writing its report): a process whose Fast
+/// DDS is stuck would otherwise never end (RELIABILITY §1).
+pub const STOP_BOUND: Duration = Duration::from_secs(120);
+
+/// The variable that sets [`stop_bound`], in seconds.
+pub const STOP_BOUND_ENV: &str = "CNCPICK_STOP_BOUND_S";
+
+/// How long a process may take to stop: [`STOP_BOUND`], or
+/// [`STOP_BOUND_ENV`] when it is set to a positive number of seconds (one
+/// that is not is warned about, naming it, and the default used).
+pub fn stop_bound() -> Duration {
+    let Some(v) = std::env::var_os(STOP_BOUND_ENV) else {
+        return STOP_BOUND;
+    };
+    match v.to_str().and_then(|t| t.trim().parse::<f64>().ok()) {
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
+        _ => {
+            tracing::warn!(
+                "{STOP_BOUND_ENV}={}: not a positive number of seconds; the stop is bounded at {STOP_BOUND:?}",
+                v.to_string_lossy()
+            );
+            STOP_BOUND
+        }
+    }
+}
+
+/// The exit status of a process that did not stop within its bound (as
+/// timeout(1)'s).
+pub const FORCED_EXIT: i32 = 124;
+
+/// Ends this process at once, running no destructors: those of a stuck
+/// Fast DDS would wait on its stuck threads. Child processes started by
+/// `cell::tied` get their SIGTERM from the kernel.
+fn force_exit() -> ! {
+    // SAFETY: _exit(2) has no preconditions.
+    unsafe { libc::_exit(FORCED_EXIT) }
+}
+
+/// From now on this process has `bound` to end, whatever it is doing or
+/// waiting on (its own stop, its destructors, Fast DDS's threads): past
+/// it, the stop of `what` is logged as not done and the process exits at
+/// once (status [`FORCED_EXIT`]). Call when the stop begins. (A second
+/// stop signal does not force the exit: Ctrl-C reaches a `--processes`
+/// cell's nodes as well as its supervisor, which then sends them SIGTERM
+/// as part of their clean stop.)
+pub fn bound_the_stop(what: &str, bound: Duration) {
+    let what = what.to_string();
+    let started = std::thread::Builder::new()
+        .name("cncpick-stop-bound".into())
+        .spawn(move || watch_the_stop(&what, bound, std::thread::sleep, || force_exit()));
+    if let Err(e) = started {
+        tracing::warn!("the stop is not bounded: {e}");
+    }
+}
+
+/// [`bound_the_stop`]'s watch, on the clock `sleep` reads: waits out
+/// `bound`, then logs and takes `exit`.
+fn watch_the_stop(what: &str, bound: Duration, sleep: impl FnOnce(Duration), exit: impl FnOnce()) {
+    sleep(bound);
+    tracing::error!("{what}: not stopped within {bound:?}: exiting now");
+    exit();
 }
 
 /// Resolves on Ctrl-C or SIGTERM, including one [`catch_stop_signals`]
@@ -135,7 +214,9 @@ where
         .build()?;
     let ctx = {
         let _in = rt.enter();
-        catch_stop_signals();
+        let program = std::env::args().next().unwrap_or_default();
+        let name = std::path::Path::new(&program).file_name();
+        catch_stop_signals_bounded(&name.map_or(program.clone(), |n| n.to_string_lossy().into()));
         r2r::Context::create()?
     };
     rt.block_on(body(ctx))
@@ -155,6 +236,33 @@ pub async fn stop_tasks(tasks: Vec<tokio::task::JoinHandle<()>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stop_bound_is_the_variables_when_it_is_a_positive_number_of_seconds() {
+        std::env::remove_var(STOP_BOUND_ENV);
+        assert_eq!(stop_bound(), STOP_BOUND);
+        std::env::set_var(STOP_BOUND_ENV, "2.5");
+        assert_eq!(stop_bound(), Duration::from_millis(2500));
+        for bad in ["0", "-1", "soon", "inf", ""] {
+            std::env::set_var(STOP_BOUND_ENV, bad);
+            assert_eq!(stop_bound(), STOP_BOUND, "{bad:?}");
+        }
+        std::env::remove_var(STOP_BOUND_ENV);
+    }
+
+    #[test]
+    fn the_stop_watch_waits_out_its_bound_then_exits() {
+        let waited = std::cell::Cell::new(None);
+        let exited = std::cell::Cell::new(false);
+        watch_the_stop(
+            "a cell",
+            STOP_BOUND,
+            |d| waited.set(Some(d)),
+            || exited.set(true),
+        );
+        assert_eq!(waited.get(), Some(STOP_BOUND));
+        assert!(exited.get());
+    }
 
     #[test]
     fn a_stop_signal_that_comes_before_anyone_waits_for_it_is_kept() {

@@ -108,7 +108,7 @@ where
             .build()?;
         let ctx = {
             let _in = rt.enter();
-            crate::kit::app::catch_stop_signals();
+            crate::kit::app::catch_stop_signals_bounded(&name);
             r2r::Context::create()?
         };
         rt.block_on(run(ctx, &name, &namespace, initial, make))

@@ -133,7 +133,8 @@ fn stop(child: &mut Child) {
 }
 
 #[test]
-fn a_port_a_killed_process_left_half_made_stops_hanging_its_openers_once_the_manager_marks_it() {
+fn a_port_left_half_made_hangs_its_openers_until_the_manager_marks_it_and_their_stop_is_bounded() {
+    use cncpick::kit::app::{FORCED_EXIT, STOP_BOUND_ENV};
     use cncpick::kit::shm::HALF_MADE;
     let lease = DomainLease::acquire().unwrap();
     let domain = lease.id;
@@ -148,14 +149,43 @@ fn a_port_a_killed_process_left_half_made_stops_hanging_its_openers_once_the_man
     let f = std::fs::File::options().write(true).open(&port).unwrap();
     f.set_modified(std::time::SystemTime::now() - 2 * HALF_MADE)
         .unwrap();
+    let log = |tag: &str| {
+        std::env::temp_dir().join(format!("cncpick-halfmade-{tag}-{}.log", std::process::id()))
+    };
 
+    // A node stuck there at its start is told to stop: it cannot stop
+    // cleanly, and ends once its stop bound (2 s here) has passed.
+    let mut stuck_node = Command::new(env!("CARGO_BIN_EXE_kit_example"))
+        .env("ROS_DOMAIN_ID", domain.to_string())
+        .env(
+            "FASTRTPS_DEFAULT_PROFILES_FILE",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("params/fastdds.xml"),
+        )
+        .env(STOP_BOUND_ENV, "2")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log("bounded")).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let stuck_at_start = !listens_on_shm(stuck_node.id());
+    // SAFETY: kill(2) with a pid this test started.
+    unsafe { libc::kill(stuck_node.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ended = None;
+    while ended.is_none() && Instant::now() < deadline {
+        ended = stuck_node.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = stuck_node.kill();
+    let _ = stuck_node.wait();
+    let bounded_said = std::fs::read_to_string(log("bounded")).unwrap_or_default();
+
+    // Another stuck there goes on once the manager, as under ros2 launch
+    // (no supervisor of its own), finds the port and marks it.
     let mut node = start_node(&domain.to_string());
-    // It waits on that port, and would forever.
     std::thread::sleep(Duration::from_secs(3));
     let stuck = !listens_on_shm(node.id());
-    // The manager, as under ros2 launch (no supervisor of its own), looks
-    // for such ports every second.
-    let log = std::env::temp_dir().join(format!("cncpick-unstick-{}.log", std::process::id()));
     let mut manager = Command::new(env!("CARGO_BIN_EXE_manager"))
         .args(["--ros-args", "-p", "metrics_bind:=127.0.0.1:0"])
         .env("ROS_DOMAIN_ID", domain.to_string())
@@ -165,7 +195,7 @@ fn a_port_a_killed_process_left_half_made_stops_hanging_its_openers_once_the_man
         )
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(log("manager")).unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -175,10 +205,26 @@ fn a_port_a_killed_process_left_half_made_stops_hanging_its_openers_once_the_man
     let up = listens_on_shm(node.id());
     stop(&mut node);
     stop(&mut manager);
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
+    let said = std::fs::read_to_string(log("manager")).unwrap_or_default();
+    for tag in ["bounded", "manager"] {
+        let _ = std::fs::remove_file(log(tag));
+    }
     let _ = std::fs::remove_file(&port);
     let _ = std::fs::remove_file(Path::new(SHM_DIR).join(format!("sem.{name}_mutex")));
+
+    assert!(
+        stuck_at_start,
+        "the first node did not wait on the half-made port"
+    );
+    assert_eq!(
+        ended.map(|s| s.code()),
+        Some(Some(FORCED_EXIT)),
+        "the stuck node, told to stop, did not end by its bound; it said:\n{bounded_said}"
+    );
+    assert!(
+        bounded_said.contains("not stopped within 2s"),
+        "{bounded_said}"
+    );
     assert!(stuck, "the node did not wait on the half-made port");
     assert!(
         up,
