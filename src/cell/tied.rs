@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long a caller waits for the spawning thread's answer: a fork and an
@@ -28,8 +28,8 @@ type Job = (Command, Sender<io::Result<Child>>);
 
 /// The spawning thread's queue (the thread and this sender live as long as
 /// the process).
-fn spawner() -> io::Result<&'static Mutex<Sender<Job>>> {
-    static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+fn spawner() -> io::Result<&'static Sender<Job>> {
+    static SPAWNER: OnceLock<Sender<Job>> = OnceLock::new();
     if let Some(s) = SPAWNER.get() {
         return Ok(s);
     }
@@ -44,7 +44,7 @@ fn spawner() -> io::Result<&'static Mutex<Sender<Job>>> {
     match started {
         // Another thread may have won the race: its spawner is used, and
         // this one ends with its unused queue.
-        Ok(_) => Ok(SPAWNER.get_or_init(|| Mutex::new(tx))),
+        Ok(_) => Ok(SPAWNER.get_or_init(|| tx)),
         Err(e) => Err(e),
     }
 }
@@ -70,8 +70,6 @@ pub fn spawn_tied(mut command: Command) -> io::Result<Child> {
     }
     let (tx, rx) = channel();
     spawner()?
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .send((command, tx))
         .map_err(|_| io::Error::other("the spawning thread has ended"))?;
     rx.recv_timeout(ANSWER_TIMEOUT).map_err(|_| {

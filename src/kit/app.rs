@@ -45,18 +45,16 @@ static STOP: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> = std::sync
 /// that comes while the process is still starting (before anything awaits
 /// it) is kept, and the process stops cleanly once started. Without this,
 /// the default action killed it, leaving its Fast DDS shared memory
-/// behind. Call within a tokio runtime, before the r2r context is made.
-pub fn catch_stop_signals() {
-    catch_stop_signals_with(None);
-}
-
-/// [`catch_stop_signals`] for a process's main: from the stop signal on,
-/// the process (`what`) has [`stop_bound`] to end ([`bound_the_stop`]),
-/// even if it is still starting, stuck where the signal cannot reach it.
-pub fn catch_stop_signals_bounded(what: &str) {
+/// behind. From the stop signal on, the process (`what`) has
+/// [`stop_bound`] to end ([`bound_the_stop`]), even if it is still
+/// starting, stuck where the signal cannot reach it. Call within a tokio
+/// runtime, before the r2r context is made.
+pub fn catch_stop_signals(what: &str) {
     catch_stop_signals_with(Some(what.to_string()));
 }
 
+/// [`catch_stop_signals`], with the stop bounded or (`None`: a test's own
+/// process, which must not be ended later) not.
 fn catch_stop_signals_with(bounded: Option<String>) {
     #[cfg(unix)]
     {
@@ -216,7 +214,7 @@ where
         let _in = rt.enter();
         let program = std::env::args().next().unwrap_or_default();
         let name = std::path::Path::new(&program).file_name();
-        catch_stop_signals_bounded(&name.map_or(program.clone(), |n| n.to_string_lossy().into()));
+        catch_stop_signals(&name.map_or(program.clone(), |n| n.to_string_lossy().into()));
         r2r::Context::create()?
     };
     rt.block_on(body(ctx))
@@ -271,7 +269,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            catch_stop_signals();
+            catch_stop_signals_with(None);
             // As `ros2 launch` stops a node that is still starting. Without
             // the catch, the default action kills this test's process.
             let sent = std::process::Command::new("kill")

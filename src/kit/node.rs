@@ -108,7 +108,7 @@ where
             .build()?;
         let ctx = {
             let _in = rt.enter();
-            crate::kit::app::catch_stop_signals_bounded(&name);
+            crate::kit::app::catch_stop_signals(&name);
             r2r::Context::create()?
         };
         rt.block_on(run(ctx, &name, &namespace, initial, make))
