@@ -278,12 +278,14 @@ pub fn unstick_ports(dir: &Path, older_than: Duration) -> Vec<String> {
         let old = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= older_than);
+        if !old {
+            continue;
+        }
         let Ok(f) = OpenOptions::new().read(true).write(true).open(&path) else {
             continue;
         };
         let mut state = [0u8; 4];
-        if old
-            && f.read_exact_at(&mut state, 0).is_ok()
+        if f.read_exact_at(&mut state, 0).is_ok()
             && u32::from_le_bytes(state) == INITIALIZING
             && f.write_all_at(&CORRUPTED.to_le_bytes(), 0).is_ok()
         {

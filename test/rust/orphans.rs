@@ -2,13 +2,16 @@
 //! its node processes with it (cell/tied.rs), and a node it respawned from
 //! a thread that then ended is not taken before it.
 
+mod common;
+
 use cncpick::cell::host::Processes;
 use cncpick::cell::spec::{CellArgs, NodeSpec};
 use cncpick::kit::testing::DomainLease;
 use cncpick::manager::node::Supervisor;
+use common::Killed;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,16 +53,6 @@ fn runs(pid: u32) -> bool {
         .ok()
         .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('Z')))
         .is_some_and(|zombie| !zombie)
-}
-
-/// Kills what it holds when the test lets go of it, failed or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -5,11 +5,14 @@
 //! Under `ros2 launch`, `cncpick with-participant-id` does the same for
 //! the command launch starts again (cell/launch_ids.rs).
 
+mod common;
+
 use cncpick::cell::host::{Processes, DDS_PROFILE};
 use cncpick::cell::participant_ids::IDS;
 use cncpick::cell::spec::{CellArgs, NodeSpec};
 use cncpick::kit::testing::DomainLease;
 use cncpick::manager::node::Supervisor;
+use common::Killed;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -144,23 +147,6 @@ fn each_restart_listens_at_the_ports_of_a_participant_number_nobody_held_lately(
     }
     p.stop_all(Duration::from_secs(5));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A child process killed when the test lets go of it, failed or not: one
-/// left running would stay in a domain later tests lease.
-struct Killed(std::process::Child);
-
-impl Killed {
-    fn stop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[test]

@@ -34,13 +34,20 @@ fn wait_for_segment(pid: u32) {
     }
 }
 
-fn start_node(domain: &str) -> Child {
+/// `exe` in `domain` on the cell's DDS profile, its output discarded.
+fn in_domain(exe: &str, domain: &str) -> Command {
     let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("params/fastdds.xml");
-    Command::new(env!("CARGO_BIN_EXE_demo_registry"))
-        .env("ROS_DOMAIN_ID", domain)
+    let mut c = Command::new(exe);
+    c.env("ROS_DOMAIN_ID", domain)
         .env("FASTRTPS_DEFAULT_PROFILES_FILE", profile)
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+fn start_node(domain: &str) -> Child {
+    in_domain(env!("CARGO_BIN_EXE_demo_registry"), domain)
         .spawn()
         .unwrap()
 }
@@ -155,15 +162,8 @@ fn a_port_left_half_made_hangs_its_openers_until_the_manager_marks_it_and_their_
 
     // A node stuck there at its start is told to stop: it cannot stop
     // cleanly, and ends once its stop bound (2 s here) has passed.
-    let mut stuck_node = Command::new(env!("CARGO_BIN_EXE_kit_example"))
-        .env("ROS_DOMAIN_ID", domain.to_string())
-        .env(
-            "FASTRTPS_DEFAULT_PROFILES_FILE",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("params/fastdds.xml"),
-        )
+    let mut stuck_node = in_domain(env!("CARGO_BIN_EXE_kit_example"), &domain.to_string())
         .env(STOP_BOUND_ENV, "2")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(log("bounded")).unwrap())
         .spawn()
         .unwrap();
@@ -186,15 +186,8 @@ fn a_port_left_half_made_hangs_its_openers_until_the_manager_marks_it_and_their_
     let mut node = start_node(&domain.to_string());
     std::thread::sleep(Duration::from_secs(3));
     let stuck = !listens_on_shm(node.id());
-    let mut manager = Command::new(env!("CARGO_BIN_EXE_manager"))
+    let mut manager = in_domain(env!("CARGO_BIN_EXE_manager"), &domain.to_string())
         .args(["--ros-args", "-p", "metrics_bind:=127.0.0.1:0"])
-        .env("ROS_DOMAIN_ID", domain.to_string())
-        .env(
-            "FASTRTPS_DEFAULT_PROFILES_FILE",
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("params/fastdds.xml"),
-        )
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(log("manager")).unwrap())
         .spawn()
         .unwrap();

@@ -35,3 +35,22 @@ pub fn messages_of(bag: &Bag) -> Vec<Read> {
         })
         .collect()
 }
+
+/// A child process killed (SIGKILL) and reaped when the test lets go of
+/// it, failed or not: one left running would stay in a domain later tests
+/// lease.
+pub struct Killed(pub std::process::Child);
+
+impl Killed {
+    /// Kills and reaps it now.
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
