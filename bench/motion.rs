@@ -50,10 +50,12 @@ async fn picks() -> anyhow::Result<serde_json::Value> {
     let (mut skip, mut rejected, mut outcomes, mut cycles) =
         (Vec::new(), 0, Vec::new(), Vec::new());
     let mut recorded_picked = 0;
+    // As the scheduler: after an accepted goal, the next skips the wait for the server.
+    let matched = std::sync::atomic::AtomicBool::new(false);
     while outcomes.len() < PICKS {
         let (truth_id, id, goal) = c.next_goal(epoch, &mut skip).await?;
         let Ok((_goal, result, _feedback)) =
-            send_goal(&c.action, "pick", goal, Duration::from_secs(5)).await
+            send_goal(&c.action, "pick", goal, Duration::from_secs(5), &matched).await
         else {
             // Out of reach by the time the goal arrived: a scheduler would
             // take the assignment back and hand the object on.

@@ -1,7 +1,9 @@
 //! Bounded service calls. r2r has no call timeouts (its issue 102), so every
 //! call goes through here: one deadline covers waiting for the server and
 //! waiting for the reply. A server that is not there gets no request at all,
-//! so nothing is left pending inside r2r.
+//! so nothing is left pending inside r2r; but for the `matched` forms, which
+//! skip that wait while the last exchange was answered: a server that has
+//! since gone gets one request, left pending, and the next waits again.
 
 use std::future::Future;
 use std::time::Duration;
@@ -200,15 +202,43 @@ pub async fn call_matched<T>(
 where
     T: r2r::WrappedServiceTypeSupport + 'static,
 {
+    bounded_matched(
+        service,
+        timeout,
+        matched,
+        || r2r::Node::is_available(client),
+        || client.request(request),
+    )
+    .await
+}
+
+/// [`bounded`], waiting for the server (`available()`) only when `matched`
+/// is clear; afterwards `matched` says whether this exchange was answered.
+async fn bounded_matched<R, W, A, S, F>(
+    what: &str,
+    timeout: Duration,
+    matched: &std::sync::atomic::AtomicBool,
+    available: W,
+    send: S,
+) -> Result<R, CallError>
+where
+    W: FnOnce() -> Result<A, r2r::Error>,
+    A: Future<Output = Result<(), r2r::Error>>,
+    S: FnOnce() -> Result<F, r2r::Error>,
+    F: Future<Output = Result<R, r2r::Error>>,
+{
     use std::sync::atomic::Ordering;
-    let r = if matched.load(Ordering::Acquire) {
-        bounded(service, timeout, async { Ok(()) }, || {
-            client.request(request)
-        })
-        .await
-    } else {
-        call(client, service, request, timeout).await
+    let wait = match matched.load(Ordering::Acquire) {
+        true => None,
+        false => Some(available().map_err(ros_error(what))?),
     };
+    let available = async move {
+        match wait {
+            Some(w) => w.await,
+            None => Ok(()),
+        }
+    };
+    let r = bounded(what, timeout, available, send).await;
     matched.store(r.is_ok(), Ordering::Release);
     r
 }
@@ -216,12 +246,15 @@ where
 /// Sends an action goal, bounding the wait for the server and for the
 /// goal's acceptance by `timeout`. Returns the goal handle, the result
 /// future (bound it with the goal's own deadline) and the feedback stream.
+/// As [`call_matched`], the wait for the server is skipped while `matched`
+/// says the last goal was accepted: a goal is not held for the next spin.
 #[allow(clippy::type_complexity)]
 pub async fn send_goal<A>(
     client: &r2r::ActionClient<A>,
     action: &str,
     goal: A::Goal,
     timeout: Duration,
+    matched: &std::sync::atomic::AtomicBool,
 ) -> Result<
     (
         r2r::ActionClientGoal<A>,
@@ -233,10 +266,13 @@ pub async fn send_goal<A>(
 where
     A: r2r::WrappedActionTypeSupport + 'static,
 {
-    let available = r2r::Node::is_available(client).map_err(ros_error(action))?;
-    bounded(action, timeout, available, || {
-        client.send_goal_request(goal)
-    })
+    bounded_matched(
+        action,
+        timeout,
+        matched,
+        || r2r::Node::is_available(client),
+        || client.send_goal_request(goal),
+    )
     .await
 }
 

@@ -40,6 +40,7 @@ use r2r::rcl_interfaces::srv::GetParameters;
 use r2r::QosProfile;
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -132,12 +133,16 @@ pub fn status_input(cnc: &str, s: &m::CncStatus) -> Input {
     }
 }
 
+/// A CNC's pick action client, and whether its last goal was accepted (the
+/// next then skips the wait for the server: `kit::call::send_goal`).
+type GoalClient = (r2r::ActionClient<PickObject::Action>, AtomicBool);
+
 /// What the shell's tasks share.
 #[derive(Clone)]
 struct Shell {
     tx: UnboundedSender<Input>,
     transition: Arc<Caller<TransitionObject::Service>>,
-    actions: Arc<BTreeMap<String, r2r::ActionClient<PickObject::Action>>>,
+    actions: Arc<BTreeMap<String, GoalClient>>,
     /// In mutexes: r2r's publishers are Send, not Sync.
     assignments: Arc<Mutex<LifecyclePublisher<m::Assignment>>>,
     alerts: Arc<Mutex<LifecyclePublisher<m::Alert>>>,
@@ -290,7 +295,7 @@ impl Shell {
                 tokio::spawn(async move {
                     s.counters.add(GOALS, 1);
                     let trace = trace_id(&id);
-                    let Some(client) = s.actions.get(&cnc) else {
+                    let Some((client, matched)) = s.actions.get(&cnc) else {
                         let _ = s.tx.send(Input::GoalAnswer {
                             id,
                             accepted: false,
@@ -312,7 +317,7 @@ impl Shell {
                     g.velocity.x = traj.vx_mps;
                     let accept = Duration::from_secs_f64(s.p.goal_accept_s);
                     let action = format!("cnc_{cnc}/pick");
-                    match send_goal(client, &action, g, accept).await {
+                    match send_goal(client, &action, g, accept, matched).await {
                         Ok((_goal, result, _feedback)) => {
                             let _ = s.tx.send(Input::GoalAnswer { id, accepted: true });
                             let wait = (deadline_s - wall_now_s()).max(0.0) + RESULT_MARGIN_S;
@@ -408,7 +413,7 @@ impl Shell {
 
 struct Prepared {
     transition: Arc<Caller<TransitionObject::Service>>,
-    actions: Arc<BTreeMap<String, r2r::ActionClient<PickObject::Action>>>,
+    actions: Arc<BTreeMap<String, GoalClient>>,
     assignments: LifecyclePublisher<m::Assignment>,
     alerts: LifecyclePublisher<m::Alert>,
     param_clients: Vec<(String, Arc<r2r::Client<GetParameters::Service>>)>,
@@ -473,10 +478,8 @@ impl Steps for SchedNode {
         let mut actions = BTreeMap::new();
         let mut param_clients = Vec::new();
         for id in &p.cnc_ids {
-            actions.insert(
-                id.clone(),
-                n.create_action_client::<PickObject::Action>(&format!("cnc_{id}/pick"))?,
-            );
+            let client = n.create_action_client::<PickObject::Action>(&format!("cnc_{id}/pick"))?;
+            actions.insert(id.clone(), (client, AtomicBool::new(false)));
             param_clients.push((
                 id.clone(),
                 Arc::new(n.create_client::<GetParameters::Service>(

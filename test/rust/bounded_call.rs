@@ -428,10 +428,16 @@ fn a_caller_with_no_server_is_told_at_its_bound_and_stays_unmatched() {
     assert!(!caller.matched());
 }
 
+/// No action server: a goal waits for one and is told it is not there,
+/// exactly at the bound. A goal sent as if the server were matched (the
+/// last one was accepted) does not wait: it goes out at once and is told
+/// at the bound that no answer came; either way the flag ends clear, so
+/// the next goal waits for the server again.
 #[test]
-fn a_pick_goal_with_no_action_server_gives_up_at_its_bound() {
+fn a_pick_goal_with_no_action_server_gives_up_at_its_bound_waiting_for_it_unless_matched() {
     use cncpick::kit::call::send_goal;
     use cncpick::msgs::action::PickObject;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     let (_lease, ctx) = dds_context();
     let node = create_node(&ctx, "goal_test", "").unwrap();
@@ -440,18 +446,31 @@ fn a_pick_goal_with_no_action_server_gives_up_at_its_bound() {
         .create_action_client::<PickObject::Action>("/cell/cnc_9/pick")
         .unwrap();
     let mut spinner = Spinner::start(node.clone());
-    let (r, elapsed) = paused_timed(send_goal(
-        &client,
-        "/cell/cnc_9/pick",
-        PickObject::Goal::default(),
-        BOUND,
-    ));
-    let (ok, err) = (r.is_ok(), r.err());
+    let goal = |matched: bool| {
+        let flag = AtomicBool::new(matched);
+        let (r, elapsed) = paused_timed(send_goal(
+            &client,
+            "/cell/cnc_9/pick",
+            PickObject::Goal::default(),
+            BOUND,
+            &flag,
+        ));
+        (r.err(), elapsed, flag.load(Ordering::Acquire))
+    };
+    let (waited, waited_s, waited_flag) = goal(false);
+    let (sent, sent_s, sent_flag) = goal(true);
     spinner.stop();
-    assert!(!ok);
     assert!(
-        matches!(err, Some(CallError::Unavailable { .. })),
-        "{err:?}"
+        matches!(waited, Some(CallError::Unavailable { .. })),
+        "{waited:?}"
     );
-    assert_eq!(elapsed, BOUND);
+    assert!(
+        matches!(sent, Some(CallError::Timeout { .. })),
+        "sent without waiting for the server: {sent:?}"
+    );
+    assert_eq!((waited_s, sent_s), (BOUND, BOUND));
+    assert!(
+        !waited_flag && !sent_flag,
+        "unanswered: the next goal waits"
+    );
 }

@@ -20,6 +20,7 @@ use cncpick::sim::params::SimParams;
 use cncpick::sim::truth::EventKind;
 use cncpick::state::lifecycle::ObjState;
 use futures::StreamExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const CALL: Duration = Duration::from_secs(5);
@@ -101,7 +102,7 @@ async fn picks_through_the_action_are_recorded_and_a_hostile_goal_moves_nothing(
     g.position.point.y = -0.5;
     g.position.point.z = 0.04;
     g.velocity.x = 0.2;
-    let refused = send_goal(&rig.c.action, "pick", g, CALL).await;
+    let refused = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
     assert!(
         refused.is_err(),
         "a goal outside the workspace was accepted"
@@ -114,11 +115,16 @@ async fn picks_through_the_action_are_recorded_and_a_hostile_goal_moves_nothing(
     );
     assert_eq!(rig.state_of(id).await, ObjState::Assigned.id());
 
+    // One flag for the goals, as the scheduler keeps one per CNC: after an
+    // accepted goal, the next is sent without waiting for the server.
+    let matched = AtomicBool::new(false);
     let (mut picked, mut skip) = (Vec::new(), Vec::new());
     while picked.len() < 3 {
         assert!(skip.len() < 15, "too many attempts");
         let (truth_id, id, g) = rig.next_goal(1, &mut skip).await;
-        let Ok((_goal, result, _feedback)) = send_goal(&rig.c.action, "pick", g, CALL).await else {
+        let sent = send_goal(&rig.c.action, "pick", g, CALL, &matched).await;
+        assert_eq!(matched.load(Ordering::Acquire), sent.is_ok());
+        let Ok((_goal, result, _feedback)) = sent else {
             continue; // no longer reachable by the time it arrived
         };
         let (_, r) = tokio::time::timeout(Duration::from_secs(20), result)
@@ -250,8 +256,8 @@ async fn faults_mid_pick_end_safe_with_the_object_settled_and_the_node_recovers(
             assert!(skip.len() < 30, "{name}: too many attempts");
             let epoch = rig.epoch_above(0).await;
             let (_, id, g) = rig.next_goal(epoch, &mut skip).await;
-            let Ok((_goal, result, mut feedback)) = send_goal(&rig.c.action, "pick", g, CALL).await
-            else {
+            let sent = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
+            let Ok((_goal, result, mut feedback)) = sent else {
                 continue;
             };
             // Inject once the approach has started.
