@@ -279,8 +279,10 @@ mod tests {
         let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("params/sim.yaml");
         let p = load_from(shipped).unwrap();
         assert_eq!(p, SchedParams::default(), "sim.yaml states the defaults");
-        let dir = std::env::temp_dir().join(format!("cncpick-sched-params-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("cncpick-sched-params-")
+            .tempdir()
+            .unwrap();
         let cases: &[(&str, &[&str])] = &[
             ("policy: fastest", &["policy", "fastest"]),
             ("queue_max: 0", &["queue_max"]),
@@ -293,7 +295,7 @@ mod tests {
             ("cnc_ids: ['1', '1']", &["cnc_ids"]),
         ];
         for (body, wanted) in cases {
-            let file = dir.join("sched.yaml");
+            let file = dir.path().join("sched.yaml");
             std::fs::write(
                 &file,
                 format!("scheduler:\n  ros__parameters:\n    {body}\n"),

@@ -17,10 +17,12 @@ use proptest::prelude::*;
 use r2r::WrappedTypesupport;
 use std::path::{Path, PathBuf};
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cncpick-bags-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A bag folder not yet made (the writer makes it), in a scratch folder
+/// that goes when the first is dropped.
+fn tmp(name: &str) -> (common::Scratch, PathBuf) {
+    let scratch = common::temp_dir("bags", name);
+    let bag = scratch.join("bag");
+    (scratch, bag)
 }
 
 /// A detection message, different for each `i`.
@@ -86,7 +88,7 @@ fn write_bag(dir: &Path, n: u32, opts: WriterOptions) -> (BagInfo, Vec<(String, 
 #[test]
 fn a_bag_reads_back_equal_with_every_compression() {
     for c in [Compression::None, Compression::Zstd, Compression::Lz4] {
-        let dir = tmp(&format!("roundtrip-{c:?}"));
+        let (_scratch, dir) = tmp(&format!("roundtrip-{c:?}"));
         let (info, written) = write_bag(
             &dir,
             300,
@@ -103,13 +105,12 @@ fn a_bag_reads_back_equal_with_every_compression() {
         let msg = m::DetectionArray::from_serialized_bytes(&first.data).expect("decodes");
         assert_eq!(msg.frame_seq, 1);
         assert_eq!(info.files.len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
 #[test]
 fn metadata_yaml_has_every_field_ros2_bag_reads() {
-    let dir = tmp("metadata");
+    let (_dir_scratch, dir) = tmp("metadata");
     let (_, written) = write_bag(&dir, 30, WriterOptions::default());
     let text = std::fs::read_to_string(dir.join("metadata.yaml")).expect("written");
     let info = BagInfo::parse(&text).expect("parses");
@@ -155,12 +156,11 @@ fn metadata_yaml_has_every_field_ros2_bag_reads() {
     ] {
         assert!(text.contains(key), "metadata.yaml lacks {key}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn qos_learnt_after_subscribing_goes_into_the_bag() {
-    let dir = tmp("late-qos");
+    let (_dir_scratch, dir) = tmp("late-qos");
     let mut w = BagWriter::create(&dir, WriterOptions::default()).expect("creates");
     let t = w
         .add_topic("/cell/objects/events", "cncpick_msgs/msg/ObjectEvent", &[])
@@ -180,12 +180,11 @@ fn qos_learnt_after_subscribing_goes_into_the_bag() {
         vec![latched],
         "in the channel too"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn bags_split_by_size_and_by_duration_read_back_whole() {
-    let by_size = tmp("split-size");
+    let (_by_size_scratch, by_size) = tmp("split-size");
     let (info, written) = write_bag(
         &by_size,
         400,
@@ -200,7 +199,7 @@ fn bags_split_by_size_and_by_duration_read_back_whole() {
     bag.sound().expect("no damage");
     assert_eq!(messages_of(&bag), written);
 
-    let by_time = tmp("split-time");
+    let (_by_time_scratch, by_time) = tmp("split-time");
     let (info, written) = write_bag(
         &by_time,
         100,
@@ -216,8 +215,6 @@ fn bags_split_by_size_and_by_duration_read_back_whole() {
     }
     let bag = reader::open(&by_time).expect("opens");
     assert_eq!(messages_of(&bag), written);
-    let _ = std::fs::remove_dir_all(&by_size);
-    let _ = std::fs::remove_dir_all(&by_time);
 }
 
 #[test]
@@ -252,11 +249,11 @@ fn is_prefix(read: &[(String, u64, Vec<u8>)], written: &[(String, u64, Vec<u8>)]
 
 #[test]
 fn a_truncated_bag_names_the_file_and_offset_and_keeps_what_precedes() {
-    let dir = tmp("truncate");
+    let (_dir_scratch, dir) = tmp("truncate");
     let (info, written) = write_bag(&dir, 2000, WriterOptions::default());
     let file = dir.join(&info.files[0].path);
     let whole = std::fs::read(&file).expect("reads");
-    let cut_dir = tmp("truncate-cut");
+    let (_cut_dir_scratch, cut_dir) = tmp("truncate-cut");
     std::fs::create_dir_all(&cut_dir).unwrap();
     let cut = cut_dir.join("cut.mcap");
     let mut last = 0;
@@ -277,13 +274,11 @@ fn a_truncated_bag_names_the_file_and_offset_and_keeps_what_precedes() {
         last > 1000,
         "most of the file read before a cut at 99 %: {last}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&cut_dir);
 }
 
 #[test]
 fn a_corrupt_chunk_is_named_and_skipped_and_the_rest_is_read() {
-    let dir = tmp("corrupt");
+    let (_dir_scratch, dir) = tmp("corrupt");
     // Small files so there are several chunks... one chunk per file here.
     let (info, written) = write_bag(
         &dir,
@@ -328,12 +323,11 @@ fn a_corrupt_chunk_is_named_and_skipped_and_the_rest_is_read() {
         bag.damage[0]
     );
     assert_eq!(bag.messages.len(), written.len() - lost);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn not_a_bag_is_a_clear_error() {
-    let dir = tmp("not-a-bag");
+    let (_dir_scratch, dir) = tmp("not-a-bag");
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("x.mcap");
     std::fs::write(&f, b"hello, this is not MCAP").unwrap();
@@ -347,7 +341,6 @@ fn not_a_bag_is_a_clear_error() {
     );
     let e = reader::open(&dir.join("missing")).unwrap_err();
     assert!(e.contains("missing"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Writes a small bag and damages its one file with `damage`; returns
@@ -356,7 +349,7 @@ fn damaged(
     tag: &str,
     damage: impl FnOnce(&mut Vec<u8>),
 ) -> (Vec<(String, u64, Vec<u8>)>, reader::Bag) {
-    let dir = tmp(tag);
+    let (_scratch, dir) = tmp(tag);
     let (info, written) = write_bag(
         &dir,
         50,
@@ -370,7 +363,6 @@ fn damaged(
     damage(&mut bytes);
     std::fs::write(&file, &bytes).unwrap();
     let bag = reader::open(&file).expect("opens");
-    let _ = std::fs::remove_dir_all(&dir);
     (written, bag)
 }
 

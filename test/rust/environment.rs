@@ -1,6 +1,8 @@
 //! A broken ROS environment is explained, not met with a linker or
 //! `symbol lookup error`: both in the check itself and in real executables.
 
+mod common;
+
 use cncpick::kit::env::check_with;
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,11 +22,8 @@ fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
     move |k| m.get(k).cloned()
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("cncpick-env-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn temp_dir(tag: &str) -> common::Scratch {
+    common::temp_dir("env", tag)
 }
 
 #[test]

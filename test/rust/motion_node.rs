@@ -28,8 +28,10 @@ const CALL: Duration = Duration::from_secs(5);
 /// The harness's cell, state manager, `cnc_1` and probe, in a DDS domain
 /// of its own.
 struct Rig {
-    _lease: DomainLease,
     c: NodeCell,
+    _lease: DomainLease,
+    /// Last: the cell is dropped (its nodes stopped) before its folder.
+    _dir: common::Scratch,
 }
 
 impl Rig {
@@ -54,7 +56,11 @@ impl Rig {
             ..MotionParams::default()
         };
         let c = NodeCell::start(&dir, sim, board, motion).await.unwrap();
-        Rig { _lease: lease, c }
+        Rig {
+            c,
+            _lease: lease,
+            _dir: dir,
+        }
     }
 
     async fn assign(&mut self, epoch: u64) -> [u8; 16] {

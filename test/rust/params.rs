@@ -10,12 +10,15 @@ use std::path::PathBuf;
 
 const FQN: &str = "/cell/kit_example";
 
-fn write(tag: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cncpick-params-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{tag}.yaml"));
-    std::fs::write(&p, text).unwrap();
-    p
+/// A params file holding `text`, removed when dropped.
+fn write(tag: &str, text: &str) -> tempfile::TempPath {
+    let f = tempfile::Builder::new()
+        .prefix(&format!("cncpick-params-{tag}-"))
+        .suffix(".yaml")
+        .tempfile()
+        .unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f.into_temp_path()
 }
 
 fn args(list: &[&str]) -> RosArgs {
@@ -31,7 +34,7 @@ fn load_file(
     text: &str,
     tag: &str,
 ) -> (
-    PathBuf,
+    tempfile::TempPath,
     Result<ExampleParams, cncpick::kit::params::ParamError>,
 ) {
     let f = write(tag, text);

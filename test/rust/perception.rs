@@ -16,9 +16,8 @@ use cncpick::sim::render::Renderer;
 use common::renderer;
 use nalgebra::Matrix3;
 use opencv::core::Mat;
-use std::path::PathBuf;
 
-fn temp_dir(tag: &str) -> PathBuf {
+fn temp_dir(tag: &str) -> common::Scratch {
     common::temp_dir("perception", tag)
 }
 
@@ -462,7 +461,7 @@ fn a_missing_or_corrupt_video_an_unreadable_device_or_a_wrong_format_is_a_clear_
         "{text}"
     );
 
-    let text = open(SourceSpec::File(dir.clone())).to_string();
+    let text = open(SourceSpec::File(dir.to_path_buf())).to_string();
     assert!(text.contains("not a regular file"), "{text}");
 
     let text = open(SourceSpec::V4l2("/dev/video-none".into())).to_string();

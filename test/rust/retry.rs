@@ -196,8 +196,7 @@ fn failures_that_are_not_in_a_row_do_not_open_the_breaker() {
 
 #[test]
 fn dead_letters_are_appended_to_their_file_as_json_lines() {
-    let path = std::env::temp_dir().join(format!("cncpick-dead-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = dead_letter_file();
     let dead = DeadLetters::to_file(&path);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -230,8 +229,7 @@ fn dead_letters_are_appended_to_their_file_as_json_lines() {
 #[test]
 fn dead_letters_keep_only_the_newest_in_memory_and_every_one_in_the_file() {
     use cncpick::kit::retry::{DeadLetter, DEAD_LETTERS_KEPT};
-    let path = std::env::temp_dir().join(format!("cncpick-dead-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = dead_letter_file();
     let dead = DeadLetters::to_file(&path);
     let total = DEAD_LETTERS_KEPT + 25;
     for k in 0..total {
@@ -249,5 +247,14 @@ fn dead_letters_keep_only_the_newest_in_memory_and_every_one_in_the_file() {
     assert_eq!(kept.last().unwrap().request_id, format!("r{}", total - 1));
     let lines = std::fs::read_to_string(&path).unwrap();
     assert_eq!(lines.lines().count(), total);
-    let _ = std::fs::remove_file(&path);
+}
+
+/// A fresh, empty dead-letter file, removed when dropped.
+fn dead_letter_file() -> tempfile::TempPath {
+    tempfile::Builder::new()
+        .prefix("cncpick-dead-")
+        .suffix(".jsonl")
+        .tempfile()
+        .unwrap()
+        .into_temp_path()
 }

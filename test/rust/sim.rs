@@ -15,7 +15,7 @@ use opencv::core::Mat;
 use opencv::prelude::*;
 use std::path::PathBuf;
 
-fn temp_dir(tag: &str) -> PathBuf {
+fn temp_dir(tag: &str) -> common::Scratch {
     common::temp_dir("sim", tag)
 }
 

@@ -63,17 +63,18 @@ fn request(
     }
 }
 
-fn open(tag: &str) -> (std::path::PathBuf, Store) {
+/// A store in a fresh folder; the folder goes when the first is dropped.
+fn open(tag: &str) -> (common::Scratch, std::path::PathBuf, Store) {
     let dir = common::temp_dir("state", tag);
     let path = dir.join("state.sqlite");
     let store = Store::open(&path).unwrap();
-    (path, store)
+    (dir, path, store)
 }
 
 #[test]
 fn compare_and_set_refuses_with_the_current_state_and_only_legal_transitions_pass() {
     use ObjState::*;
-    let (_, mut s) = open("cas");
+    let (_dir, _, mut s) = open("cas");
     let r = s.register(&registration(1, 0, 10), 10).unwrap();
     assert!(r.created);
     assert_eq!(
@@ -157,7 +158,7 @@ fn compare_and_set_refuses_with_the_current_state_and_only_legal_transitions_pas
 #[test]
 fn a_held_object_is_fenced_from_other_cncs_and_from_stale_epochs_after_a_reactivation() {
     use ObjState::*;
-    let (_, mut s) = open("epochs");
+    let (_dir, _, mut s) = open("epochs");
     s.register(&registration(1, 0, 10), 10).unwrap();
     s.register(&registration(2, 1, 10), 10).unwrap();
     let e1 = bump(&mut s, "1");
@@ -250,7 +251,7 @@ fn a_held_object_is_fenced_from_other_cncs_and_from_stale_epochs_after_a_reactiv
 #[test]
 fn a_repeated_request_id_gets_the_first_answer_even_after_a_restart() {
     use ObjState::*;
-    let (path, mut s) = open("idempotent");
+    let (_dir, path, mut s) = open("idempotent");
     s.register(&registration(1, 0, 10), 10).unwrap();
     let e = bump(&mut s, "1");
     let first = s
@@ -290,7 +291,7 @@ fn a_repeated_request_id_gets_the_first_answer_even_after_a_restart() {
 #[test]
 fn objects_are_listed_by_state_lane_and_time() {
     use ObjState::*;
-    let (_, mut s) = open("list");
+    let (_dir, _, mut s) = open("list");
     for k in 0..20u32 {
         s.register(&registration(k, (k % 4) as u8, 100 + k as i64), 100)
             .unwrap();
@@ -386,7 +387,7 @@ fn a_corrupt_or_foreign_file_is_refused_and_left_untouched() {
 #[test]
 fn a_full_disk_refuses_new_work_and_keeps_everything_accepted() {
     use ObjState::*;
-    let (path, mut s) = open("full");
+    let (_dir, path, mut s) = open("full");
     let e = bump(&mut s, "1");
     let cap = s.limit_size(64 * 1024).unwrap();
     assert!(cap <= 64 * 1024, "{cap}");
@@ -517,7 +518,7 @@ proptest! {
         actors in 2usize..5,
         objects in 3u32..8,
     ) {
-        let (path, mut s) = open(&format!("property-{seed:x}"));
+        let (_dir, path, mut s) = open(&format!("property-{seed:x}"));
         for k in 0..objects {
             s.register(&registration(k, (k % 4) as u8, k as i64), 0).unwrap();
         }
@@ -601,7 +602,7 @@ fn accept(s: &mut Store, t: TransitionRequest, at_ns: i64) {
 #[test]
 fn expiry_misses_open_objects_that_left_the_cell_unsettled_and_nothing_else() {
     use ObjState::*;
-    let (_, mut s) = open("expiry");
+    let (_dir, _, mut s) = open("expiry");
     let e1 = bump(&mut s, "1");
     // Seen at x 0.5 m moving 0.2 m/s: past the reach end (3.4 m) 14.5 s later.
     for k in 1..=5 {
@@ -695,7 +696,7 @@ fn expiry_misses_open_objects_that_left_the_cell_unsettled_and_nothing_else() {
 #[test]
 fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
     use ObjState::*;
-    let (path, mut s) = open("recovery");
+    let (_dir, path, mut s) = open("recovery");
     let (e1, e2) = (bump(&mut s, "1"), bump(&mut s, "2"));
     let now = 100 * S;
     // Seen at x 0.5 m moving 0.2 m/s: 10 s ago it is at 2.5 m now (upstream
@@ -801,7 +802,7 @@ fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
 #[test]
 fn retention_prunes_old_terminal_objects_in_batches_and_never_reuses_a_seq() {
     use ObjState::*;
-    let (_, mut s) = open("retention");
+    let (_dir, _, mut s) = open("retention");
     for k in 1..=12 {
         s.register(&registration(k, 0, S), S).unwrap();
     }
@@ -854,7 +855,7 @@ fn retention_prunes_old_terminal_objects_in_batches_and_never_reuses_a_seq() {
 fn snapshots_taken_under_writes_are_consistent_and_only_the_newest_are_kept() {
     use cncpick::state::snapshot;
     use ObjState::*;
-    let (path, mut s) = open("snapshots");
+    let (_dir, path, mut s) = open("snapshots");
     let dir = path.with_extension("snapshots");
     let e1 = bump(&mut s, "1");
     let writer = {

@@ -4,14 +4,44 @@
 use cncpick::bag::reader::Bag;
 use cncpick::sim::cell::SimCore;
 use cncpick::sim::render::Renderer;
-use std::path::PathBuf;
+use std::path::Path;
 
-/// A fresh, empty directory for test `tag` of suite `suite` (per process).
-pub fn temp_dir(suite: &str, tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("cncpick-{suite}-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh, empty directory for test `tag` of suite `suite`.
+pub fn temp_dir(suite: &str, tag: &str) -> Scratch {
+    Scratch::new(&format!("cncpick-{suite}-{tag}-"))
+}
+
+/// A fresh, empty directory under the system's temporary folder, removed
+/// when dropped: a test run leaves nothing behind. A failing test's is kept
+/// (its path printed), for a look at what it wrote.
+pub struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Scratch {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        Scratch(Some(dir))
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take().filter(|_| std::thread::panicking()) {
+            eprintln!("kept for a look: {}", d.keep().display());
+        }
+    }
 }
 
 /// The camera of `core`'s cell.
