@@ -296,17 +296,11 @@ pub fn unstick_ports(dir: &Path, older_than: Duration) -> Vec<String> {
     out
 }
 
-/// [`unstick_ports`] of [`SHM_DIR`], logged: for the manager, every
-/// second, whoever restarts the processes.
+/// [`unstick_ports`] of [`SHM_DIR`]: for the manager, every second,
+/// whoever restarts the processes; it raises an alert naming what was
+/// marked.
 pub fn unstick_dead_ports() -> Vec<String> {
-    let names = unstick_ports(Path::new(SHM_DIR), HALF_MADE);
-    if !names.is_empty() {
-        tracing::error!(
-            "{SHM_DIR}: Fast DDS ports left half made by a killed process, on which every process that opens them would wait forever: marked corrupted: {}",
-            names.join(" ")
-        );
-    }
-    names
+    unstick_ports(Path::new(SHM_DIR), HALF_MADE)
 }
 
 fn logged(why: &str, s: Swept) -> Swept {

@@ -534,7 +534,19 @@ impl Manager {
                     // (kit/shm.rs), whoever restarts the processes.
                     if Instant::now() >= next_unstick {
                         next_unstick = Instant::now() + UNSTICK_PERIOD;
-                        crate::kit::shm::unstick_dead_ports();
+                        let marked = crate::kit::shm::unstick_dead_ports();
+                        if !marked.is_empty() {
+                            s.alert(&Alert {
+                                severity: Severity::Error,
+                                name: "dds_port_unstuck",
+                                node: String::new(),
+                                message: format!(
+                                    "{}: Fast DDS ports left half made by a killed process, on which every process that opens them would wait forever: marked corrupted: {}",
+                                    crate::kit::shm::SHM_DIR,
+                                    marked.join(" ")
+                                ),
+                            });
+                        }
                     }
                     if let Some(sup) = &s.supervisor {
                         for node in sup.exited() {

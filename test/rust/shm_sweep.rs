@@ -224,8 +224,9 @@ fn a_port_left_half_made_hangs_its_openers_until_the_manager_marks_it_and_their_
         "the node did not go on within 20 s of the manager's start; the manager said:\n{said}"
     );
     assert!(
-        said.lines()
-            .any(|l| l.contains("marked corrupted") && l.contains(&name)),
-        "the manager did not say it marked {name}:\n{said}"
+        said.lines().any(|l| l.contains("dds_port_unstuck")
+            && l.contains("marked corrupted")
+            && l.contains(&name)),
+        "the manager did not raise an alert naming {name} as marked:\n{said}"
     );
 }
