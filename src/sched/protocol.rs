@@ -13,7 +13,9 @@
 //!    and only one it will meet within `motion_wait_for_trigger_s`); then
 //!    the PickObject goal goes to the CNC with that epoch
 //!    ([`Command::SendGoal`]), soonest contact first; the goal's end (its
-//!    result) frees the CNC for the next;
+//!    result) frees the CNC for the next, not the object's end heard
+//!    before it (the CNC records PICKED before it is done with the goal),
+//!    or `goal_accept_s` after the object's end if no result comes;
 //! 3. a goal not accepted within `goal_accept_s` (refused, or no answer):
 //!    the assignment is revoked, ASSIGNED → DETECTED ([`Command::Revoke`]),
 //!    and the object may not be assigned again until a backoff has passed
@@ -139,6 +141,12 @@ pub struct Dispatcher {
     /// Objects that may not be assigned again before a time, and how many
     /// times their assignment failed.
     backoff: BTreeMap<u64, (f64, u32)>,
+    /// Objects that ended while our goal for them still ran, by key: their
+    /// CNC and epoch, and when they ended. A motion controller records the
+    /// end of a pick before it is done with the goal (it still publishes
+    /// the pick's result), so its CNC takes no goal until the goal's result
+    /// comes, or `goal_accept_s` has passed.
+    ending: BTreeMap<u64, (String, u64, f64)>,
 }
 
 impl Dispatcher {
@@ -223,11 +231,15 @@ impl Dispatcher {
     /// within `goal_lead_s`.
     pub fn release(&mut self, now_s: f64) -> Vec<Command> {
         self.settle(None, now_s);
+        let wait_s = self.timeouts.goal_accept_s;
+        self.ending
+            .retain(|_, (_, _, ended_s)| now_s - *ended_s < wait_s);
         let busy: std::collections::BTreeSet<&str> = self
             .held
             .values()
             .filter(|h| matches!(h.stage, Stage::GoalSent | Stage::Accepted | Stage::Picking))
             .map(|h| h.cnc.as_str())
+            .chain(self.ending.values().map(|(c, _, _)| c.as_str()))
             .collect();
         let mut next: BTreeMap<&str, (f64, u64)> = BTreeMap::new();
         for (k, h) in &self.held {
@@ -266,6 +278,7 @@ impl Dispatcher {
     /// that ended before its pick started leaves the object ASSIGNED, so
     /// it is revoked (harmless if it did start: the compare-and-set fails).
     pub fn goal_done(&mut self, key: u64, now_s: f64) -> Vec<Command> {
+        self.ending.remove(&key);
         let mut out = match self.held.get(&key).map(|h| h.stage) {
             Some(Stage::Picking) => {
                 self.held.remove(&key);
@@ -325,7 +338,11 @@ impl Dispatcher {
                 }
             }
             ObjectNews::Finished => {
-                self.held.remove(&key);
+                if let Some(h) = self.held.remove(&key) {
+                    if !h.adopted && matches!(h.stage, Stage::Accepted | Stage::Picking) {
+                        self.ending.insert(key, (h.cnc, h.epoch, now_s));
+                    }
+                }
                 self.backoff.remove(&key);
             }
             // Revoked by someone (the state manager on a new epoch): free.
@@ -364,6 +381,9 @@ impl Dispatcher {
     /// Adopted objects still settling are left alone.
     pub fn cnc(&mut self, cnc: &str, active: bool, epoch: u64, now_s: f64) -> Vec<Command> {
         self.settle(Some(cnc), now_s);
+        // A CNC that left, or came back anew, is on none of our goals.
+        self.ending
+            .retain(|_, (c, e, _)| c != cnc || (active && *e == epoch));
         let lost: Vec<u64> = self
             .held
             .iter()
@@ -573,6 +593,56 @@ mod tests {
         let c = d.goal_done(1, 9.5);
         assert_eq!(revoked(&c), vec![1], "{c:?}");
         assert_eq!(d.queued("1"), 0);
+    }
+
+    /// The object's end is heard before its goal's result (the motion
+    /// controller records PICKED, then finishes the goal): its CNC gets no
+    /// goal until the result comes, which it would refuse as busy. A result
+    /// that never comes holds it no longer than `goal_accept_s`; a CNC that
+    /// leaves is on no goal of ours.
+    #[test]
+    fn a_cnc_whose_object_ended_takes_its_next_goal_once_the_goal_is_done() {
+        let mut d = Dispatcher::new(Timeouts::default());
+        let queued = |d: &mut Dispatcher, key: u64, at: f64| {
+            d.assign(key, "1", 1, at + 1.0, at);
+            assert_eq!(d.assign_answered(key, true, at), vec![]);
+        };
+        goal_out(&mut d, 1, "1", 0.0);
+        assert_eq!(d.goal_answered(1, true, 0.1), vec![]);
+        d.object(1, ObjectNews::Picking, 0.2);
+        queued(&mut d, 2, 0.3);
+        d.object(1, ObjectNews::Finished, 1.0);
+        assert_eq!(d.tick(1.01), vec![], "the CNC is still on goal 1");
+        let c = d.goal_done(1, 1.02);
+        assert!(
+            matches!(&c[..], [Command::SendGoal { key: 2, .. }]),
+            "{c:?}"
+        );
+
+        // No result: the CNC is free again goal_accept_s (2 s) after the end.
+        assert_eq!(d.goal_answered(2, true, 1.1), vec![]);
+        queued(&mut d, 3, 1.2);
+        d.object(2, ObjectNews::Finished, 2.0);
+        assert_eq!(d.tick(3.99), vec![]);
+        let c = d.tick(4.0);
+        assert!(
+            matches!(&c[..], [Command::SendGoal { key: 3, .. }]),
+            "{c:?}"
+        );
+
+        // The CNC leaves mid-goal and comes back anew: free at once.
+        assert_eq!(d.goal_answered(3, true, 4.1), vec![]);
+        queued(&mut d, 4, 4.2);
+        d.object(3, ObjectNews::Finished, 5.0);
+        assert_eq!(
+            d.cnc("1", true, 1, 5.01),
+            vec![],
+            "the same epoch: still on it"
+        );
+        assert_eq!(d.tick(5.02), vec![]);
+        let c = d.cnc("1", true, 2, 5.1);
+        assert_eq!(revoked(&c), vec![4], "{c:?}");
+        assert!(d.ending.is_empty());
     }
 
     #[test]
