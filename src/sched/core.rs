@@ -19,13 +19,17 @@
 //!   for the manager to re-activate it.
 //! - The protocol ([`Dispatcher`]) turns decisions into the compare-and-set,
 //!   the goal, revocations and alerts.
+//! - At every input each CNC's waiting picks are planned again from when
+//!   and where it is really free (its pick in flight may run past its
+//!   plan), and one it can no longer make is revoked before its goal goes
+//!   out, to be planned first on the other CNCs.
 //! - An object the CNCs can no longer reach ends: BYPASSED (its class is
 //!   binned nowhere; too uncertain to pick; or no active CNC can reach it
 //!   in time) or MISSED (it left the last window unpicked while a CNC that
 //!   bins it was out of service).
 
 use super::policy::{CncState, Policy, Scheduler};
-use super::protocol::{Command, Dispatcher, ObjectNews, Timeouts};
+use super::protocol::{Command, Dispatcher, ObjectNews, Stage, Timeouts};
 use super::reach::{CncModel, Obj, Slot};
 use crate::kinematics::Trajectory;
 use crate::motion::params::MotionParams;
@@ -505,6 +509,7 @@ impl Core {
             }
             cmds.extend(lost);
         }
+        cmds.extend(self.replan(now_s));
         cmds.extend(self.dispatcher.tick(now_s));
         self.drop_stale_plans();
         let mut out: Vec<Output> = self.report_stale_epochs(now_s);
@@ -540,6 +545,94 @@ impl Core {
             }
         }
         out
+    }
+
+    /// Each CNC's waiting picks planned again from where it really is:
+    /// from the end of its pick in flight as planned, or from now if that
+    /// pick runs past its plan; from now, where its status puts it, if it
+    /// has none. A pick planned after one that ran late comes later too,
+    /// and one that no longer fits the object's window is revoked before
+    /// its goal goes out (the CNC would refuse it, and the refusal back the
+    /// object off), to be given at once to a CNC that can still take it.
+    /// Picks that ran early bring the next ones forward.
+    fn replan(&mut self, now_s: f64) -> Vec<Command> {
+        let mut out = Vec::new();
+        for i in 0..self.cncs.len() {
+            let Some(model) = self.cncs[i].model.clone() else {
+                continue;
+            };
+            if !self.in_service(i, now_s) {
+                continue;
+            }
+            let cnc = self.cfg.cnc_ids[i].clone();
+            // Adopted from a predecessor: its pick's plan is unknown.
+            let Some((mut free_at_s, mut at_mm)) = self.free_from(i, now_s) else {
+                continue;
+            };
+            for (key, stage) in self.dispatcher.waiting(&cnc) {
+                let Some(id) = self.keys.get(&key).copied() else {
+                    continue;
+                };
+                let Some(e) = self.objects.get(&id) else {
+                    continue;
+                };
+                let (Some((j, planned)), Some(o)) = (e.plan, self.last_seen(e)) else {
+                    continue;
+                };
+                if j != i {
+                    continue;
+                }
+                match model.slot(&o, free_at_s, at_mm) {
+                    Some(s) => {
+                        if s != planned {
+                            self.dispatcher.replanned(key, s.contact_at_s);
+                            if let Some(e) = self.objects.get_mut(&id) {
+                                e.plan = Some((i, s));
+                            }
+                        }
+                        free_at_s = s.done_at_s;
+                        at_mm = s.end_mm;
+                    }
+                    // Still being assigned: revoked once queued, if still
+                    // out of reach; the picks after it plan around it.
+                    None if stage != Stage::Queued => {
+                        free_at_s = planned.done_at_s.max(free_at_s);
+                        at_mm = planned.end_mm;
+                    }
+                    None => {
+                        let why = format!(
+                            "cnc_{cnc} can no longer reach it in time: it is free {:.3} s \
+                             from now, and the contact was planned {:.3} s from now",
+                            free_at_s - now_s,
+                            planned.contact_at_s - now_s
+                        );
+                        let revoked = self.dispatcher.unreachable(key, &why, now_s);
+                        if !revoked.is_empty() {
+                            self.urgent.insert(key);
+                            if let Some(e) = self.objects.get_mut(&id) {
+                                e.plan = None;
+                            }
+                        }
+                        out.extend(revoked);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// When and where CNC `i` is free of the pick it has in flight: as
+    /// planned, or from now if that pick runs past its plan; now, where its
+    /// status puts it, if it has none. None if the pick in flight has no
+    /// plan (adopted from a predecessor).
+    fn free_from(&self, i: usize, now_s: f64) -> Option<(f64, Vector3<f64>)> {
+        match self.dispatcher.on_goal(&self.cfg.cnc_ids[i]) {
+            None => Some((now_s, Vector3::from(self.cncs[i].at_mm))),
+            Some(k) => match self.objects.get(self.keys.get(&k)?)?.plan {
+                Some((j, s)) if j == i => Some((s.done_at_s.max(now_s), s.end_mm)),
+                _ => None,
+            },
+        }
     }
 
     fn in_service(&self, i: usize, now_s: f64) -> bool {
@@ -640,11 +733,13 @@ impl Core {
         self.known
             .iter()
             .map(|&i| {
-                let c = &self.cncs[i];
+                let (free_at_s, at_mm) = self
+                    .free_from(i, now_s)
+                    .unwrap_or((now_s, Vector3::from(self.cncs[i].at_mm)));
                 let mut s = CncState {
                     active: self.in_service(i, now_s),
-                    free_at_s: now_s,
-                    at_mm: Vector3::from(c.at_mm),
+                    free_at_s,
+                    at_mm,
                     queued: self.dispatcher.queued(&self.cfg.cnc_ids[i]),
                 };
                 for e in self.objects.values() {

@@ -177,6 +177,50 @@ impl Dispatcher {
         self.held.iter().map(|(k, h)| (*k, h.cnc.as_str(), h.stage))
     }
 
+    /// The object whose goal `cnc` has out or running (sent, accepted or
+    /// picking), if any.
+    pub fn on_goal(&self, cnc: &str) -> Option<u64> {
+        self.held
+            .iter()
+            .find(|(_, h)| {
+                h.cnc == cnc
+                    && matches!(h.stage, Stage::GoalSent | Stage::Accepted | Stage::Picking)
+            })
+            .map(|(k, _)| *k)
+    }
+
+    /// The objects waiting for `cnc`'s goals (being assigned, or queued),
+    /// in the order their goals go out: soonest planned contact first.
+    pub fn waiting(&self, cnc: &str) -> Vec<(u64, Stage)> {
+        let mut w: Vec<(f64, u64, Stage)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.cnc == cnc && matches!(h.stage, Stage::Assigning | Stage::Queued))
+            .map(|(k, h)| (h.contact_at_s, *k, h.stage))
+            .collect();
+        w.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        w.into_iter().map(|(_, k, s)| (k, s)).collect()
+    }
+
+    /// `key`'s contact planned again (its CNC's picks before it ran
+    /// differently from their plans).
+    pub fn replanned(&mut self, key: u64, contact_at_s: f64) {
+        if let Some(h) = self.held.get_mut(&key) {
+            h.contact_at_s = contact_at_s;
+        }
+    }
+
+    /// A queued object its CNC can no longer reach in time (the picks
+    /// before it ran late): revoked before its goal goes out, with no
+    /// backoff (neither the object nor the CNC failed), so another CNC may
+    /// take it at once.
+    pub fn unreachable(&mut self, key: u64, why: &str, now_s: f64) -> Vec<Command> {
+        match self.held.get(&key) {
+            Some(h) if h.stage == Stage::Queued => self.revoke(key, why, now_s, false),
+            _ => Vec::new(),
+        }
+    }
+
     /// The policy gave `key` to `cnc` (in `epoch`), planning contact at
     /// `contact_at_s`: ask the state manager.
     pub fn assign(

@@ -14,6 +14,8 @@ use cncpick::state::lifecycle::ObjState;
 use std::collections::BTreeMap;
 
 const BELT_MPS: f64 = 0.2;
+/// Where the stand-in CNCs' statuses put their gantries, machine mm.
+const AT_MM: [f64; 3] = [-300.0, -375.0, -70.0];
 const CLASSES: [(&str, f64); 3] = [("red_box", 0.04), ("green_disc", 0.02), ("blue_bar", 0.03)];
 
 fn cnc_params(id: &str, origin_x_m: f64) -> MotionParams {
@@ -95,6 +97,11 @@ struct Cell {
     /// the goal's end.
     busy: BTreeMap<String, (ObjectId, u32)>,
     process: u32,
+    /// How long each CNC's picks take, s.
+    pick_s: BTreeMap<String, f64>,
+    /// Goals refused because the CNC could not reach the object in time
+    /// (the motion controller's own check): time, object, CNC.
+    out_of_reach: Vec<(f64, ObjectId, String)>,
 }
 
 impl Cell {
@@ -120,6 +127,8 @@ impl Cell {
             reactivate_reported: false,
             busy: BTreeMap::new(),
             process: 0,
+            pick_s: [("1".into(), 1.0), ("2".into(), 1.0)].into(),
+            out_of_reach: Vec::new(),
         }
     }
 
@@ -291,12 +300,26 @@ impl Cell {
                     }),
                 );
             }
-            Output::SendGoal { id, cnc, traj, .. } => {
+            Output::SendGoal {
+                id,
+                cnc,
+                traj,
+                height_m,
+                ..
+            } => {
                 if self.dead.contains(&cnc) {
                     return; // no answer: the goal times out
                 }
-                // Busy with another pick: refused.
-                if self.busy.contains_key(&cnc) {
+                // Busy with another pick, or (as the motion controller
+                // checks) the object out of reach from where the gantry
+                // is now: refused.
+                let reach = cnc_params(&cnc, if cnc == "1" { 2.6 } else { 3.4 })
+                    .picker()
+                    .intercept(&traj, height_m, AT_MM.into(), self.now);
+                if reach.is_err() {
+                    self.out_of_reach.push((self.now, id, cnc.clone()));
+                }
+                if self.busy.contains_key(&cnc) || reach.is_err() {
                     self.later(
                         0.005,
                         Due::In(Input::GoalAnswer {
@@ -335,7 +358,7 @@ impl Cell {
             Due::In(i) => self.feed(i),
             Due::Start(id, cnc) if !self.dead.contains(&cnc) => {
                 if self.cas(id, ObjState::Assigned, ObjState::Picking, &cnc) {
-                    self.later(1.0, Due::End(id, cnc));
+                    self.later(self.pick_s[&cnc], Due::End(id, cnc));
                 } else {
                     // No longer its to pick: the goal ends.
                     self.goal_ended(id, &cnc);
@@ -439,7 +462,7 @@ impl Cell {
                             cnc: cnc.into(),
                             active: true,
                             epoch,
-                            at_mm: [-300.0, -375.0, -70.0],
+                            at_mm: AT_MM,
                             current,
                         });
                     }
@@ -587,7 +610,9 @@ fn events_heard_again_change_nothing_and_a_restored_store_s_new_events_still_cou
     // from 1 again, and must still count. Its recovery revokes what was
     // assigned (as the state manager's does); each such object is free to
     // be assigned again at once (were its DETECTED ignored, it would stay
-    // held by a CNC that can no longer start it).
+    // held by a CNC that can no longer start it, for
+    // assignment_to_pickup_s, 30 s), and is, as soon as the policy has a
+    // CNC for it: within 5 s (the next CNC's window is 4 s on).
     cell.seq = 0;
     let restored_at = cell.now;
     let assigned = cell.revoke_all_assigned();
@@ -602,7 +627,7 @@ fn events_heard_again_change_nothing_and_a_restored_store_s_new_events_still_cou
             .iter()
             .find(|h| h.1 == *id && h.0 > restored_at && h.3 == ObjState::Assigned);
         assert!(
-            again.is_some_and(|h| h.0 - restored_at <= 1.0),
+            again.is_some_and(|h| h.0 - restored_at <= 5.0),
             "{id:?}, revoked by the restored store, assigned again at {:?}",
             again.map(|h| h.0 - restored_at)
         );
@@ -876,6 +901,62 @@ fn a_restarted_scheduler_keeps_what_its_predecessor_assigned_and_sends_no_goal_t
                 .iter()
                 .any(|h| h.0 > restarted_at + 5.0 && h.3 == ObjState::Picked && h.4 == cnc),
             "CNC {cnc} picked nothing after the restart"
+        );
+    }
+    cell.assert_nothing_held();
+    cell.assert_none_started_twice();
+}
+
+/// A CNC whose picks run longer than planned (here 4 s each against the
+/// plan's 2-odd) is free later than the scheduler planned the picks
+/// queued behind them: each of those is planned again from where the CNC
+/// really is, and one it can no longer reach in time is revoked before
+/// its goal goes out (the motion controller would refuse it, and the
+/// refusal back the object off), with no backoff, for the next CNC to
+/// take at once. No goal is refused as out of reach.
+#[test]
+fn a_pick_queued_behind_picks_that_ran_late_is_revoked_before_its_goal_and_taken_downstream() {
+    let mut cell = Cell::with_models(Policy::Greedy);
+    cell.pick_s.insert("1".into(), 4.0);
+    cell.run(60.0, 2.0, None);
+    assert!(
+        cell.out_of_reach.is_empty(),
+        "goals refused as out of reach: {:?}",
+        cell.out_of_reach
+    );
+    let replanned: Vec<(f64, ObjectId)> = cell
+        .outputs
+        .iter()
+        .filter_map(|(t, o)| match o {
+            Output::Revoke { id, cnc, why, .. }
+                if cnc == "1" && why.contains("can no longer reach") =>
+            {
+                Some((*t, *id))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        replanned.len() >= 3,
+        "only {} picks revoked as out of reach behind late ones",
+        replanned.len()
+    );
+    // Each went to CNC 2 at once (no backoff: the next decision, 50 ms),
+    // and CNC 2 picked it.
+    for (at, id) in &replanned {
+        let next = cell
+            .history
+            .iter()
+            .find(|h| h.1 == *id && h.0 > *at && h.3 == ObjState::Assigned);
+        assert!(
+            next.is_some_and(|h| h.4 == "2" && h.0 - at <= 0.1),
+            "{id:?}, revoked from CNC 1 at {at:.3} s, assigned next: {next:?}"
+        );
+        assert!(
+            cell.history
+                .iter()
+                .any(|h| h.1 == *id && h.3 == ObjState::Picked && h.4 == "2"),
+            "{id:?} was not picked by CNC 2"
         );
     }
     cell.assert_nothing_held();
