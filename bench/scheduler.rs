@@ -9,6 +9,9 @@
 //! CNC. Prints one JSON object on its last line. Run with
 //! `bench/run scheduler`.
 //!
+//! `CNCPICK_BENCH_DECISIONS_ONLY=1`: the decision latency alone (a few
+//! seconds), to compare two builds of the policies back to back.
+//!
 //! `CNCPICK_BENCH_CLAIRVOYANT=1`: every arrival is seen a minute early and
 //! the failures are left out, so each policy runs with the oracle's
 //! knowledge; the lookahead's picks are then a real schedule the optimum
@@ -135,37 +138,49 @@ fn put(
 fn main() {
     let models = cell(&BINS);
     let mut out = serde_json::Map::new();
-    let (picks, bounds, schedules) = load(&models, 100.0);
+    if std::env::var("CNCPICK_BENCH_DECISIONS_ONLY").is_err() {
+        picks(&models, &mut out);
+    }
+    decisions(&models, &mut out);
+    println!("{}", serde_json::Value::Object(out));
+}
+
+/// Each policy's picks against the oracle's bound, at the seed's load and
+/// at 2x overload.
+fn picks(models: &[CncModel], out: &mut serde_json::Map<String, serde_json::Value>) {
+    let (picks, bounds, schedules) = load(models, 100.0);
     const MEDIAN: (&str, f64) = ("median", 0.5);
     const MIN: (&str, f64) = ("min", 0.0);
     const MAX: (&str, f64) = ("max", 1.0);
     for (k, policy) in policies().iter().enumerate() {
         let name = format!("{}_picks_over_bound", policy.label());
-        put(&mut out, &name, &picks[k], &bounds, &[MEDIAN, MIN]);
+        put(out, &name, &picks[k], &bounds, &[MEDIAN, MIN]);
     }
     // Where the optimum lies: at least the oracle's schedule.
     let name = "oracle_schedule_over_bound";
-    put(&mut out, name, &schedules, &bounds, &[MEDIAN, MIN]);
+    put(out, name, &schedules, &bounds, &[MEDIAN, MIN]);
     let name = "lookahead_picks_over_oracle_schedule";
-    put(&mut out, name, &picks[2], &schedules, &[MEDIAN]);
+    put(out, name, &picks[2], &schedules, &[MEDIAN]);
     out.insert(
         "bound_median_at_100_per_min".into(),
         quantile(&bounds.iter().map(|&b| b as f64).collect::<Vec<_>>(), 0.5).into(),
     );
-    let (over, over_bounds, over_schedules) = load(&models, 200.0);
+    let (over, over_bounds, over_schedules) = load(models, 200.0);
     let name = "lookahead_over_greedy_at_200_per_min";
-    put(&mut out, name, &over[2], &over[0], &[MEDIAN, MIN]);
+    put(out, name, &over[2], &over[0], &[MEDIAN, MIN]);
     let name = "lookahead_picks_over_bound_at_200_per_min";
-    put(&mut out, name, &over[2], &over_bounds, &[MEDIAN]);
+    put(out, name, &over[2], &over_bounds, &[MEDIAN]);
     // The most any schedule could gain over greedy: the bound over greedy.
     let name = "bound_over_greedy_at_200_per_min";
-    put(&mut out, name, &over_bounds, &over[0], &[MEDIAN, MAX]);
+    put(out, name, &over_bounds, &over[0], &[MEDIAN, MAX]);
     // What a real schedule (the oracle's, knowing every arrival) gains.
     let name = "oracle_schedule_over_greedy_at_200_per_min";
-    put(&mut out, name, &over_schedules, &over[0], &[MEDIAN]);
+    put(out, name, &over_schedules, &over[0], &[MEDIAN]);
+}
 
-    // Decision latency with 200 live objects: 200 objects on the belt
-    // between the camera and the last window, every CNC idle.
+/// Decision latency with 200 live objects: 200 objects on the belt
+/// between the camera and the last window, every CNC idle.
+fn decisions(models: &[CncModel], out: &mut serde_json::Map<String, serde_json::Value>) {
     let (mut live, _) = poisson(9, 2000.0, 1000.0, BELT_MPS, 0.0);
     live.truncate(200);
     let now = 0.0;
@@ -174,7 +189,7 @@ fn main() {
         o.traj.x_m = 0.5 + 2.5 * k as f64 / 200.0;
         o.traj.t0_s = now;
     }
-    let states: Vec<CncState> = parked(&models)
+    let states: Vec<CncState> = parked(models)
         .iter()
         .map(|s| CncState {
             active: true,
@@ -189,7 +204,7 @@ fn main() {
     let (queue_max, horizon_s) = node_settings();
     for policy in policies() {
         for (queue, suffix) in [(queue_max, ""), (1, "_queue_1")] {
-            let mut s = Scheduler::new(policy.clone(), models.clone(), queue, 0.0);
+            let mut s = Scheduler::new(policy.clone(), models.to_vec(), queue, 0.0);
             let mut took = Vec::new();
             for _ in 0..30 {
                 let t0 = Instant::now();
@@ -206,5 +221,4 @@ fn main() {
             }
         }
     }
-    println!("{}", serde_json::Value::Object(out));
 }

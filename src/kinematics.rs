@@ -155,14 +155,24 @@ struct TravelBound {
 
 impl TravelBound {
     fn least_s(&self, to_mm: Vector3<f64>) -> f64 {
-        let axis = |k: usize| {
-            trapezoid_time_s(
-                (to_mm[k] - self.across_from_mm[k]).abs(),
-                self.limits.max_rate_mm_per_min[k] / 60.0,
-                self.limits.accel_mm_per_s2[k],
-            )
-        };
-        self.vertical_s + axis(0).max(axis(1))
+        self.vertical_s + self.axis_s(0, to_mm[0]).max(self.axis_s(1, to_mm[1]))
+    }
+
+    /// The leg across along axis `k` alone, to `to_mm` on that axis.
+    fn axis_s(&self, k: usize, to_mm: f64) -> f64 {
+        trapezoid_time_s(
+            (to_mm - self.across_from_mm[k]).abs(),
+            self.limits.max_rate_mm_per_min[k] / 60.0,
+            self.limits.accel_mm_per_s2[k],
+        )
+    }
+
+    /// A lower bound on [`TravelBound::least_s`] to every target at
+    /// machine `y_mm`: its legs up and down and its Y part (no less in
+    /// floating point either, as adding a smaller number never rounds to
+    /// more).
+    fn least_at_y_s(&self, y_mm: f64) -> f64 {
+        self.vertical_s + self.axis_s(1, y_mm)
     }
 }
 
@@ -407,9 +417,21 @@ impl Picker {
         // over without working out the travel (the same steps, the same
         // answer; the scheduler asks this thousands of times a decision).
         let bound = self.travel_bound(from_mm, top_z + self.approach_height_m);
+        // The object keeps its lane, so every step's target has the same
+        // machine Y, and the bound's Y part alone is one sum: the steps it
+        // rules out (the first ones, while the gantry could not yet be
+        // down over any point of the lane) cost a comparison each. It is
+        // the bound's own test below with a smaller left side, so a step
+        // it passes over the bound would too.
+        let lane_y_mm = self.frame.to_machine_mm(Vector3::new(0.0, traj.y_m, 0.0)).y + lead_mm.y;
+        let least_at_lane_s = bound.least_at_y_s(lane_y_mm);
         let step_s = 0.01;
         let mut t = earliest;
         while t <= latest + 1e-9 {
+            if now_s + self.lag_s + least_at_lane_s > (t - self.descend_s) + 1e-6 {
+                t += step_s;
+                continue;
+            }
             let p = plan(t);
             // Where the gantry goes: over the object, leading it (as
             // `motion::plan`'s approach moves).

@@ -90,7 +90,7 @@ pub struct Scheduler {
 }
 
 /// What "soonest" means for a pick: its contact, or when it frees the CNC.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum Soonest {
     Contact,
     Done,
@@ -101,13 +101,22 @@ const FLOOR_SLACK_S: f64 = 1e-9;
 
 /// The objects of one decision (by key), and for each CNC those it has a
 /// window for, by when they enter it (then by index): the earliest any
-/// contact with them can be. And the picks planned so far in this
-/// decision: the lookahead's rollouts ask the same question (this CNC,
-/// free then and there, this object) many times over.
+/// contact with them can be, and the latest. And the picks planned so far
+/// in this decision: the lookahead's rollouts ask the same question (this
+/// CNC, free then and there, this object) many times over.
 struct Pool<'a> {
     objs: Vec<&'a Obj>,
-    by_enter: Vec<Vec<(f64, usize)>>,
+    by_enter: Vec<Vec<Window>>,
     slots: std::cell::RefCell<FxHashMap<SlotQuery, Option<Slot>>>,
+}
+
+/// An object's window for one CNC: its first and last contact times
+/// ([`CncModel::window`]), and its index in the pool.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    enter_s: f64,
+    leave_s: f64,
+    j: usize,
 }
 
 /// (CNC, object index, when free, where: x, y, z), floats by their bits.
@@ -118,12 +127,19 @@ impl<'a> Pool<'a> {
         let by_enter = models
             .iter()
             .map(|m| {
-                let mut v: Vec<(f64, usize)> = objs
+                let mut v: Vec<Window> = objs
                     .iter()
                     .enumerate()
-                    .filter_map(|(j, o)| Some((m.window(&o.traj)?.0, j)))
+                    .filter_map(|(j, o)| {
+                        let (enter_s, leave_s) = m.window(&o.traj)?;
+                        Some(Window {
+                            enter_s,
+                            leave_s,
+                            j,
+                        })
+                    })
                     .collect();
-                v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                v.sort_by(|a, b| a.enter_s.total_cmp(&b.enter_s).then(a.j.cmp(&b.j)));
                 v
             })
             .collect();
@@ -397,12 +413,23 @@ impl Scheduler {
         if k == 0 {
             return best;
         }
-        for &(enter_s, j) in &pool.by_enter[i] {
+        for &Window {
+            enter_s,
+            leave_s,
+            j,
+        } in &pool.by_enter[i]
+        {
             if best.len() == k
                 && enter_s.max(c.free_at_s) + after_contact_s - FLOOR_SLACK_S
                     > value(&best[k - 1].0)
             {
                 break;
+            }
+            // Gone past its last contact before the CNC is free: the
+            // intercept would say so (`NoIntercept::Passed`, from the same
+            // sum), without asking it.
+            if leave_s < c.free_at_s {
+                continue;
             }
             let o = pool.objs[j];
             if !ok(o) {
@@ -511,5 +538,75 @@ impl Scheduler {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sched::scenario::{cell, parked, poisson};
+
+    /// What [`Scheduler::best`] must find: every object `ok` lets in tried,
+    /// soonest first by `by` (ties by key), the first `k`.
+    fn every_object(
+        s: &Scheduler,
+        i: usize,
+        c: &CncState,
+        objs: &[&Obj],
+        ok: impl Fn(&Obj) -> bool,
+        k: usize,
+        by: Soonest,
+    ) -> Vec<(Slot, u64)> {
+        let value = |s: &Slot| match by {
+            Soonest::Contact => s.contact_at_s,
+            Soonest::Done => s.done_at_s,
+        };
+        let mut all: Vec<(Slot, u64)> = objs
+            .iter()
+            .filter(|o| ok(o))
+            .filter_map(|o| Some((s.models[i].slot(o, c.free_at_s, c.at_mm)?, o.key)))
+            .collect();
+        all.sort_by(|a, b| value(&a.0).total_cmp(&value(&b.0)).then(a.1.cmp(&b.1)));
+        all.truncate(k);
+        all
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// The search's shortcuts (stopping at the first object that could
+        /// not beat the k-th found, passing over objects gone past their
+        /// last contact) change nothing: the same picks as trying every
+        /// object, from any CNC state, for either order and any k.
+        #[test]
+        fn the_best_picks_are_those_trying_every_object_finds(
+            seed in 0u64..1_000,
+            cnc in 0usize..4,
+            free_at_s in 0.0f64..40.0,
+            dx_mm in -150.0f64..150.0,
+            dy_mm in -150.0f64..150.0,
+            k in 1usize..5,
+            done in proptest::bool::ANY,
+            skip_every in 2u64..7,
+        ) {
+            let models = cell(&[&[0, 1, 2], &[0, 1], &[1, 2], &[0, 2]]);
+            let (objs, _) = poisson(seed, 150.0, 40.0, 0.2, 0.0);
+            let s = Scheduler::new(Policy::Lookahead, models.clone(), 3, 0.0);
+            let start = parked(&models)[cnc].at_mm;
+            let c = CncState {
+                active: true,
+                free_at_s,
+                at_mm: start + Vector3::new(dx_mm, dy_mm, 0.0),
+                queued: 0,
+            };
+            let refs: Vec<&Obj> = objs.iter().collect();
+            let pool = Pool::new(&models, refs.clone());
+            let ok = |o: &Obj| !o.key.is_multiple_of(skip_every);
+            let by = if done { Soonest::Done } else { Soonest::Contact };
+            proptest::prop_assert_eq!(
+                s.best(cnc, &c, &pool, ok, k, by),
+                every_object(&s, cnc, &c, &refs, ok, k, by)
+            );
+        }
     }
 }
