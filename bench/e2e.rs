@@ -15,19 +15,27 @@
 //!    bench/relay_peer.py) counts the detections, marks the array and
 //!    publishes it on `/bench/relay/out`; the driver times each one back.
 //!    Rounds alternate; medians of the rounds' p50 and p99, and the ratio.
+//! 3. **The scheduler's core alone**: one more round of the cell with the
+//!    scheduler's input log on, replayed through its pure core in this
+//!    process, each step timed (`core_*`): how much of tracks → decision is
+//!    the scheduler's work rather than the hops between threads.
 //!
 //! Prints one JSON object on its last line. `bench_e2e quick` makes one
 //! short round of each, to check the benchmark itself works.
 
 use cncpick::kit::app::RunningNode;
+use cncpick::kit::params::{load, RosArgs};
 use cncpick::kit::time::{seconds, wall_now, wall_now_s};
 use cncpick::msgs::msg::{Detection, DetectionArray};
+use cncpick::sched::core::{Core, Input, Logged, Output};
+use cncpick::sched::params::SchedParams;
 use futures::StreamExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WARM_S: f64 = 15.0;
+const PARAMS_FILES: [&str; 2] = ["params/sim.yaml", "params/four-cncs.yaml"];
 const RELAY_PERIOD: Duration = Duration::from_millis(10);
 
 /// How much to run: the benchmark, or a quick check of it.
@@ -37,6 +45,8 @@ struct Sizes {
     cell_rounds: usize,
     relay_rounds: usize,
     relay_messages: usize,
+    /// The round whose scheduler inputs are logged and replayed, s.
+    log_run_s: f64,
 }
 
 const FULL: Sizes = Sizes {
@@ -44,6 +54,7 @@ const FULL: Sizes = Sizes {
     cell_rounds: 3,
     relay_rounds: 3,
     relay_messages: 1000,
+    log_run_s: 40.0,
 };
 
 const QUICK: Sizes = Sizes {
@@ -51,6 +62,7 @@ const QUICK: Sizes = Sizes {
     cell_rounds: 1,
     relay_rounds: 1,
     relay_messages: 200,
+    log_run_s: 25.0,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -59,6 +71,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * q).round() as usize]
@@ -92,20 +107,22 @@ fn terminate(child: &mut Child) {
 }
 
 /// One round of the main job with four CNCs: its report and RSS samples.
-fn cell_round(dir: &Path, run_s: f64) -> anyhow::Result<(serde_json::Value, Vec<f64>)> {
+fn cell_round(
+    dir: &Path,
+    run_s: f64,
+    extra: &[String],
+) -> anyhow::Result<(serde_json::Value, Vec<f64>)> {
     let mut child = Command::new("target/release/cncpick")
+        .arg("run")
+        .args(PARAMS_FILES.iter().flat_map(|f| ["--params-file", f]))
         .args([
-            "run",
-            "--params-file",
-            "params/sim.yaml",
-            "--params-file",
-            "params/four-cncs.yaml",
             "--duration-s",
             &run_s.to_string(),
             "--no-progress",
             "--metrics-bind",
             "",
         ])
+        .args(extra)
         .arg("--out")
         .arg(dir)
         .stdout(Stdio::null())
@@ -141,6 +158,79 @@ fn cell_round(dir: &Path, run_s: f64) -> anyhow::Result<(serde_json::Value, Vec<
     let report = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
     anyhow::ensure!(!rss_mb.is_empty(), "no RSS sample while the cell ran");
     Ok((report, rss_mb))
+}
+
+/// The scheduler's share of tracks → decision, apart from the host's
+/// hops: one more round with the scheduler's input log on (its write and
+/// flush at every input are on the core's path, so the measured rounds
+/// run without it), replayed REPLAYS times through the scheduler's pure
+/// core in this process (the same outputs as the live run: the core is
+/// deterministic), timing each step. The steps that send an assignment are
+/// the ones on the figure's path.
+fn core_steps(dir: &Path, run_s: f64) -> anyhow::Result<serde_json::Value> {
+    const REPLAYS: usize = 5;
+    let log_path = dir.join("scheduler.inputs.jsonl");
+    std::fs::create_dir_all(dir)?;
+    eprintln!("e2e: the same cell for {run_s} s with the scheduler's inputs logged");
+    let extra = [
+        "-p".to_string(),
+        format!("scheduler.input_log_path:={}", log_path.display()),
+    ];
+    cell_round(&dir.join("cell"), run_s, &extra)?;
+    let args = RosArgs {
+        params_files: PARAMS_FILES.iter().map(PathBuf::from).collect(),
+        ..RosArgs::default()
+    };
+    let sp: SchedParams =
+        load("/cell/scheduler", &args, |_| None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = sp
+        .config()
+        .map_err(|e| anyhow::anyhow!("scheduler params: {e}"))?;
+    let text = std::fs::read_to_string(&log_path)?;
+    let log = text
+        .lines()
+        .enumerate()
+        .map(|(k, l)| {
+            serde_json::from_str::<Logged>(l)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", log_path.display(), k + 1))
+        })
+        .collect::<anyhow::Result<Vec<Logged>>>()?;
+    let (mut assigning, mut tracks, mut others) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..REPLAYS {
+        let mut core = Core::new(cfg.clone());
+        let (mut a, mut t, mut o) = (Vec::new(), Vec::new(), Vec::new());
+        for l in &log {
+            let is_tracks = matches!(l.input, Input::Tracks { .. });
+            let input = l.input.clone();
+            let t0 = Instant::now();
+            let out = core.step(l.now_s, input);
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            if out.iter().any(|x| matches!(x, Output::Assign { .. })) {
+                a.push(ms);
+            }
+            if is_tracks {
+                t.push(ms)
+            } else {
+                o.push(ms)
+            }
+            std::hint::black_box(out);
+        }
+        assigning.push(a);
+        tracks.push(t);
+        others.push(o);
+    }
+    // Medians over the replays of each replay's quantile.
+    let fig = |runs: &[Vec<f64>], q: f64| median(runs.iter().map(|r| quantile(r, q)).collect());
+    Ok(serde_json::json!({
+        "core_inputs_logged": log.len(),
+        "core_assigning_steps": assigning.first().map_or(0, Vec::len),
+        "core_assigning_step_ms_p50": fig(&assigning, 0.5),
+        "core_assigning_step_ms_p99": fig(&assigning, 0.99),
+        "core_tracks_step_ms_p50": fig(&tracks, 0.5),
+        "core_tracks_step_ms_p99": fig(&tracks, 0.99),
+        "core_other_step_ms_p50": fig(&others, 0.5),
+        "core_other_step_ms_p99": fig(&others, 0.99),
+    }))
 }
 
 /// What a relay does to each array: count its detections, mark it.
@@ -307,7 +397,7 @@ fn main() -> anyhow::Result<()> {
             "e2e: the simulated cell with four CNCs for {} s (round {round})",
             z.run_s
         );
-        let (report, rss_mb) = cell_round(&dir.join(format!("cell-{round}")), z.run_s)?;
+        let (report, rss_mb) = cell_round(&dir.join(format!("cell-{round}")), z.run_s, &[])?;
         let pct = |k: &str, q: &str| report[k][q].as_f64().unwrap_or(f64::NAN);
         let f = serde_json::json!({
             "assignments": report["exposure_to_assignment_ms"]["n"],
@@ -339,6 +429,7 @@ fn main() -> anyhow::Result<()> {
                 .collect(),
         )
     };
+    let core = core_steps(&dir.join("logged"), z.log_run_s)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -363,8 +454,10 @@ fn main() -> anyhow::Result<()> {
         "cell_rss_mb_max": rss.iter().cloned().fold(0.0, f64::max),
         "rounds": figures,
     });
-    if let (Some(a), Some(b)) = (all.as_object_mut(), relay.as_object()) {
-        a.extend(b.clone());
+    for part in [relay, core] {
+        if let (Some(a), Some(b)) = (all.as_object_mut(), part.as_object()) {
+            a.extend(b.clone());
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("{all}");
