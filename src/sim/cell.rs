@@ -141,20 +141,7 @@ impl SimCore {
         // Faults are left for advance_to, whose caller carries them out.
         let evs = self.world.advance_to(t);
         self.events.extend(evs);
-        let drawn = self
-            .world
-            .objects()
-            .filter(|o| matches!(o.place, Place::OnBelt { .. }))
-            .map(|o| {
-                let [x, y, _] = self.world.position_m(o, t);
-                Drawn {
-                    class: o.class,
-                    x_m: x,
-                    y_m: y,
-                    yaw_rad: o.yaw_rad,
-                }
-            })
-            .collect();
+        let drawn = self.drawn_at(t);
         let events = self.take_events();
         let truth = FrameTruth {
             frame: k,
@@ -166,6 +153,31 @@ impl SimCore {
             events,
         };
         (truth, drawn)
+    }
+
+    /// The objects on the belt now, where the belt will have carried them
+    /// by frame `k`'s exposure (not yet reached): what the camera will see
+    /// unless an object is put on, picked or pushed before then. For
+    /// [`super::render::Renderer::render_ahead`]; nothing is advanced.
+    pub fn drawn_ahead(&self, k: u64) -> Vec<Drawn> {
+        self.drawn_at(self.frame_time_s(k))
+    }
+
+    /// The objects on the belt, as the camera sees them at `t_s`.
+    fn drawn_at(&self, t_s: f64) -> Vec<Drawn> {
+        self.world
+            .objects()
+            .filter(|o| matches!(o.place, Place::OnBelt { .. }))
+            .map(|o| {
+                let [x, y, _] = self.world.position_m(o, t_s);
+                Drawn {
+                    class: o.class,
+                    x_m: x,
+                    y_m: y,
+                    yaw_rad: o.yaw_rad,
+                }
+            })
+            .collect()
     }
 
     /// How late frame `k` is delivered (frame_late faults), s.

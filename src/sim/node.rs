@@ -144,6 +144,8 @@ struct Cell {
     next_frame: u64,
     /// The frame the renderer last prepared ahead.
     prepared: Option<u64>,
+    /// Frames rendered and published (or held back as late).
+    rendered: u64,
     late: VecDeque<(f64, SharedFrame)>,
     truth_pub: LifecyclePublisher<m::Truth>,
     image_pub: FramePublisher,
@@ -151,6 +153,16 @@ struct Cell {
     log: Option<TruthLog>,
     /// Faults injected on `sim/inject_fault`, applied at the next step.
     injected: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        tracing::info!(
+            frames = self.rendered,
+            drawn_before_exposure = self.renderer.used_ahead(),
+            "sim: frames rendered"
+        );
+    }
 }
 
 impl Cell {
@@ -212,6 +224,7 @@ impl Cell {
                 let mut image = Mat::default();
                 match self.renderer.render(k, t, &drawn, &mut image) {
                     Ok(()) => {
+                        self.rendered += 1;
                         let frame = Arc::new(Frame {
                             seq: k,
                             stamp: stamp(self.epoch_s, t),
@@ -282,15 +295,22 @@ impl Cell {
             let _ = log.flush();
         }
         let next = self.core.frame_time_s(self.next_frame);
-        // The next frame's empty belt is finished while waiting for its
-        // exposure, so that only the objects are drawn after it; half a
-        // frame ahead, once this frame's pipeline has had the cores.
+        // The next frame is drawn while waiting for its exposure, with the
+        // objects where the belt will have carried them, so that nothing
+        // is drawn after it unless the world changes in between (then only
+        // the objects are, on the empty belt prepared here as well); half
+        // a frame ahead, once this frame's pipeline has had the cores.
         let half_frame_s = 0.5 / self.core.cfg.camera.fps;
         if p.publish_images
             && self.prepared != Some(self.next_frame)
             && now_s >= next - half_frame_s
         {
-            if let Err(e) = self.renderer.prepare(self.next_frame, next) {
+            let expected = self.core.drawn_ahead(self.next_frame);
+            if let Err(e) = self
+                .renderer
+                .prepare(self.next_frame, next)
+                .and_then(|()| self.renderer.render_ahead(self.next_frame, next, &expected))
+            {
                 tracing::error!("preparing frame {}: {e}", self.next_frame);
             }
             self.prepared = Some(self.next_frame);
@@ -360,6 +380,7 @@ impl SimNode {
             epoch_s,
             next_frame: 0,
             prepared: None,
+            rendered: 0,
             late: VecDeque::new(),
             truth_pub,
             image_pub,

@@ -89,6 +89,19 @@ pub struct Renderer {
     canvas: Mat,
     /// The next frame, finished where no object is ([`Renderer::prepare`]).
     ahead: Option<Ahead>,
+    /// The next frame, finished with the objects expected on it
+    /// ([`Renderer::render_ahead`]).
+    whole_ahead: Option<WholeAhead>,
+    /// Frames [`Renderer::render`] took whole from [`Renderer::render_ahead`].
+    used_ahead: u64,
+}
+
+/// A frame rendered ahead in full: what for, the objects it shows (those
+/// on the frame, in order) and its picture.
+struct WholeAhead {
+    key: [u64; 6],
+    shown: Vec<Drawn>,
+    image: Mat,
 }
 
 /// A frame prepared ahead: what for ([`Renderer::key`]) and its picture.
@@ -155,6 +168,8 @@ impl Renderer {
             still_sigma: None,
             canvas: Mat::default(),
             ahead: None,
+            whole_ahead: None,
+            used_ahead: 0,
         })
     }
 
@@ -239,6 +254,75 @@ impl Renderer {
         Ok(())
     }
 
+    /// Renders frame `frame`, exposed at `t_s`, with `objects` as they are
+    /// expected to be then (the world's objects now, moved with the belt),
+    /// and keeps it. [`Renderer::render`] hands it out whole if the objects
+    /// on the frame are then these, in this order, and the effects the
+    /// same: the picture is a function of those alone, so it is the bytes
+    /// of drawing it then. Otherwise (an object put on, picked or pushed
+    /// in the meantime) it draws the frame itself, as if this had not
+    /// been called. A camera loop calls it while waiting for the exposure,
+    /// so that no drawing stands between the exposure and the frame, as
+    /// none does in a real camera's.
+    pub fn render_ahead(&mut self, frame: u64, t_s: f64, objects: &[Drawn]) -> opencv::Result<()> {
+        self.whole_ahead = None;
+        let key = self.key(frame, t_s);
+        let empty = match self.ahead.take() {
+            Some(a) if a.key == key => a,
+            _ => self.finished_empty(frame, t_s)?,
+        };
+        // Drawn on a copy: the empty frame stays prepared for a miss.
+        self.ahead = Some(Ahead {
+            key,
+            image: empty.image.try_clone()?,
+        });
+        let mut image = Mat::default();
+        let drawn = self.render(frame, t_s, objects, &mut image);
+        // render drew on the canvas: a miss needs it empty again.
+        self.background.copy_to(&mut self.canvas)?;
+        self.ahead = Some(empty);
+        drawn?;
+        self.whole_ahead = Some(WholeAhead {
+            key,
+            shown: self.shown(objects),
+            image,
+        });
+        Ok(())
+    }
+
+    /// How many frames [`Renderer::render`] took whole from
+    /// [`Renderer::render_ahead`].
+    pub fn used_ahead(&self) -> u64 {
+        self.used_ahead
+    }
+
+    /// The objects of `objects` that the frame shows (any part of them
+    /// within it), in order: the only ones its picture depends on.
+    fn shown(&self, objects: &[Drawn]) -> Vec<Drawn> {
+        objects
+            .iter()
+            .filter(|o| self.on_frame(o))
+            .copied()
+            .collect()
+    }
+
+    /// Where `o` is on the frame, px, and its half length and half width, px.
+    fn extent(&self, o: &Drawn) -> (f64, f64, f64, f64) {
+        let c = &self.classes[o.class];
+        let (u, v) = self.geometry.pixel_of(o.x_m, o.y_m);
+        let s = 1.0 / self.spec.m_per_px;
+        (u, v, c.length_m * s / 2.0, c.width_m * s / 2.0)
+    }
+
+    /// Whether any part of `o` may be on the frame (with a margin).
+    fn on_frame(&self, o: &Drawn) -> bool {
+        let (u, v, l, w) = self.extent(o);
+        !(u + l + w < -2.0
+            || v + l + w < -2.0
+            || u - l - w > self.spec.width_px as f64 + 2.0
+            || v - l - w > self.spec.height_px as f64 + 2.0)
+    }
+
     /// [`Renderer::prepare`]'s work: the finished empty frame; the canvas
     /// reset to the empty belt.
     fn finished_empty(&mut self, frame: u64, t_s: f64) -> opencv::Result<Ahead> {
@@ -297,6 +381,17 @@ impl Renderer {
         out: &mut Mat,
     ) -> opencv::Result<()> {
         let key = self.key(frame, t_s);
+        if let Some(w) = self.whole_ahead.take() {
+            if w.key == key
+                && w.shown
+                    .iter()
+                    .eq(objects.iter().filter(|o| self.on_frame(o)))
+            {
+                self.used_ahead += 1;
+                *out = w.image;
+                return Ok(());
+            }
+        }
         let mut image = match self.ahead.take() {
             Some(a) if a.key == key => a.image,
             _ => self.finished_empty(frame, t_s)?.image,
@@ -399,10 +494,12 @@ impl Renderer {
         if reset {
             self.background.copy_to(&mut self.canvas)?;
         }
-        let out = &mut self.canvas;
-        let (fw, fh) = (out.cols(), out.rows());
+        let (fw, fh) = (self.canvas.cols(), self.canvas.rows());
         let mut near = Vec::with_capacity(objects.len());
         for o in objects {
+            if !self.on_frame(o) {
+                continue;
+            }
             let c = &self.classes[o.class];
             let color = Scalar::new(
                 c.color_bgr[0] as f64,
@@ -410,17 +507,8 @@ impl Renderer {
                 c.color_bgr[2] as f64,
                 0.0,
             );
-            let (u, v) = self.geometry.pixel_of(o.x_m, o.y_m);
-            let s = 1.0 / self.spec.m_per_px;
-            let (l, w) = (c.length_m * s / 2.0, c.width_m * s / 2.0);
-            if u + l + w < -2.0 || v + l + w < -2.0 {
-                continue;
-            }
-            if u - l - w > self.spec.width_px as f64 + 2.0
-                || v - l - w > self.spec.height_px as f64 + 2.0
-            {
-                continue;
-            }
+            let (u, v, l, w) = self.extent(o);
+            let out = &mut self.canvas;
             let (lo, hi) = match c.shape {
                 Shape::Disc => {
                     imgproc::circle(

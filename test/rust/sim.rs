@@ -6,7 +6,7 @@ mod common;
 use cncpick::kit::params::{load, RosArgs};
 use cncpick::sim::cell::{FaultAction, SimCore};
 use cncpick::sim::params::SimParams;
-use cncpick::sim::render::Drawn;
+use cncpick::sim::render::{Drawn, Renderer};
 use cncpick::sim::rng::fnv1a;
 use cncpick::sim::truth::{read_log, EventKind, FrameTruth};
 use cncpick::sim::vacuum::NozzleSample;
@@ -59,6 +59,28 @@ fn the_same_seed_gives_byte_identical_truth_and_frames_and_another_seed_differs(
     );
 }
 
+/// Frame `k` of `core`, rendered by `fast` as the sim node does and by
+/// `whole` the plain way: the bytes must be the same. Returns what was drawn.
+fn same_as_whole(
+    core: &mut SimCore,
+    k: u64,
+    fast: &mut Renderer,
+    whole: &mut Renderer,
+    what: &str,
+) -> Vec<Drawn> {
+    let (f, drawn) = core.frame(k);
+    let (mut a, mut b) = (Mat::default(), Mat::default());
+    fast.render(k, f.t_s, &drawn, &mut a).unwrap();
+    whole.render_whole(k, f.t_s, &drawn, &mut b).unwrap();
+    assert_eq!(
+        a.data_bytes().unwrap(),
+        b.data_bytes().unwrap(),
+        "frame {k} ({what}): {} objects",
+        drawn.len()
+    );
+    drawn
+}
+
 /// The renderer finishes the empty belt ahead (prepare) and draws, blurs,
 /// lights and noises only around the objects; its frames must be the bytes
 /// of doing the whole picture: objects crossing the frame's edges, under
@@ -99,7 +121,6 @@ fn blurring_only_around_the_objects_gives_the_bytes_of_blurring_the_whole_frame(
     for p in &variants {
         let mut core = SimCore::new(p.config().unwrap());
         let (mut fast, mut whole) = (renderer(&core), renderer(&core));
-        let (mut a, mut b) = (Mat::default(), Mat::default());
         let (mut compared, mut at_edge) = (0, 0);
         for k in (0..900).step_by(5) {
             let t_s = core.frame_time_s(k);
@@ -118,15 +139,12 @@ fn blurring_only_around_the_objects_gives_the_bytes_of_blurring_the_whole_frame(
                     r.set_effects(3.0, 1.1, 0.2, 10.0);
                 }
             }
-            let (f, drawn) = core.frame(k);
-            fast.render(k, f.t_s, &drawn, &mut a).unwrap();
-            whole.render_whole(k, f.t_s, &drawn, &mut b).unwrap();
-            assert_eq!(
-                a.data_bytes().unwrap(),
-                b.data_bytes().unwrap(),
-                "seed {} frame {k}: {} objects",
-                p.seed,
-                drawn.len()
+            let drawn = same_as_whole(
+                &mut core,
+                k,
+                &mut fast,
+                &mut whole,
+                &format!("seed {}", p.seed),
             );
             if !drawn.is_empty() {
                 compared += 1;
@@ -150,6 +168,95 @@ fn blurring_only_around_the_objects_gives_the_bytes_of_blurring_the_whole_frame(
             p.seed
         );
     }
+}
+
+/// A frame drawn before its exposure (`render_ahead`, with the objects on
+/// the belt then, moved with the belt: `drawn_ahead`) is handed out only
+/// while the objects on the frame are still those and the effects the
+/// same; its bytes are then those of drawing the whole picture at the
+/// exposure. An object on the frame taken away (a pick), moved by a
+/// millimetre (a push), or the effects changed in between: the frame is
+/// drawn again. An object added off the frame changes nothing.
+#[test]
+fn a_frame_drawn_before_its_exposure_is_handed_out_only_while_it_still_shows_the_belt() {
+    let p = SimParams {
+        seed: 11,
+        arrival_rate_per_min: 300.0,
+        ..SimParams::default()
+    };
+    let mut core = SimCore::new(p.config().unwrap());
+    let (mut fast, mut whole) = (renderer(&core), renderer(&core));
+    let view = |d: &Drawn| d.x_m > p.camera_x_min_m + 0.1 && d.x_m < p.camera_x_min_m + 1.1;
+    let (mut unchanged, mut used_unchanged, mut changed) = (0, 0, 0);
+    core.frame(0);
+    for k in 1..600u64 {
+        let t_s = core.frame_time_s(k);
+        let mut expected = core.drawn_ahead(k);
+        let on = expected.iter().position(view);
+        // What changes between the drawing ahead and the exposure.
+        let case = match (k % 5, on) {
+            (1, Some(i)) => {
+                expected.remove(i);
+                "taken"
+            }
+            (2, Some(i)) => {
+                expected[i].x_m += 0.001;
+                "moved"
+            }
+            (3, _) => {
+                let mut off = expected.first().copied().unwrap_or(Drawn {
+                    class: 0,
+                    x_m: 0.0,
+                    y_m: 0.1,
+                    yaw_rad: 0.0,
+                });
+                off.x_m = p.camera_x_min_m + 3.0;
+                expected.push(off);
+                "added off the frame"
+            }
+            (4, _) => "effects",
+            _ => "nothing",
+        };
+        fast.prepare(k, t_s).unwrap();
+        fast.render_ahead(k, t_s, &expected).unwrap();
+        if case == "effects" {
+            // The lighting's swing, as a parameter update changes it.
+            let swing = if k % 2 == 0 { 0.12 } else { 0.1 };
+            for r in [&mut fast, &mut whole] {
+                r.set_effects(p.noise_stddev, p.blur_sigma_px, swing, 20.0);
+            }
+        }
+        let before = fast.used_ahead();
+        same_as_whole(&mut core, k, &mut fast, &mut whole, case);
+        let used = fast.used_ahead() - before;
+        match case {
+            "nothing" | "added off the frame" => {
+                unchanged += 1;
+                used_unchanged += used;
+            }
+            "taken" | "moved" => {
+                changed += 1;
+                assert_eq!(
+                    used, 0,
+                    "frame {k}: an object {case}, yet the frame drawn ahead was used"
+                );
+            }
+            _ => assert_eq!(
+                used, 0,
+                "frame {k}: the effects changed, yet the frame drawn ahead was used"
+            ),
+        }
+    }
+    assert!(
+        changed > 100,
+        "{changed} frames had an object taken or moved"
+    );
+    // Objects put on the belt between one frame and the next show up
+    // unforeseen; on most frames nothing is.
+    assert!(
+        used_unchanged * 10 >= unchanged * 9,
+        "{used_unchanged} of {unchanged} frames with nothing changed on them were drawn ahead"
+    );
 }
 
 /// Centroid of what differs from `bg` in a window around (u, v), each
