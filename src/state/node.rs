@@ -1,8 +1,8 @@
 //! The `state_manager` node: the r2r shell around [`Store`]. One thread owns
 //! the store and does every request in turn; a reply goes out only after
 //! the store has committed (durably) what it answers, and every accepted
-//! transition is published on `objects/events` (reliable, transient_local)
-//! in seq order before its reply.
+//! transition is then published on `objects/events` (reliable,
+//! transient_local) in seq order, after its reply.
 //!
 //! Services (under `state_manager/`): register_object, transition_object,
 //! get_object, list_objects, object_history, begin_epoch.
