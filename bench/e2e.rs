@@ -6,7 +6,11 @@
 //!    assignment latency, p50 and p99 (an Assignment carries the exposure
 //!    stamp of the frame it was decided on, and is published once the store
 //!    took it; the run's observer times it on arrival), with the stages
-//!    before it (exposure → detections, → tracks); and the whole cell's RSS
+//!    before it (exposure → detections, → tracks), as medians of the
+//!    rounds' figures; the same latency over every round's assignments
+//!    together (`exposure_to_assignment_ms_pooled`, from each round's
+//!    traces.csv: a round's 57 are too few for a p99 of their own, which
+//!    is their second-largest); and the whole cell's RSS
 //!    (the main job hosts every node, the simulator and its GRBL emulators
 //!    in one process), sampled each second after WARM_S.
 //! 2. **The same relay in r2r and in rclpy**, in the same run: a driver
@@ -378,6 +382,34 @@ async fn relays(z: Sizes) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// Each object's first Assignment's age when heard, ms, from a round's
+/// `traces.csv` (the `assignment_age_ms` column).
+fn assignment_ages(dir: &Path) -> anyhow::Result<Vec<f64>> {
+    let path = dir.join("traces.csv");
+    let text = std::fs::read_to_string(&path)?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = header
+        .split(',')
+        .position(|c| c == "assignment_age_ms")
+        .ok_or_else(|| anyhow::anyhow!("{}: no assignment_age_ms column", path.display()))?;
+    let mut ages = Vec::new();
+    for (k, l) in lines.enumerate() {
+        match l.split(',').nth(col) {
+            Some("") => {}
+            Some(v) => ages.push(v.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "{} line {}: assignment_age_ms {v:?}: {e}",
+                    path.display(),
+                    k + 2
+                )
+            })?),
+            None => anyhow::bail!("{} line {}: too few fields", path.display(), k + 2),
+        }
+    }
+    Ok(ages)
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("relay") {
         return relay();
@@ -392,12 +424,17 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let mut figures: Vec<serde_json::Value> = Vec::new();
     let mut rss = Vec::new();
+    // Every round's assignments together: a round has about 57, too few
+    // for a p99 of its own (its p99 is its second-largest).
+    let mut ages = Vec::new();
     for round in 0..z.cell_rounds {
         eprintln!(
             "e2e: the simulated cell with four CNCs for {} s (round {round})",
             z.run_s
         );
-        let (report, rss_mb) = cell_round(&dir.join(format!("cell-{round}")), z.run_s, &[])?;
+        let round_dir = dir.join(format!("cell-{round}"));
+        let (report, rss_mb) = cell_round(&round_dir, z.run_s, &[])?;
+        ages.extend(assignment_ages(&round_dir)?);
         let pct = |k: &str, q: &str| report[k][q].as_f64().unwrap_or(f64::NAN);
         let f = serde_json::json!({
             "assignments": report["exposure_to_assignment_ms"]["n"],
@@ -448,6 +485,9 @@ fn main() -> anyhow::Result<()> {
         "exposure_to_decision_ms_p99": med("exposure_to_decision_ms_p99"),
         "decision_to_assignment_ms_p50": med("decision_to_assignment_ms_p50"),
         "decision_to_assignment_ms_p99": med("decision_to_assignment_ms_p99"),
+        "exposure_to_assignment_ms_pooled": serde_json::to_value(
+            cncpick::cell::report::Percentiles::of(ages)
+        )?,
         "assignments_per_round": med("assignments"),
         "picked_per_round": med("picked"),
         "cell_rss_mb_median": median(rss.clone()),

@@ -264,6 +264,9 @@ pub struct Trace {
     pub registered_s: Option<f64>,
     /// Its first Assignment heard.
     pub assigned_s: Option<f64>,
+    /// That Assignment's age when heard: ms after the exposure it rests on
+    /// (its stamp), as `exposure_to_assignment_ms` counts it.
+    pub assignment_age_ms: Option<f64>,
     /// The CNC took the pick goal (PICKING).
     pub goal_accepted_s: Option<f64>,
     /// The state it ended in (or was in at the end).
@@ -278,9 +281,9 @@ pub fn traces(heard: &Heard) -> Vec<Trace> {
         dets.entry((d.stamp_s * 1000.0).round() as i64)
             .or_insert(d.heard_s);
     }
-    let mut assigned: HashMap<[u8; 16], f64> = HashMap::new();
+    let mut assigned: HashMap<[u8; 16], Heard2> = HashMap::new();
     for (id, h) in &heard.assignments {
-        assigned.entry(*id).or_insert(h.heard_s);
+        assigned.entry(*id).or_insert(*h);
     }
     let mut events = heard.events.clone();
     events.sort_by_key(|e| e.seq);
@@ -302,7 +305,10 @@ pub fn traces(heard: &Heard) -> Vec<Trace> {
                     detections_s: after(dets.get(&((x * 1000.0).round() as i64)).copied()),
                     tracked_s: after(heard.first_tracked.get(&e.object).map(|h| h.heard_s)),
                     registered_s: None,
-                    assigned_s: after(assigned.get(&e.object).copied()),
+                    assigned_s: after(assigned.get(&e.object).map(|h| h.heard_s)),
+                    assignment_age_ms: assigned
+                        .get(&e.object)
+                        .map(|h| (h.heard_s - h.stamp_s) * 1000.0),
                     goal_accepted_s: None,
                     last_state: e.to,
                 });
@@ -331,13 +337,13 @@ pub fn traces(heard: &Heard) -> Vec<Trace> {
 pub fn traces_csv(traces: &[Trace]) -> String {
     use std::fmt::Write;
     let mut s = String::from(
-        "object_id,vision_id,exposure_s,detections_s,tracked_s,registered_s,assigned_s,goal_accepted_s,last_state\n",
+        "object_id,vision_id,exposure_s,detections_s,tracked_s,registered_s,assigned_s,assignment_age_ms,goal_accepted_s,last_state\n",
     );
     let f = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.6}"));
     for t in traces {
         let _ = writeln!(
             s,
-            "{},{},{:.6},{},{},{},{},{},{}",
+            "{},{},{:.6},{},{},{},{},{},{},{}",
             t.object_id,
             t.vision_id,
             t.exposure_s,
@@ -345,6 +351,7 @@ pub fn traces_csv(traces: &[Trace]) -> String {
             f(t.tracked_s),
             f(t.registered_s),
             f(t.assigned_s),
+            f(t.assignment_age_ms),
             f(t.goal_accepted_s),
             t.last_state
         );

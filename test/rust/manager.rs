@@ -657,15 +657,27 @@ fn traces_follow_each_object_from_exposure_to_goal_accepted() {
     for (got, want) in stages.iter().zip(want) {
         assert!(got.is_some_and(|g| near(g, want)), "{stages:?}");
     }
+    assert!(
+        t[0].assignment_age_ms.is_some_and(|a| near(a, 8.0)),
+        "{:?}",
+        t[0].assignment_age_ms
+    );
     assert_eq!(t[0].last_state, 3);
     assert_eq!((t[1].detections_s, t[1].assigned_s), (None, None));
+    assert_eq!(t[1].assignment_age_ms, None);
     assert!(t[1].registered_s.is_some_and(|g| near(g, 0.1)));
     let csv = traces_csv(&t);
     assert_eq!(csv.lines().count(), 3);
     assert!(
         csv.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains(",0.975000,8.000000,2.000000,3")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
             .nth(2)
-            .is_some_and(|l| l.ends_with(",,0.100000,,,1")),
+            .is_some_and(|l| l.ends_with(",,0.100000,,,,1")),
         "{csv}"
     );
 }
