@@ -45,6 +45,17 @@ impl Counters {
             .entry(key.to_string())
             .or_insert(0) += n;
     }
+    /// Takes `n` from a gauge kept with [`Counters::add`] (never below 0).
+    pub fn sub(&self, key: &str, n: u64) {
+        if let Some(v) = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(key)
+        {
+            *v = v.saturating_sub(n);
+        }
+    }
     /// Sets a gauge (a value that goes up and down, e.g. a queue's depth).
     pub fn set(&self, key: &str, v: u64) {
         self.0
@@ -155,5 +166,23 @@ impl Health {
     pub async fn stop(self) {
         self.task.abort();
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gauge_goes_up_and_down_and_never_below_zero() {
+        let c = Counters::default();
+        c.add(QUEUE_DEPTH, 3);
+        c.sub(QUEUE_DEPTH, 1);
+        assert_eq!(c.get(QUEUE_DEPTH), 2);
+        c.sub(QUEUE_DEPTH, 5);
+        assert_eq!(c.get(QUEUE_DEPTH), 0);
+        // Taking from a gauge never added leaves no entry.
+        c.sub(MESSAGES, 1);
+        assert_eq!(c.snapshot(), vec![(QUEUE_DEPTH.to_string(), 0)]);
     }
 }

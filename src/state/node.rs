@@ -12,7 +12,7 @@ use super::params::StateParams;
 use super::snapshot;
 use super::store::{
     Answer, Event, Filter, Record, Recovered, Refusal, Registration, Seen, Store, StoreError,
-    TransitionRequest,
+    TransitionRequest, Write, Written,
 };
 use crate::kit::health::Counters;
 use crate::kit::lifecycle::{ActiveGate, LifecyclePublisher, Steps};
@@ -48,6 +48,8 @@ pub const STORE_ERRORS: &str = "store_errors";
 pub const RECOVERED: &str = "objects_recovered";
 pub const PRUNED: &str = "objects_pruned";
 pub const SNAPSHOTS: &str = "snapshots_taken";
+/// Service requests handed to the store thread, in all.
+pub const REQUESTS: &str = "requests_received";
 
 /// How often the store thread looks for events to publish and for
 /// housekeeping when no request comes.
@@ -191,6 +193,60 @@ enum Command {
     Recover(mpsc::SyncSender<Result<Recovered, String>>),
 }
 
+impl Command {
+    /// A registration or a transition: taken with those queued behind it
+    /// in one commit ([`Keeper::write`]).
+    fn writes(&self) -> bool {
+        matches!(self, Command::Register(..) | Command::Transition(..))
+    }
+}
+
+/// The answer to a write the store answered as another kind (it does not).
+const MISMATCH: &str = "internal error: the store answered another kind of write";
+
+/// A write of a group, waiting for the group's commit to be answered.
+enum Waiting {
+    Register([u8; 16], oneshot::Sender<RegisterObject::Response>),
+    Transition(
+        TransitionRequest,
+        oneshot::Sender<TransitionObject::Response>,
+    ),
+}
+
+/// The most writes taken into one commit: those that queued while the
+/// last one committed (an fsync; far longer than a write's own work when
+/// the disk is busy), so a backlog costs one sync, not one each.
+const GROUP_MAX: usize = 64;
+
+/// Requests a service hands on to the store thread before the first of
+/// them is answered; more wait in the service's queue.
+const IN_FLIGHT: usize = GROUP_MAX;
+
+/// The store thread's queue; its depth is the node's `queue_depth` (on
+/// /diagnostics): a store that stalls shows it growing.
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::Sender<Command>,
+    counters: Counters,
+}
+
+impl Queue {
+    /// Hands `c` to the store thread; false once that has stopped.
+    fn send(&self, c: Command) -> bool {
+        let request = !matches!(c, Command::Recover(_));
+        // Counted before it can be taken, so the depth is never short.
+        self.counters.add(crate::kit::health::QUEUE_DEPTH, 1);
+        if self.tx.send(c).is_err() {
+            self.counters.sub(crate::kit::health::QUEUE_DEPTH, 1);
+            return false;
+        }
+        if request {
+            self.counters.add(REQUESTS, 1);
+        }
+        true
+    }
+}
+
 /// Transitions the state manager makes itself are logged each with its
 /// trace id up to this many at a time; all of them are in the audit trail
 /// and on objects/events.
@@ -287,21 +343,46 @@ impl Keeper {
         }
     }
 
+    /// One request taken from the [`Queue`].
+    fn taken(&self) {
+        self.counters.sub(crate::kit::health::QUEUE_DEPTH, 1);
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn run(&mut self, rx: mpsc::Receiver<Command>) {
+        // A request taken from the queue behind a group of writes.
+        let mut next: Option<Command> = None;
         while !self.stopping() {
             let wait = if self.prune_more {
                 Duration::ZERO
             } else {
                 TICK
             };
-            match rx.recv_timeout(wait) {
+            let got = match next.take() {
+                Some(c) => Ok(c),
+                None => rx.recv_timeout(wait).inspect(|_| self.taken()),
+            };
+            match got {
                 Ok(c) => {
                     let t0 = std::time::Instant::now();
-                    self.handle(c);
+                    if c.writes() {
+                        let mut group = vec![c];
+                        while group.len() < GROUP_MAX {
+                            let Ok(c) = rx.try_recv() else { break };
+                            self.taken();
+                            if !c.writes() {
+                                next = Some(c);
+                                break;
+                            }
+                            group.push(c);
+                        }
+                        self.write(group);
+                    } else {
+                        self.handle(c);
+                    }
                     self.counters.set(
                         crate::kit::health::LATENCY_US,
                         t0.elapsed().as_micros() as u64,
@@ -454,74 +535,111 @@ impl Keeper {
         format!("{STORE_UNAVAILABLE}{msg}")
     }
 
-    fn handle(&mut self, c: Command) {
-        match c {
-            Command::Register(req, reply) => {
-                self.counters.add(crate::kit::health::MESSAGES, 1);
-                let mut out = RegisterObject::Response::default();
-                let mut event = None;
-                let now_ns = wall_ns();
-                match registration(&req, now_ns) {
-                    Err(e) => out.error = e,
-                    Ok(r) => match self.store.register(&r, now_ns) {
-                        Ok(done) => {
+    /// Registrations and transitions, in one commit ([`Store::write_group`]):
+    /// each answered once the group is durable, as it would be alone; then
+    /// the accepted ones' events, in seq order.
+    fn write(&mut self, group: Vec<Command>) {
+        let mut writes = Vec::with_capacity(group.len());
+        let mut waiting = Vec::with_capacity(group.len());
+        for c in group {
+            self.counters.add(crate::kit::health::MESSAGES, 1);
+            match c {
+                Command::Register(req, reply) => {
+                    let now_ns = wall_ns();
+                    match registration(&req, now_ns) {
+                        Err(error) => {
+                            let _ = reply.send(RegisterObject::Response {
+                                error,
+                                ..Default::default()
+                            });
+                        }
+                        Ok(r) => {
+                            waiting.push(Waiting::Register(r.object_id, reply));
+                            writes.push(Write::Register(r, now_ns));
+                        }
+                    }
+                }
+                Command::Transition(req, reply) => match transition_request(&req) {
+                    Err(error) => {
+                        let _ = reply.send(TransitionObject::Response {
+                            error,
+                            ..Default::default()
+                        });
+                    }
+                    Ok(t) => {
+                        let at = match ns_of(&req.stamp) {
+                            0 => wall_ns(),
+                            ns => ns,
+                        };
+                        writes.push(Write::Transition(t.clone(), at));
+                        waiting.push(Waiting::Transition(t, reply));
+                    }
+                },
+                other => self.handle(other),
+            }
+        }
+        let answers = if writes.is_empty() {
+            Vec::new()
+        } else {
+            self.store.write_group(&writes)
+        };
+        let mut events = Vec::new();
+        // The answers first: they wait on the commit, not on the events (an
+        // answer and an event reach a subscriber in no set order in any
+        // case: two writers).
+        for (w, answer) in waiting.into_iter().zip(answers) {
+            match (w, answer) {
+                (Waiting::Register(id, reply), answer) => {
+                    let mut out = RegisterObject::Response::default();
+                    match answer {
+                        Ok(Written::Registered(done)) => {
                             out.accepted = true;
                             out.created = done.created;
                             out.object = record_msg(&done.record);
                             if done.event.is_some() {
                                 self.counters.add(REGISTERED, 1);
                             }
-                            event = done.event;
+                            events.extend(done.event);
                         }
-                        Err(e) => out.error = self.store_failed(&e, Some(&r.object_id)),
-                    },
-                }
-                // The answer first: it waits on the commit, not on the event.
-                let _ = reply.send(out);
-                if let Some(e) = &event {
-                    self.publish(e);
-                }
-            }
-            Command::Transition(req, reply) => {
-                self.counters.add(crate::kit::health::MESSAGES, 1);
-                let mut out = TransitionObject::Response::default();
-                let mut event = None;
-                match transition_request(&req) {
-                    Err(e) => out.error = e,
-                    Ok(t) => {
-                        let at = match ns_of(&req.stamp) {
-                            0 => wall_ns(),
-                            ns => ns,
-                        };
-                        match self.store.transition(&t, at) {
-                            Ok(Answer::Accepted(e)) => {
-                                self.counters.add(ACCEPTED, 1);
-                                out.accepted = true;
-                                out.current_state = state_msg(Some(e.to));
-                                out.seq = e.seq;
-                                event = Some(e);
-                            }
-                            Ok(Answer::Refused(r)) => {
-                                self.counters.add(REFUSED, 1);
-                                out.current_state = state_msg(r.current());
-                                out.error = r.describe(&t);
-                                if r == Refusal::UnknownObject {
-                                    out.error =
-                                        format!("{}: {}", trace_id(&t.object_id), out.error);
-                                }
-                            }
-                            Err(e) => out.error = self.store_failed(&e, Some(&t.object_id)),
-                        }
+                        // Not given: write_group answers each write in kind.
+                        Ok(Written::Transitioned(_)) => out.error = MISMATCH.into(),
+                        Err(e) => out.error = self.store_failed(&e, Some(&id)),
                     }
+                    let _ = reply.send(out);
                 }
-                // The answer first: it waits on the commit, not on the
-                // event (an answer and an event reach a subscriber in no
-                // set order in any case: two writers).
-                let _ = reply.send(out);
-                if let Some(e) = &event {
-                    self.publish(e);
+                (Waiting::Transition(t, reply), answer) => {
+                    let mut out = TransitionObject::Response::default();
+                    match answer {
+                        Ok(Written::Transitioned(Answer::Accepted(e))) => {
+                            self.counters.add(ACCEPTED, 1);
+                            out.accepted = true;
+                            out.current_state = state_msg(Some(e.to));
+                            out.seq = e.seq;
+                            events.push(e);
+                        }
+                        Ok(Written::Transitioned(Answer::Refused(r))) => {
+                            self.counters.add(REFUSED, 1);
+                            out.current_state = state_msg(r.current());
+                            out.error = r.describe(&t);
+                            if r == Refusal::UnknownObject {
+                                out.error = format!("{}: {}", trace_id(&t.object_id), out.error);
+                            }
+                        }
+                        Ok(Written::Registered(_)) => out.error = MISMATCH.into(),
+                        Err(e) => out.error = self.store_failed(&e, Some(&t.object_id)),
+                    }
+                    let _ = reply.send(out);
                 }
             }
+        }
+        for e in &events {
+            self.publish(e);
+        }
+    }
+
+    fn handle(&mut self, c: Command) {
+        match c {
+            c @ (Command::Register(..) | Command::Transition(..)) => self.write(vec![c]),
             Command::Get(req, reply) => {
                 let mut out = GetObject::Response::default();
                 match uuid16("object_id", &req.object_id.uuid) {
@@ -653,7 +771,7 @@ pub struct StateNode {
     gate: ActiveGate,
     params: Params<StateParams>,
     counters: Counters,
-    commands: Option<mpsc::Sender<Command>>,
+    commands: Option<Queue>,
     keeper: Option<std::thread::JoinHandle<()>>,
     snapshots: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -665,18 +783,24 @@ macro_rules! serve {
         let mut requests =
             $n.create_service::<$service::Service>($name, crate::kit::qos::busy_service())?;
         let tx = $tx.clone();
+        // Up to IN_FLIGHT requests handed on before the first is answered,
+        // so that those queued behind a commit can share the next one.
+        let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         $self.tasks.push(tokio::spawn(async move {
             while let Some(req) = requests.next().await {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
                 let (reply, answer) = oneshot::channel();
-                if tx
-                    .send(Command::$variant(req.message.clone(), reply))
-                    .is_err()
-                {
+                if !tx.send(Command::$variant(req.message.clone(), reply)) {
                     return;
                 }
-                if let Ok(resp) = answer.await {
-                    crate::kit::call::reply(req, $name, resp);
-                }
+                tokio::spawn(async move {
+                    if let Ok(resp) = answer.await {
+                        crate::kit::call::reply(req, $name, resp);
+                    }
+                    drop(permit);
+                });
             }
         }));
     }};
@@ -748,6 +872,10 @@ impl Steps for StateNode {
         );
         drop(n);
         let (tx, rx) = mpsc::channel::<Command>();
+        let queue = Queue {
+            tx,
+            counters: self.counters.clone(),
+        };
         let committed_seq = store.last_seq()?;
         if p.snapshot_period_s > 0.0 {
             self.snapshots = Some(snapshot_thread(
@@ -778,7 +906,7 @@ impl Steps for StateNode {
                 .name("state-store".into())
                 .spawn(move || keeper.run(rx))?,
         );
-        self.commands = Some(tx);
+        self.commands = Some(queue);
         Ok(())
     }
     fn activate(&mut self) -> anyhow::Result<()> {
@@ -788,8 +916,10 @@ impl Steps for StateNode {
             .ok_or_else(|| anyhow::anyhow!("not configured"))?;
         // Recovery commits before the first request is taken.
         let (reply, answer) = mpsc::sync_channel(1);
-        tx.send(Command::Recover(reply))
-            .map_err(|_| anyhow::anyhow!("the store thread has stopped"))?;
+        anyhow::ensure!(
+            tx.send(Command::Recover(reply)),
+            "the store thread has stopped"
+        );
         match answer.recv_timeout(RECOVERY_TIMEOUT) {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => anyhow::bail!("recovery failed: {e}"),

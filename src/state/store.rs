@@ -3,8 +3,10 @@
 //! or threads may share one file. Every call that changes anything is one
 //! IMMEDIATE transaction: the compare-and-set, the epoch check, the audit
 //! row with the next gap-free sequence number, and the idempotency record
-//! commit together or not at all. Time is passed in (nanoseconds); nothing
-//! here reads a clock.
+//! commit together or not at all. [`Store::write_group`] puts several
+//! registrations and transitions in one transaction, each in a savepoint
+//! of its own (so each is answered as if alone), for one sync to disk.
+//! Time is passed in (nanoseconds); nothing here reads a clock.
 
 use super::lifecycle::{legal, needs_cnc, reconcile, ObjState, ALL};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -256,6 +258,26 @@ pub struct Registered {
     pub event: Option<Event>,
 }
 
+/// One write of a group ([`Store::write_group`]): what
+/// [`Store::register`] or [`Store::transition`] takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// A registration at `now_ns`.
+    Register(Registration, i64),
+    /// A transition at `at_ns`.
+    Transition(TransitionRequest, i64),
+}
+
+/// A write's answer, as [`Store::register`] or [`Store::transition`] gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    Registered(Registered),
+    Transitioned(Answer),
+}
+
+const REGISTERING: &str = "registering an object";
+const TRANSITIONING: &str = "a transition";
+
 /// CNC ids and their epochs.
 pub type Epochs = Vec<(String, u64)>;
 
@@ -312,7 +334,7 @@ fn is_full(e: &rusqlite::Error) -> bool {
 /// database has reached the cap, as SQLite refuses one that needs a page
 /// past it (SQLITE_FULL): the cap means full, not "full once the slack in
 /// the last pages is used too".
-fn check_room(tx: &rusqlite::Transaction, capped: bool) -> rusqlite::Result<()> {
+fn check_room(tx: &Connection, capped: bool) -> rusqlite::Result<()> {
     if !capped {
         return Ok(());
     }
@@ -407,7 +429,7 @@ fn event_of(row: &rusqlite::Row) -> rusqlite::Result<Event> {
     })
 }
 
-fn insert_event(tx: &rusqlite::Transaction, e: &Event) -> rusqlite::Result<()> {
+fn insert_event(tx: &Connection, e: &Event) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO transitions (seq, object_id, from_state, to_state, actor, cnc_id, epoch, \
          reason, belt_position_m, at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -438,12 +460,12 @@ fn high_seq(conn: &Connection) -> rusqlite::Result<u64> {
     .map(|s| s as u64)
 }
 
-fn next_seq(tx: &rusqlite::Transaction) -> rusqlite::Result<u64> {
+fn next_seq(tx: &Connection) -> rusqlite::Result<u64> {
     high_seq(tx).map(|s| s + 1)
 }
 
 fn remembered<T: for<'de> Deserialize<'de>>(
-    tx: &rusqlite::Transaction,
+    tx: &Connection,
     request_id: &str,
 ) -> rusqlite::Result<Option<T>> {
     if request_id.is_empty() {
@@ -460,7 +482,7 @@ fn remembered<T: for<'de> Deserialize<'de>>(
 }
 
 fn remember<T: Serialize>(
-    tx: &rusqlite::Transaction,
+    tx: &Connection,
     request_id: &str,
     answer: &T,
     now_ns: i64,
@@ -607,20 +629,41 @@ impl Store {
 
     /// Registers an object in DETECTED; idempotent on its id (and request id).
     pub fn register(&mut self, r: &Registration, now_ns: i64) -> Result<Registered, StoreError> {
-        let e = sql_error(&self.path, "registering an object");
+        self.alone(REGISTERING, |tx, capped| {
+            Self::register_in(tx, capped, r, now_ns)
+        })
+    }
+
+    /// `f` in an IMMEDIATE transaction of its own, committed if it succeeds.
+    fn alone<T>(
+        &mut self,
+        context: &'static str,
+        f: impl FnOnce(&Connection, bool) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let e = sql_error(&self.path, context);
         let capped = self.capped;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
+        let done = f(&tx, capped).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(done)
+    }
+
+    fn register_in(
+        tx: &Connection,
+        capped: bool,
+        r: &Registration,
+        now_ns: i64,
+    ) -> rusqlite::Result<Registered> {
         let existing = tx
             .query_row(
                 &format!("SELECT {RECORD_COLUMNS} FROM objects WHERE id = ?1"),
                 [r.object_id.as_slice()],
                 record_of,
             )
-            .optional()
-            .map_err(&e)?;
+            .optional()?;
         if let Some(record) = existing {
             return Ok(Registered {
                 created: false,
@@ -628,8 +671,8 @@ impl Store {
                 event: None,
             });
         }
-        check_room(&tx, capped).map_err(&e)?;
-        let seq = next_seq(&tx).map_err(&e)?;
+        check_room(tx, capped)?;
+        let seq = next_seq(tx)?;
         let event = Event {
             seq,
             object_id: r.object_id,
@@ -673,10 +716,8 @@ impl Store {
                 record.updated_at_ns,
                 seq as i64
             ],
-        )
-        .map_err(&e)?;
-        insert_event(&tx, &event).map_err(&e)?;
-        tx.commit().map_err(&e)?;
+        )?;
+        insert_event(tx, &event)?;
         Ok(Registered {
             created: true,
             record,
@@ -687,19 +728,24 @@ impl Store {
     /// Compare-and-set one object's state. The answer is durable (and
     /// remembered under the request id) before this returns.
     pub fn transition(&mut self, t: &TransitionRequest, now_ns: i64) -> Result<Answer, StoreError> {
-        let e = sql_error(&self.path, "a transition");
-        let capped = self.capped;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&e)?;
-        if let Some(first) = remembered::<Answer>(&tx, &t.request_id).map_err(&e)? {
+        self.alone(TRANSITIONING, |tx, capped| {
+            Self::transition_in(tx, capped, t, now_ns)
+        })
+    }
+
+    fn transition_in(
+        tx: &Connection,
+        capped: bool,
+        t: &TransitionRequest,
+        now_ns: i64,
+    ) -> rusqlite::Result<Answer> {
+        if let Some(first) = remembered::<Answer>(tx, &t.request_id)? {
             return Ok(first);
         }
-        check_room(&tx, capped).map_err(&e)?;
-        let answer = Self::decide(&tx, t, now_ns).map_err(&e)?;
+        check_room(tx, capped)?;
+        let answer = Self::decide(tx, t, now_ns)?;
         if let Answer::Accepted(ev) = &answer {
-            insert_event(&tx, ev).map_err(&e)?;
+            insert_event(tx, ev)?;
             let cnc_id = match t.new {
                 ObjState::Detected => String::new(),
                 _ => t.cnc_id.clone(),
@@ -715,19 +761,72 @@ impl Store {
                     now_ns,
                     ev.seq as i64
                 ],
-            )
-            .map_err(&e)?;
+            )?;
         }
-        remember(&tx, &t.request_id, &answer, now_ns).map_err(&e)?;
-        tx.commit().map_err(&e)?;
+        remember(tx, &t.request_id, &answer, now_ns)?;
         Ok(answer)
     }
 
-    fn decide(
-        tx: &rusqlite::Transaction,
-        t: &TransitionRequest,
-        now_ns: i64,
-    ) -> rusqlite::Result<Answer> {
+    /// Registrations and transitions, in order, in one transaction: one
+    /// commit (one sync to disk) for them all. Each is done as if alone,
+    /// in a savepoint of its own, so one that fails leaves the others as
+    /// they would be without it, and each gets the answer it would get
+    /// alone. Every answer is durable when this returns. If the group
+    /// cannot be committed whole (SQLite rolled the transaction back on an
+    /// error, or the commit failed), nothing of it stays, and each write is
+    /// done again on its own, to get its own answer.
+    pub fn write_group(&mut self, writes: &[Write]) -> Vec<Result<Written, StoreError>> {
+        match self.try_group(writes) {
+            Some(done) => done,
+            None => writes.iter().map(|w| self.write_alone(w)).collect(),
+        }
+    }
+
+    fn write_alone(&mut self, w: &Write) -> Result<Written, StoreError> {
+        match w {
+            Write::Register(r, now_ns) => self.register(r, *now_ns).map(Written::Registered),
+            Write::Transition(t, at_ns) => self.transition(t, *at_ns).map(Written::Transitioned),
+        }
+    }
+
+    /// [`Store::write_group`] in one transaction; None if it could not
+    /// commit whole (then none of it stays).
+    fn try_group(&mut self, writes: &[Write]) -> Option<Vec<Result<Written, StoreError>>> {
+        let path = self.path.clone();
+        let capped = self.capped;
+        let mut tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ok()?;
+        let mut done = Vec::with_capacity(writes.len());
+        for w in writes {
+            let sp = tx.savepoint().ok()?;
+            let out = match w {
+                Write::Register(r, now_ns) => Self::register_in(&sp, capped, r, *now_ns)
+                    .map(Written::Registered)
+                    .map_err(sql_error(&path, REGISTERING)),
+                Write::Transition(t, at_ns) => Self::transition_in(&sp, capped, t, *at_ns)
+                    .map(Written::Transitioned)
+                    .map_err(sql_error(&path, TRANSITIONING)),
+            };
+            if out.is_ok() {
+                sp.commit().ok()?;
+            } else {
+                // Dropped: rolled back to where this write began.
+                drop(sp);
+            }
+            // Some errors (a full disk, I/O) make SQLite roll back the
+            // whole transaction: what the group did before is gone.
+            if tx.is_autocommit() {
+                return None;
+            }
+            done.push(out);
+        }
+        tx.commit().ok()?;
+        Some(done)
+    }
+
+    fn decide(tx: &Connection, t: &TransitionRequest, now_ns: i64) -> rusqlite::Result<Answer> {
         let row: Option<(i64, String)> = tx
             .query_row(
                 "SELECT state, cnc_id FROM objects WHERE id = ?1",

@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_services_default
 from cncpick_msgs.msg import Alert, ObjectEvent, ObjectState
 from cncpick_msgs.srv import BeginEpoch, GetObject, ListObjects, ObjectHistory, RegisterObject, TransitionObject
@@ -217,6 +218,69 @@ def test_after_kill_9_under_load_every_acknowledged_transition_is_there(sweep_st
     assert s.call(BeginEpoch, cnc_id="1", actor="cnc_1").epoch == 3
     r = s.transition("after", objects[0], DETECTED, ASSIGNED, epoch=3)
     assert r.accepted and r.seq == len(seqs) + 1
+
+
+def wal_commits(db):
+    """The commits in a database's WAL since it last started over: the frames
+    that end a transaction (a nonzero page count after the commit) whose
+    salts are the header's."""
+    try:
+        b = open(f"{db}-wal", "rb").read()
+    except FileNotFoundError:
+        return 0
+    if len(b) < 32:
+        return 0
+    page, salts, n = int.from_bytes(b[8:12], "big"), b[16:24], 0
+    for off in range(32, len(b) - (24 + page) + 1, 24 + page):
+        if b[off + 8 : off + 16] != salts:
+            break
+        n += b[off + 4 : off + 8] != bytes(4)
+    return n
+
+
+def test_writes_queued_behind_a_stalled_commit_share_the_next_one(start, rclpy_node, tmp_path):
+    node, executor = rclpy_node
+    db = tmp_path / "state.sqlite"
+    proc, life = start(db, heartbeat_period_s=0.05)
+    assert life.change_state("configure") and life.change_state("activate"), "".join(proc.stderr)
+    s = State(node, executor)
+    counters = {}
+    node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda m: counters.update({kv.key: kv.value for st in m.status if st.name == NS for kv in st.values}),
+        10,
+    )
+    assert s.call(BeginEpoch, cnc_id="1", actor="cnc_1").epoch == 1
+    objects = [uuid.uuid4() for _ in range(40)]
+    regs = s.all_at_once(RegisterObject, [s.register_request(o) for o in objects], len(objects))
+    assert all(f.result().accepted for f in regs)
+    # Another writer holds the database, as a slow disk would hold a commit:
+    # the store's next commit waits for it (its busy timeout is 10 s).
+    other = sqlite3.connect(db, isolation_level=None, timeout=10)
+    other.execute("BEGIN IMMEDIATE")
+    before = wal_commits(db)
+    asks = [s.transition_request(f"a{k}", o, DETECTED, ASSIGNED) for k, o in enumerate(objects)]
+    futures = [s.clients[TransitionObject].call_async(r) for r in asks]
+    # Every request handed to the store thread (the epoch, the registrations
+    # and these), which waits on the first, and the rest in its queue.
+    received = 1 + 2 * len(objects)
+    assert spin_until(executor, lambda: int(counters.get("requests_received", 0)) >= received, 8), counters
+    assert int(counters["queue_depth"]) >= 1, counters
+    assert not any(f.done() for f in futures), "answered before the commit could be made"
+    other.execute("COMMIT")
+    other.close()
+    assert spin_until(executor, lambda: all(f.done() for f in futures), 20), sum(f.done() for f in futures)
+    answers = [f.result() for f in futures]
+    assert all(a.accepted for a in answers), [a.error for a in answers if not a.accepted]
+    # One commit for the one taken first, one for all queued behind it.
+    commits = wal_commits(db) - before
+    assert 1 <= commits <= 2, f"{len(objects)} transitions took {commits} commits"
+    # Each its own seq, gap-free after the registrations', and durable.
+    assert sorted(a.seq for a in answers) == list(range(len(objects) + 1, 2 * len(objects) + 1))
+    rows = sqlite3.connect(db).execute("SELECT count(*) FROM objects WHERE state = ?", (ASSIGNED,)).fetchone()
+    assert rows == (len(objects),)
+    assert spin_until(executor, lambda: int(counters.get("queue_depth", -1)) == 0, 5), counters
 
 
 def test_reactivation_reconciles_open_objects_and_a_late_joiner_hears_it(start, rclpy_node, tmp_path):

@@ -6,7 +6,8 @@ mod common;
 
 use cncpick::state::lifecycle::{legal, ObjState, ALL};
 use cncpick::state::store::{
-    Answer, Filter, Refusal, Registration, Seen, Store, StoreError, TransitionRequest,
+    Answer, Filter, Refusal, Registration, Seen, Store, StoreError, TransitionRequest, Write,
+    Written,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -912,4 +913,183 @@ fn snapshots_taken_under_writes_are_consistent_and_only_the_newest_are_kept() {
             assert_eq!(snap.replay(&o.object_id, None).unwrap(), Some(o.state));
         }
     }
+}
+
+/// The commits in a database's WAL since it last started over: the frames
+/// that end a transaction (a nonzero page count after the commit) whose
+/// salts are the header's.
+fn wal_commits(db: &std::path::Path) -> usize {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let b = std::fs::read(std::path::Path::new(&wal)).unwrap_or_default();
+    if b.len() < 32 {
+        return 0;
+    }
+    let page = u32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
+    let salts = &b[16..24];
+    b[32..]
+        .chunks_exact(24 + page)
+        .take_while(|f| &f[8..16] == salts)
+        .filter(|f| f[4..8] != [0, 0, 0, 0])
+        .count()
+}
+
+fn writes_of_every_kind(e: u64) -> Vec<Write> {
+    use ObjState::*;
+    vec![
+        Write::Register(registration(1, 0, 10), 10),
+        Write::Register(registration(2, 1, 10), 10),
+        // Already registered: not created again.
+        Write::Register(registration(1, 0, 10), 11),
+        Write::Transition(request("a", 1, Detected, Assigned, "1", e), 20),
+        // The same request again: the first answer, nothing new.
+        Write::Transition(request("a", 1, Detected, Assigned, "1", e), 21),
+        // Now refused: no longer DETECTED.
+        Write::Transition(request("b", 1, Detected, Assigned, "1", e), 22),
+        Write::Transition(request("c", 2, Detected, Picked, "1", e), 23),
+        Write::Transition(request("d", 77, Detected, Assigned, "1", e), 24),
+        Write::Transition(request("f", 2, Detected, Assigned, "9", 1), 25),
+        Write::Transition(request("g", 2, Detected, Assigned, "1", e), 26),
+        Write::Register(registration(3, 2, 30), 30),
+    ]
+}
+
+#[test]
+fn a_group_of_writes_is_one_commit_and_each_gets_the_answer_it_would_alone() {
+    use ObjState::*;
+    let (_d1, gpath, mut g) = open("group");
+    let (_d2, _apath, mut a) = open("alone");
+    let e = bump(&mut g, "1");
+    assert_eq!(bump(&mut a, "1"), e);
+    let writes = writes_of_every_kind(e);
+    let before = wal_commits(&gpath);
+    let grouped = g.write_group(&writes);
+    assert_eq!(
+        wal_commits(&gpath),
+        before + 1,
+        "the group was not one commit"
+    );
+    let alone: Vec<_> = writes
+        .iter()
+        .map(|w| match w {
+            Write::Register(r, at) => a.register(r, *at).map(Written::Registered),
+            Write::Transition(t, at) => a.transition(t, *at).map(Written::Transitioned),
+        })
+        .collect();
+    assert_eq!(grouped.len(), writes.len());
+    for (k, (g, a)) in grouped.iter().zip(&alone).enumerate() {
+        assert_eq!(g.as_ref().unwrap(), a.as_ref().unwrap(), "write {k}");
+    }
+    // What the answers say, from the requests alone.
+    let created: Vec<bool> = grouped
+        .iter()
+        .filter_map(|w| match w {
+            Ok(Written::Registered(r)) => Some(r.created),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created, [true, true, false, true]);
+    let answers: Vec<&Answer> = grouped
+        .iter()
+        .filter_map(|w| match w {
+            Ok(Written::Transitioned(a)) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(answers[0], Answer::Accepted(ev) if ev.seq == 3 && ev.to == Assigned));
+    assert_eq!(answers[1], answers[0]);
+    assert_eq!(
+        answers[2],
+        &Answer::Refused(Refusal::NotInExpectedState { current: Assigned })
+    );
+    assert!(matches!(
+        answers[3],
+        Answer::Refused(Refusal::Illegal { .. })
+    ));
+    assert_eq!(answers[4], &Answer::Refused(Refusal::UnknownObject));
+    assert!(matches!(
+        answers[5],
+        Answer::Refused(Refusal::UnknownCnc { .. })
+    ));
+    assert!(matches!(answers[6], Answer::Accepted(ev) if ev.seq == 4));
+    // Durable, and the trail the same as one at a time, seq for seq.
+    drop(g);
+    let g = Store::open(&gpath).unwrap();
+    assert_eq!(g.last_seq().unwrap(), 5);
+    assert_eq!(
+        g.events_after(0, 100).unwrap(),
+        a.events_after(0, 100).unwrap()
+    );
+    assert_eq!(g.get(&id(2)).unwrap().unwrap().state, Assigned);
+}
+
+#[test]
+fn a_group_cut_short_by_a_full_disk_keeps_exactly_what_it_answered_accepted() {
+    for cap_kb in [48u64, 64, 96] {
+        let (_dir, path, mut s) = open(&format!("group-full-{cap_kb}"));
+        s.limit_size(cap_kb * 1024).unwrap();
+        let writes: Vec<Write> = (0..400)
+            .map(|k| Write::Register(registration(k, (k % 4) as u8, k as i64), k as i64))
+            .collect();
+        let answers = s.write_group(&writes);
+        let ok: Vec<u32> = (0..400u32)
+            .filter(|&k| answers[k as usize].is_ok())
+            .collect();
+        let full = answers
+            .iter()
+            .filter(|a| matches!(a, Err(StoreError::DiskFull { .. })));
+        assert!(
+            !ok.is_empty() && full.count() == 400 - ok.len(),
+            "cap {cap_kb} kB: {} accepted, and every other one not for a full disk",
+            ok.len()
+        );
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        for k in 0..400 {
+            assert_eq!(
+                s.get(&id(k)).unwrap().is_some(),
+                ok.contains(&k),
+                "cap {cap_kb} kB: object {k} answered {:?}",
+                answers[k as usize].as_ref().map(|_| ())
+            );
+        }
+        // Gap-free: one seq per object kept.
+        assert_eq!(s.last_seq().unwrap(), ok.len() as u64);
+    }
+}
+
+#[test]
+fn a_group_that_sqlite_rolls_back_whole_is_done_again_one_write_at_a_time() {
+    let (_dir, path, mut s) = open("group-rollback");
+    // A trigger that rolls back the whole transaction when object 7 is
+    // registered, as SQLite does on some I/O errors mid-transaction.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER boom BEFORE INSERT ON objects \
+             WHEN NEW.vision_id = 'vision_7_3_7' \
+             BEGIN SELECT RAISE(ROLLBACK, 'injected'); END;",
+        )
+        .unwrap();
+    let writes: Vec<Write> = (0..10)
+        .map(|k| Write::Register(registration(k, (k % 4) as u8, k as i64), k as i64))
+        .collect();
+    let answers = s.write_group(&writes);
+    for (k, a) in answers.iter().enumerate() {
+        if k == 7 {
+            let e = a.as_ref().unwrap_err().to_string();
+            assert!(e.contains("injected") && e.contains("registering"), "{e}");
+        } else {
+            assert!(
+                matches!(a, Ok(Written::Registered(r)) if r.created),
+                "object {k}: {a:?}"
+            );
+        }
+    }
+    drop(s);
+    let s = Store::open(&path).unwrap();
+    for k in 0..10 {
+        assert_eq!(s.get(&id(k)).unwrap().is_some(), k != 7, "object {k}");
+    }
+    assert_eq!(s.last_seq().unwrap(), 9);
 }
