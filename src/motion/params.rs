@@ -173,7 +173,10 @@ const SPECS: &[Spec] = &[
     Spec::new("bin_classes", "Object classes this CNC bins, one bin each").read_only(),
     Spec::new("bin_x_m", "Each bin's belt-frame x, m").read_only(),
     Spec::new("bin_y_m", "Each bin's belt-frame y, m").read_only(),
-    Spec::new("release_dwell_s", "Dwell after vacuum off over a bin, s").range(0.0, 10.0),
+    Spec::new(
+        "release_dwell_s",
+        "Dwell after vacuum off over a bin, s (GRBL dwells in whole 50 ms steps: 0.06 dwells 0.1 s)",
+    ).range(0.0, 10.0),
     Spec::new("status_period_s", "Period of cnc_<id>/status, s").range(0.005, 10.0),
     Spec::new("poll_idle_s", "Status polling period when idle, s").range(0.02, 10.0),
     Spec::new("poll_busy_s", "Status polling period while picking, s").range(0.005, 10.0),

@@ -184,7 +184,10 @@ impl Planner<'_> {
         Ok(vec![
             self.rapid(from_mm, bin)?,
             Self::word("M9", 0.0),
-            Self::word(&format!("G4 P{dwell_s:.3}"), dwell_s),
+            {
+                let (g4, dwelt_s) = super::grbl::dwell(dwell_s);
+                Self::word(&g4, dwelt_s)
+            },
             Self::word("G4 P0", 0.0),
         ])
     }

@@ -29,7 +29,8 @@ pub struct CncModel {
     pub picker: Picker,
     /// The classes it has a bin for, and where each bin is (belt x, y, m).
     pub bins: Vec<(String, (f64, f64))>,
-    /// Vacuum-off dwell over the bin, s.
+    /// Vacuum-off dwell over the bin as GRBL carries it out (in whole
+    /// 50 ms steps: [`crate::motion::grbl::dwell`]), s.
     pub release_dwell_s: f64,
 }
 
@@ -59,7 +60,7 @@ impl CncModel {
                 .zip(p.bin_x_m.iter().zip(&p.bin_y_m))
                 .map(|(c, (&x, &y))| (c.clone(), (x, y)))
                 .collect(),
-            release_dwell_s: p.release_dwell_s,
+            release_dwell_s: crate::motion::grbl::dwell(p.release_dwell_s).1,
         }
     }
 
@@ -275,6 +276,40 @@ mod tests {
             .is_none());
         let later = m.slot(&o, s.done_at_s, s.end_mm);
         assert!(later.is_none_or(|l| l.contact_at_s >= s.contact_at_s));
+    }
+
+    /// GRBL dwells in whole 50 ms steps: a release dwell of 0.06 s is
+    /// carried out as 0.1 s, and the model plans the pick's end by what
+    /// the motion controller's carry (planned from the same param) takes.
+    #[test]
+    fn a_release_dwell_is_modelled_as_grbl_carries_it_out() {
+        let p = MotionParams {
+            release_dwell_s: 0.06,
+            ..MotionParams::default()
+        };
+        let m = CncModel::from_params(&p);
+        assert!(
+            (m.release_dwell_s - 0.1).abs() < 1e-12,
+            "{}",
+            m.release_dwell_s
+        );
+        let o = obj(1.0, 0.3);
+        let park = m
+            .picker
+            .frame
+            .to_machine_mm(Vector3::new(2.3, 0.4, m.picker.safe_z_m));
+        let s = m.slot(&o, 0.0, park).unwrap();
+        let plan = crate::motion::plan::Planner { picker: &m.picker };
+        let carry = plan
+            .carry(s.no_grip_end_mm, (2.3, 0.68), p.release_dwell_s)
+            .unwrap();
+        assert_eq!(carry[2].text, "G4 P0.060");
+        assert!((carry[2].duration_s - 0.1).abs() < 1e-12);
+        let moved_s: f64 = carry.iter().map(|l| l.duration_s).sum();
+        assert!(
+            (s.done_at_s - (s.no_grip_done_at_s + moved_s)).abs() < 1e-9,
+            "{s:?}"
+        );
     }
 
     #[test]

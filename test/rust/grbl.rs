@@ -395,6 +395,60 @@ fn ok_means_planned_not_done_and_g4_p0_answers_when_motion_is_done() {
     assert_eq!(b.m.position(), [-10.0, 0.0, 0.0]);
 }
 
+/// grbl 1.1 dwells in whole steps of 50 ms (config.h `DWELL_TIME_STEP`):
+/// nuts_bolts.c's `delay_sec` runs `ceil(1000/DWELL_TIME_STEP*seconds)`
+/// of them, so any P up to 0.05 dwells 50 ms and P0.06 dwells 100 ms.
+#[test]
+fn a_dwell_lasts_whole_50_ms_steps_as_grbl_counts_them() {
+    for (line, steps) in [
+        ("G4 P0", 0),
+        ("G4 P0.001", 1),
+        ("G4 P0.05", 1),
+        ("G4 P0.051", 2),
+        ("G4 P0.06", 2),
+        ("G4 P0.25", 5),
+        ("G4 P0.3", 6),
+        ("G4 P1.234", 25),
+    ] {
+        let mut b = Bench::idle();
+        b.take();
+        b.send(format!("{line}\n").as_bytes());
+        let took = b.run_until(ms(3000), |o| o.contains("ok"));
+        // The line's bytes take about 1 ms on the wire at 115200 baud.
+        let dwell = ms(50 * steps);
+        assert!(
+            took >= dwell && took <= dwell + ms(3),
+            "{line}: ok after {took:?}, against a dwell of {dwell:?}"
+        );
+    }
+}
+
+/// During a dwell grbl serves realtime commands only between its steps
+/// (`delay_sec` calls `protocol_execute_realtime` once a step), so a `?`
+/// is answered at the start of the next step, and the state reads Idle.
+#[test]
+fn a_status_asked_during_a_dwell_is_answered_at_its_next_step() {
+    let mut b = Bench::idle();
+    b.take();
+    b.send(b"G4 P0.5\n");
+    b.run(ms(120));
+    assert_eq!(b.take(), "", "nothing said 120 ms into the dwell");
+    b.send(b"?");
+    // The dwell began about 1 ms in, so its next step starts at about 151 ms.
+    let took = b.run_until(ms(400), |o| o.contains('<'));
+    assert!(
+        took >= ms(30) && took <= ms(37),
+        "answered {took:?} after the ?, not at the next step"
+    );
+    assert!(b.take().starts_with("<Idle|"));
+    // After the dwell, a ? is answered at once (the status latency).
+    b.run_until(ms(600), |o| o.contains("ok"));
+    b.take();
+    b.send(b"?");
+    let took = b.run_until(ms(100), |o| o.contains('<'));
+    assert!(took <= ms(6), "{took:?}");
+}
+
 #[test]
 fn a_g0_move_takes_the_trapezoid_time_from_its_rate_and_acceleration() {
     let mut b = Bench::idle();

@@ -153,13 +153,27 @@ enum Block {
     Move(Move),
 }
 
+/// grbl 1.1 dwells in steps of `DWELL_TIME_STEP` (config.h: 50 ms), and
+/// only between steps does it serve realtime commands such as `?`.
+pub const DWELL_STEP: Duration = Duration::from_millis(50);
+
+/// How long grbl 1.1 dwells for `G4 P<seconds>`: nuts_bolts.c's
+/// `delay_sec` runs `ceil(1000/DWELL_TIME_STEP*seconds)` whole steps, in
+/// the AVR's 32-bit float (so `P0.001` dwells 50 ms, `P0.06` 100 ms and
+/// `P0` not at all).
+pub fn dwell_time(seconds: f64) -> Duration {
+    let steps = (20.0f32 * seconds as f32).ceil().max(0.0);
+    DWELL_STEP * steps as u32
+}
+
 /// A command that waits for the planner to empty before it runs and is
 /// answered (G4, and coolant or spindle changes, as in grbl).
 #[derive(Debug, Clone, PartialEq)]
 enum Sync {
     Dwell {
         seconds: f64,
-        until: Option<Duration>,
+        /// When the dwell began (the planner empty).
+        from: Option<Duration>,
     },
     Coolant(bool),
     Spindle(bool),
@@ -390,8 +404,9 @@ impl Machine {
             0x18 => self.soft_reset(t),
             _ if self.silent || self.banner_at.is_some() => {}
             b'?' => {
+                let served_at = self.dwell_step_at(t);
                 self.status_due
-                    .get_or_insert(t + self.config.status_latency);
+                    .get_or_insert(served_at + self.config.status_latency);
             }
             b'!' => self.feed_hold(t),
             b'~' => self.cycle_start(t),
@@ -404,6 +419,22 @@ impl Machine {
                     self.dropped_bytes += 1;
                 }
             }
+        }
+    }
+
+    /// When grbl next serves realtime commands after `t`: at once, but
+    /// during a dwell only at the start of its next step (or its end).
+    fn dwell_step_at(&self, t: Duration) -> Duration {
+        match self.sync {
+            Some(Sync::Dwell {
+                seconds,
+                from: Some(from),
+            }) if t > from => {
+                let end = from + dwell_time(seconds);
+                let steps = ((t - from).as_nanos()).div_ceil(DWELL_STEP.as_nanos());
+                (from + DWELL_STEP * steps as u32).min(end).max(t)
+            }
+            _ => t,
         }
     }
 
@@ -516,7 +547,9 @@ impl Machine {
             return Some(now);
         }
         let dwell = match self.sync {
-            Some(Sync::Dwell { until, .. }) => Some(until.unwrap_or(now)),
+            Some(Sync::Dwell { seconds, from }) => {
+                Some(from.map_or(now, |f| f + dwell_time(seconds)))
+            }
             _ => None,
         };
         let stalled =
@@ -597,25 +630,17 @@ impl Machine {
         // A command waiting for the planner to empty.
         if self.planner.is_empty() {
             match self.sync.take() {
-                Some(Sync::Dwell {
-                    seconds,
-                    until: None,
-                }) => {
-                    self.sync = Some(Sync::Dwell {
-                        seconds,
-                        until: Some(t + Duration::from_secs_f64(seconds)),
-                    });
+                Some(Sync::Dwell { seconds, from }) => {
+                    let from = from.unwrap_or(t);
+                    if t < from + dwell_time(seconds) {
+                        self.sync = Some(Sync::Dwell {
+                            seconds,
+                            from: Some(from),
+                        });
+                    } else {
+                        self.say("ok");
+                    }
                 }
-                Some(Sync::Dwell {
-                    until: Some(u),
-                    seconds,
-                }) if t < u => {
-                    self.sync = Some(Sync::Dwell {
-                        seconds,
-                        until: Some(u),
-                    });
-                }
-                Some(Sync::Dwell { .. }) => self.say("ok"),
                 Some(Sync::Coolant(on)) => {
                     self.coolant = on;
                     self.say("ok");
@@ -879,7 +904,7 @@ impl Machine {
             let p = w.get('P').unwrap_or(0.0);
             self.sync = Some(Sync::Dwell {
                 seconds: p,
-                until: None,
+                from: None,
             });
             return Ok(None);
         }
