@@ -1,5 +1,6 @@
 //! The node kit: what every cncpick node shares. No node rolls its own.
 
+pub mod alerts;
 pub mod app;
 pub mod breaker;
 pub mod call;

@@ -22,6 +22,7 @@ use super::params::{settings_mismatches, MotionParams};
 use super::pick::{pick, Clock, Done, Job, Outcome, PickError};
 use super::plan::Phase;
 use crate::kinematics::Trajectory;
+use crate::kit::alerts::Alerts;
 use crate::kit::breaker::BreakerConfig;
 use crate::kit::call::{reply, Caller};
 use crate::kit::health::Counters;
@@ -45,6 +46,10 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 pub const PICK_RESULTS_TOPIC: &str = "pick_results";
+
+/// The alert for a pick's outcome the state manager did not record, or
+/// recorded otherwise (it had settled the object while the pick ran).
+pub const OUTCOME_UNRECORDED_ALERT: &str = "pick_outcome_unrecorded";
 pub const PICKS: &str = "picks";
 pub const PICKED: &str = "picked";
 pub const REJECTED: &str = "picks_rejected";
@@ -75,9 +80,22 @@ const RECORD_FOR: Duration = Duration::from_secs(30);
 /// Why a transition was not recorded.
 enum Record {
     /// Final: a stale epoch, the object in another state.
-    Refused(String),
+    Refused(NotRecorded),
     /// The store could not take it now, or did not answer.
     NotNow(String),
+}
+
+/// A transition the store did not record: why, and the state it holds
+/// the object in instead, when it said so (a refusal).
+struct NotRecorded {
+    why: String,
+    holds: Option<ObjState>,
+}
+
+impl std::fmt::Display for NotRecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
 }
 
 fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -363,6 +381,7 @@ struct Ctx {
     faults: Faults,
     counters: Counters,
     transition: Arc<Caller<TransitionObject::Service>>,
+    alerts: Alerts,
 }
 
 fn outcome_msg(v: u8) -> m::PickOutcome {
@@ -387,7 +406,7 @@ impl Ctx {
         from: ObjState,
         to: ObjState,
         reason: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), NotRecorded> {
         // When it happened, whenever the store takes it.
         let stamp = wall_now();
         let mut wait = Duration::from_millis(250);
@@ -410,7 +429,7 @@ impl Ctx {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(4));
                 }
-                Err(Record::NotNow(e)) => return Err(e),
+                Err(Record::NotNow(why)) => return Err(NotRecorded { why, holds: None }),
             }
         }
     }
@@ -452,7 +471,10 @@ impl Ctx {
         } else if r.error.starts_with(STORE_UNAVAILABLE) {
             Err(Record::NotNow(r.error))
         } else {
-            Err(Record::Refused(r.error))
+            Err(Record::Refused(NotRecorded {
+                why: r.error,
+                holds: ObjState::from_id(r.current_state.id),
+            }))
         }
     }
 
@@ -571,6 +593,25 @@ impl Ctx {
             .await
         {
             tracing::error!(trace_id = %trace, "recording {to}: {e}");
+            // What the CNC did is not what the single source of truth
+            // holds (its recovery or a new epoch settled the object while
+            // the pick ran, or the store never answered): say so, for
+            // whoever reconciles the bins with the store.
+            if e.holds != Some(to) {
+                let holds = e
+                    .holds
+                    .map(|s| format!(" (it holds {s})"))
+                    .unwrap_or_default();
+                self.alerts.raise(
+                    m::Alert::ERROR as u8,
+                    OUTCOME_UNRECORDED_ALERT,
+                    Some(&object),
+                    format!(
+                        "the pick of {trace} ended {to}, which the state manager did not \
+                         record{holds}: {e}"
+                    ),
+                );
+            }
         }
         if outcome == FAULT_V {
             self.faults.raise(format!("pick of {trace}: {error}"));
@@ -893,6 +934,7 @@ impl Steps for MotionNode {
             )?,
             self.gate.clone(),
         );
+        let alerts = Alerts::new(&mut n, &format!("cnc_{}", p.cnc_id), self.gate.clone())?;
         let mut goals = n.create_action_server::<PickObject::Action>(&format!("{prefix}/pick"))?;
         drop(n);
         let cnc_id = p.cnc_id.clone();
@@ -920,6 +962,7 @@ impl Steps for MotionNode {
             faults: self.faults.clone(),
             counters: self.counters.clone(),
             transition,
+            alerts,
         };
         self.active_tasks.push(tokio::spawn(async move {
             while let Some(req) = goals.next().await {

@@ -20,6 +20,7 @@
 
 use super::core::{Core, Input, Logged, ObjectId, Output, TrackIn};
 use super::params::SchedParams;
+use crate::kit::alerts::{alert, Alerts};
 use crate::kit::breaker::BreakerConfig;
 use crate::kit::call::{send_goal, Caller, SERVER_WAIT};
 use crate::kit::health::Counters;
@@ -52,7 +53,7 @@ pub const EVENTS_TOPIC: &str = "objects/events";
 /// state manager refuses; the manager re-activates that CNC.
 pub const EPOCH_STALE_ALERT: &str = "cnc_epoch_stale";
 pub const ASSIGNMENTS_TOPIC: &str = "assignments";
-pub const ALERTS_TOPIC: &str = "alerts";
+pub const ALERTS_TOPIC: &str = crate::kit::alerts::TOPIC;
 pub const ASSIGNED: &str = "assigned";
 pub const REVOKED: &str = "revoked";
 pub const GOALS: &str = "goals";
@@ -145,40 +146,26 @@ struct Shell {
     actions: Arc<BTreeMap<String, GoalClient>>,
     /// In mutexes: r2r's publishers are Send, not Sync.
     assignments: Arc<Mutex<LifecyclePublisher<m::Assignment>>>,
-    alerts: Arc<Mutex<LifecyclePublisher<m::Alert>>>,
+    alerts: Alerts,
     counters: Counters,
     p: SchedParams,
 }
 
 impl Shell {
     fn alert(&self, severity: u8, name: &str, id: &ObjectId, message: String) {
-        self.publish_alert(m::Alert {
-            severity,
-            name: name.into(),
-            message,
-            node: "scheduler".into(),
-            object_id: uuid_msg(id),
-            stamp: wall_now(),
-        });
+        self.alerts.raise(severity, name, Some(id), message);
     }
 
     /// `cnc_epoch_stale`, naming the CNC's node (as the manager's alerts
     /// name the node they concern): the manager re-activates it.
     fn epoch_stale_alert(&self, cnc: &str, message: String) {
-        self.publish_alert(m::Alert {
-            severity: m::Alert::ERROR as u8,
-            name: EPOCH_STALE_ALERT.into(),
+        self.alerts.publish(&alert(
+            m::Alert::ERROR as u8,
+            EPOCH_STALE_ALERT,
+            &format!("cnc_{cnc}"),
+            None,
             message,
-            node: format!("cnc_{cnc}"),
-            stamp: wall_now(),
-            ..Default::default()
-        });
-    }
-
-    fn publish_alert(&self, a: m::Alert) {
-        if let Err(e) = lock(&self.alerts).publish(&a) {
-            tracing::warn!("scheduler: publishing an alert: {e}");
-        }
+        ));
     }
 
     /// A compare-and-set in the state manager: Some(its answer), or None
@@ -415,7 +402,7 @@ struct Prepared {
     transition: Arc<Caller<TransitionObject::Service>>,
     actions: Arc<BTreeMap<String, GoalClient>>,
     assignments: LifecyclePublisher<m::Assignment>,
-    alerts: LifecyclePublisher<m::Alert>,
+    alerts: Alerts,
     param_clients: Vec<(String, Arc<r2r::Client<GetParameters::Service>>)>,
 }
 
@@ -492,10 +479,7 @@ impl Steps for SchedNode {
             n.create_publisher(ASSIGNMENTS_TOPIC, reliable.clone())?,
             self.gate.clone(),
         );
-        let alerts = LifecyclePublisher::new(
-            n.create_publisher(ALERTS_TOPIC, reliable)?,
-            self.gate.clone(),
-        );
+        let alerts = Alerts::new(&mut n, "scheduler", self.gate.clone())?;
         drop(n);
         // A new core, and a new log: a replay starts from a fresh core.
         *lock(&self.log) = if p.input_log_path.is_empty() {
@@ -528,7 +512,7 @@ impl Steps for SchedNode {
             transition: prepared.transition.clone(),
             actions: prepared.actions.clone(),
             assignments: Arc::new(Mutex::new(prepared.assignments.clone())),
-            alerts: Arc::new(Mutex::new(prepared.alerts.clone())),
+            alerts: prepared.alerts.clone(),
             counters: self.counters.clone(),
             p: p.clone(),
         };

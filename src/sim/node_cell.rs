@@ -127,19 +127,34 @@ impl NodeCell {
         r.object_id.uuid = id.to_vec();
         let a = call(&self.register, "register", &r, CALL).await?;
         anyhow::ensure!(a.accepted, "register: {}", a.error);
+        self.move_held(id, epoch, (ObjState::Detected, ObjState::Assigned))
+            .await?;
+        Ok(id)
+    }
+
+    /// Moves object `id`, held by CNC 1 in `epoch`, `from` one state `to`
+    /// another in the state manager, as the harness (standing in for
+    /// whoever settles an object while its CNC holds it).
+    pub async fn move_held(
+        &mut self,
+        id: [u8; 16],
+        epoch: u64,
+        (from, to): (ObjState, ObjState),
+    ) -> anyhow::Result<()> {
+        self.next += 1;
         let mut t = TransitionObject::Request {
-            request_id: format!("assign-{k}"),
+            request_id: format!("harness-{}", self.next),
             actor: "harness".into(),
             cnc_id: "1".into(),
             epoch,
             ..Default::default()
         };
         t.object_id.uuid = id.to_vec();
-        t.expected_state.id = ObjState::Detected.id();
-        t.new_state.id = ObjState::Assigned.id();
+        t.expected_state.id = from.id();
+        t.new_state.id = to.id();
         let a = call(&self.transition, "transition", &t, CALL).await?;
-        anyhow::ensure!(a.accepted, "assign: {}", a.error);
-        Ok(id)
+        anyhow::ensure!(a.accepted, "{from} -> {to}: {}", a.error);
+        Ok(())
     }
 
     /// The object's state in the state manager.

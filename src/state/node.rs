@@ -14,6 +14,7 @@ use super::store::{
     Answer, Event, Filter, Record, Recovered, Refusal, Registration, Seen, Store, StoreError,
     TransitionRequest, Write, Written,
 };
+use crate::kit::alerts::Alerts;
 use crate::kit::health::Counters;
 use crate::kit::lifecycle::{ActiveGate, LifecyclePublisher, Steps};
 use crate::kit::node::{self, NodeContext};
@@ -27,14 +28,13 @@ use crate::msgs::srv::{
 };
 use futures::StreamExt;
 use r2r::builtin_interfaces::msg::Time;
-use r2r::QosProfile;
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const EVENTS_TOPIC: &str = "objects/events";
-pub const ALERTS_TOPIC: &str = "alerts";
+pub const ALERTS_TOPIC: &str = crate::kit::alerts::TOPIC;
 pub const REGISTER_SERVICE: &str = "state_manager/register_object";
 pub const TRANSITION_SERVICE: &str = "state_manager/transition_object";
 pub const GET_SERVICE: &str = "state_manager/get_object";
@@ -263,7 +263,7 @@ struct Keeper {
     params: Params<StateParams>,
     gate: ActiveGate,
     events: LifecyclePublisher<m::ObjectEvent>,
-    alerts: LifecyclePublisher<m::Alert>,
+    alerts: Alerts,
     counters: Counters,
     /// The last seq committed, and the last published: events committed
     /// while the node is not active (recovery's, or the latest ones again
@@ -456,19 +456,16 @@ impl Keeper {
                 let expired: Vec<&Event> =
                     events.iter().filter(|e| e.to == ObjState::Missed).collect();
                 if let Some(first) = expired.first() {
-                    let a = m::Alert {
-                        severity: m::Alert::WARNING as u8,
-                        name: "object_expired".into(),
-                        message: format!(
+                    self.alerts.raise(
+                        m::Alert::WARNING as u8,
+                        "object_expired",
+                        Some(&first.object_id),
+                        format!(
                             "{} object(s) left the cell open and unchanged for {} s: MISSED",
                             expired.len(),
                             p.expire_after_s
                         ),
-                        node: "state_manager".into(),
-                        object_id: uuid_msg(&first.object_id),
-                        stamp: wall_now(),
-                    };
-                    let _ = self.alerts.publish(&a);
+                    );
                 }
                 self.catch_up();
             }
@@ -518,20 +515,16 @@ impl Keeper {
             trace_id = %object.map(|o| trace_id(o)).unwrap_or_default(),
             "state_manager: {msg}"
         );
-        let a = m::Alert {
-            severity: m::Alert::CRITICAL as u8,
-            name: if full {
+        self.alerts.raise(
+            m::Alert::CRITICAL as u8,
+            if full {
                 "state_disk_full"
             } else {
                 "state_store_error"
-            }
-            .into(),
-            message: msg.clone(),
-            node: "state_manager".into(),
-            object_id: uuid_msg(object.unwrap_or(&[0; 16])),
-            stamp: wall_now(),
-        };
-        let _ = self.alerts.publish(&a);
+            },
+            object,
+            msg.clone(),
+        );
         format!("{STORE_UNAVAILABLE}{msg}")
     }
 
@@ -863,13 +856,7 @@ impl Steps for StateNode {
             n.create_publisher(EVENTS_TOPIC, crate::kit::qos::events())?,
             self.gate.clone(),
         );
-        let alerts = LifecyclePublisher::new(
-            n.create_publisher(
-                ALERTS_TOPIC,
-                QosProfile::default().reliable().keep_last(100),
-            )?,
-            self.gate.clone(),
-        );
+        let alerts = Alerts::new(&mut n, "state_manager", self.gate.clone())?;
         drop(n);
         let (tx, rx) = mpsc::channel::<Command>();
         let queue = Queue {
@@ -954,7 +941,7 @@ impl Steps for StateNode {
 fn snapshot_thread(
     db: std::path::PathBuf,
     p: &StateParams,
-    alerts: LifecyclePublisher<m::Alert>,
+    alerts: Alerts,
     counters: Counters,
 ) -> std::io::Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let (stop, stopped) = mpsc::channel::<()>();
@@ -972,14 +959,12 @@ fn snapshot_thread(
                     Ok(None) => {}
                     Err(e) => {
                         tracing::error!("state_manager: snapshot: {e}");
-                        let _ = alerts.publish(&m::Alert {
-                            severity: m::Alert::WARNING as u8,
-                            name: "state_snapshot_failed".into(),
-                            message: e.to_string(),
-                            node: "state_manager".into(),
-                            stamp: wall_now(),
-                            ..Default::default()
-                        });
+                        alerts.raise(
+                            m::Alert::WARNING as u8,
+                            "state_snapshot_failed",
+                            None,
+                            e.to_string(),
+                        );
                     }
                 }
             }

@@ -24,6 +24,7 @@
 use super::core::{Observation, SpeedSource, Track, TrackState, Tracker};
 use super::markers::{markers, Scene, Window};
 use super::params::TrackerParams;
+use crate::kit::alerts::Alerts;
 use crate::kit::breaker::BreakerConfig;
 use crate::kit::call::Caller;
 use crate::kit::health::Counters;
@@ -32,7 +33,7 @@ use crate::kit::node::{self, NodeContext};
 use crate::kit::params::Params;
 use crate::kit::retry::{Backoff, DeadLetters, RetryPolicy};
 use crate::kit::spin::SharedNode;
-use crate::kit::time::{from_duration, seconds, wall_now};
+use crate::kit::time::{from_duration, seconds};
 use crate::kit::trace::{object_span, trace_id};
 use crate::msgs::msg as m;
 use crate::msgs::srv::RegisterObject;
@@ -49,7 +50,7 @@ use tokio::task::JoinHandle;
 pub const TRACKS_TOPIC: &str = "tracks";
 pub const SPEED_TOPIC: &str = "belt/speed";
 pub const MARKERS_TOPIC: &str = "markers";
-pub const ALERTS_TOPIC: &str = "alerts";
+pub const ALERTS_TOPIC: &str = crate::kit::alerts::TOPIC;
 pub const EVENTS_TOPIC: &str = "objects/events";
 pub const ASSIGNMENTS_TOPIC: &str = "assignments";
 pub const FRAMES: &str = "frames";
@@ -213,21 +214,7 @@ struct Publishers {
     tracks: LifecyclePublisher<m::TrackArray>,
     speed: LifecyclePublisher<m::BeltSpeed>,
     markers: LifecyclePublisher<MarkerArray>,
-    alerts: LifecyclePublisher<m::Alert>,
-}
-
-fn alert(p: &LifecyclePublisher<m::Alert>, severity: u8, name: &str, id: &[u8; 16], msg: String) {
-    let a = m::Alert {
-        severity,
-        name: name.into(),
-        message: msg,
-        node: "tracker".into(),
-        object_id: r2r::unique_identifier_msgs::msg::UUID { uuid: id.to_vec() },
-        stamp: wall_now(),
-    };
-    if let Err(e) = p.publish(&a) {
-        tracing::warn!("tracker: publishing an alert: {e}");
-    }
+    alerts: Alerts,
 }
 
 pub struct TrackerNode {
@@ -289,10 +276,7 @@ impl Steps for TrackerNode {
                 n.create_publisher(MARKERS_TOPIC, QosProfile::default().keep_last(1))?,
                 gate.clone(),
             ),
-            alerts: LifecyclePublisher::new(
-                n.create_publisher(ALERTS_TOPIC, reliable.keep_last(100))?,
-                gate.clone(),
-            ),
+            alerts: Alerts::new(&mut n, "tracker", gate.clone())?,
         };
         let shared = Arc::new(Mutex::new(Shared {
             tracker,
@@ -384,11 +368,10 @@ impl Steps for TrackerNode {
                         let trace = trace_id(id);
                         let _e = object_span(&uuid::Uuid::from_bytes(*id)).entered();
                         tracing::warn!(trace_id = %trace, "tracker: expected in view but unseen; lost");
-                        alert(
-                            &pubs.alerts,
+                        pubs.alerts.raise(
                             m::Alert::WARNING as u8,
                             "object_lost",
-                            id,
+                            Some(id),
                             format!(
                                 "object {trace} was expected in the camera's view but not seen; \
                                  its track is lost"
@@ -534,11 +517,10 @@ impl Steps for TrackerNode {
                             // Refused: retrying the same request cannot help.
                             counters.add(REGISTER_FAILED, 1);
                             tracing::error!(trace_id = %trace, "registration refused: {}", resp.error);
-                            alert(
-                                &pubs.alerts,
+                            pubs.alerts.raise(
                                 m::Alert::ERROR as u8,
                                 "registration_refused",
-                                &id,
+                                Some(&id),
                                 format!("the state manager refused object {trace}: {}", resp.error),
                             );
                         }
@@ -558,11 +540,10 @@ impl Steps for TrackerNode {
                             };
                             let wait = requeue.delay(rounds, 0.5);
                             tracing::error!(trace_id = %trace, "registration failed: {e}");
-                            alert(
-                                &pubs.alerts,
+                            pubs.alerts.raise(
                                 m::Alert::ERROR as u8,
                                 "registration_failed",
-                                &id,
+                                Some(&id),
                                 format!(
                                     "object {trace} is not registered ({e}); trying again in {:.2} s",
                                     wait.as_secs_f64()

@@ -21,6 +21,7 @@ use cncpick::sim::truth::EventKind;
 use cncpick::state::lifecycle::ObjState;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const CALL: Duration = Duration::from_secs(5);
@@ -321,5 +322,100 @@ async fn faults_mid_pick_end_safe_with_the_object_settled_and_the_node_recovers(
             done = true;
         }
     }
+    rig.stop().await;
+}
+
+/// A pick whose object the state manager settled while it ran (its own
+/// recovery, or the CNC's new epoch, ends a pick in flight MISSED): the
+/// CNC's outcome is refused, and besides its log line the CNC raises
+/// `pick_outcome_unrecorded`, naming the object, what the pick did and
+/// what the store holds instead, so the bins can be reconciled with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_the_store_settled_meanwhile_is_raised_as_an_alert() {
+    use cncpick::msgs::msg::Alert;
+    let mut rig = Rig::start("unrecorded", false).await;
+    let heard: Arc<Mutex<Vec<Alert>>> = Arc::default();
+    let mut alerts = rig
+        .c
+        .probe
+        .lock()
+        .subscribe::<Alert>(cncpick::kit::alerts::TOPIC, cncpick::kit::alerts::qos())
+        .unwrap();
+    let sink = heard.clone();
+    let listener = tokio::spawn(async move {
+        while let Some(a) = alerts.next().await {
+            sink.lock().unwrap().push(a);
+        }
+    });
+    let mut skip = Vec::new();
+    loop {
+        assert!(skip.len() < 15, "too many attempts");
+        let (_, id, g) = rig.next_goal(1, &mut skip).await;
+        let sent = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
+        let Ok((_goal, result, mut feedback)) = sent else {
+            continue;
+        };
+        // The approach has begun, so the object is PICKING; the store
+        // settles it meanwhile.
+        let fb = tokio::time::timeout(Duration::from_secs(20), feedback.next()).await;
+        assert!(matches!(fb, Ok(Some(_))), "no feedback");
+        assert_eq!(rig.state_of(id).await, ObjState::Picking.id());
+        rig.c
+            .move_held(id, 1, (ObjState::Picking, ObjState::Missed))
+            .await
+            .unwrap();
+        let (_, r) = tokio::time::timeout(Duration::from_secs(30), result)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rig.state_of(id).await, ObjState::Missed.id());
+        if r.outcome.value != PickOutcome::PICKED as u8 {
+            // Aborted or missed: what the store holds, nothing to raise.
+            eprintln!("pick ended {}: {}", r.outcome.value, r.error);
+            continue;
+        }
+        let raised = async {
+            loop {
+                if let Some(a) = heard
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a.object_id.uuid == id.to_vec())
+                {
+                    return a.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let a = tokio::time::timeout(Duration::from_secs(5), raised)
+            .await
+            .expect("no alert for the pick's unrecorded outcome");
+        assert_eq!(a.name, "pick_outcome_unrecorded");
+        assert_eq!((a.node.as_str(), a.severity), ("cnc_1", Alert::ERROR as u8));
+        assert!(
+            a.message.contains("ended PICKED") && a.message.contains("(it holds MISSED)"),
+            "{}",
+            a.message
+        );
+        break;
+    }
+    // The CNC goes on: the next pick is recorded as it happened.
+    loop {
+        assert!(skip.len() < 30, "too many attempts");
+        let (_, id, g) = rig.next_goal(1, &mut skip).await;
+        let sent = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
+        let Ok((_goal, result, _feedback)) = sent else {
+            continue;
+        };
+        let (_, r) = tokio::time::timeout(Duration::from_secs(30), result)
+            .await
+            .unwrap()
+            .unwrap();
+        if r.outcome.value == PickOutcome::PICKED as u8 {
+            assert_eq!(rig.state_of(id).await, ObjState::Picked.id());
+            break;
+        }
+    }
+    listener.abort();
     rig.stop().await;
 }

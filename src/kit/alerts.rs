@@ -1,0 +1,119 @@
+//! Alerts on `alerts` (cncpick_msgs/Alert): what a node raises for the
+//! operators and for the manager (architecture.md: on a timeout, log it,
+//! make safe, and notify). One topic, one QoS and one way to make an
+//! alert, for every node.
+
+use crate::kit::lifecycle::{ActiveGate, LifecyclePublisher};
+use crate::kit::time::wall_now;
+use crate::msgs::msg as m;
+use r2r::QosProfile;
+use std::sync::{Arc, Mutex};
+
+/// The topic, in the node's namespace.
+pub const TOPIC: &str = "alerts";
+
+/// Reliable, the last 100 kept: a burst of alerts reaches the manager
+/// whole.
+pub fn qos() -> QosProfile {
+    QosProfile::default().reliable().keep_last(100)
+}
+
+/// An alert named `name`, raised by (or, from the manager, about) `node`,
+/// about `object` if there is one, stamped now.
+pub fn alert(
+    severity: u8,
+    name: &str,
+    node: &str,
+    object: Option<&[u8; 16]>,
+    message: String,
+) -> m::Alert {
+    let mut a = m::Alert {
+        severity,
+        name: name.into(),
+        message,
+        node: node.into(),
+        stamp: wall_now(),
+        ..Default::default()
+    };
+    if let Some(id) = object {
+        a.object_id.uuid = id.to_vec();
+    }
+    a
+}
+
+/// A lifecycle node's alerts: published while the node is Active. A
+/// failure to publish is logged, never raised: an alert must not take its
+/// node down. Shared by the node's tasks (r2r's publishers are Send, not
+/// Sync, hence the mutex).
+#[derive(Clone)]
+pub struct Alerts {
+    node: String,
+    publisher: Arc<Mutex<LifecyclePublisher<m::Alert>>>,
+}
+
+impl Alerts {
+    /// `node`'s alerts on [`TOPIC`], gated by its lifecycle.
+    pub fn new(n: &mut r2r::Node, node: &str, gate: ActiveGate) -> r2r::Result<Alerts> {
+        Ok(Alerts {
+            node: node.into(),
+            publisher: Arc::new(Mutex::new(LifecyclePublisher::new(
+                n.create_publisher(TOPIC, qos())?,
+                gate,
+            ))),
+        })
+    }
+
+    /// Raises `name` from this node, about `object` if there is one.
+    pub fn raise(&self, severity: u8, name: &str, object: Option<&[u8; 16]>, message: String) {
+        self.publish(&alert(severity, name, &self.node, object, message));
+    }
+
+    /// Publishes `a` as it is (an alert naming another node).
+    pub fn publish(&self, a: &m::Alert) {
+        let published = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .publish(a);
+        if let Err(e) = published {
+            tracing::warn!("{}: publishing an alert: {e}", self.node);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_names_its_node_and_object_and_is_stamped() {
+        let a = alert(
+            m::Alert::ERROR as u8,
+            "pick_outcome_unrecorded",
+            "cnc_1",
+            Some(&[7; 16]),
+            "why".into(),
+        );
+        assert_eq!(
+            (
+                a.severity,
+                a.name.as_str(),
+                a.node.as_str(),
+                a.message.as_str()
+            ),
+            (
+                m::Alert::ERROR as u8,
+                "pick_outcome_unrecorded",
+                "cnc_1",
+                "why"
+            )
+        );
+        assert_eq!(a.object_id.uuid, vec![7; 16]);
+        assert!(a.stamp.sec > 0);
+        let none = alert(m::Alert::WARNING as u8, "x", "tracker", None, String::new());
+        assert_eq!(
+            none.object_id,
+            r2r::unique_identifier_msgs::msg::UUID::default()
+        );
+    }
+}
