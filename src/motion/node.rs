@@ -98,6 +98,22 @@ impl std::fmt::Display for NotRecorded {
     }
 }
 
+/// The alert's message for a pick of `trace` that ended `to` and was not
+/// recorded (`e`); None if the store holds that outcome already (a MISSED
+/// found MISSED: nothing to reconcile).
+fn unrecorded(trace: &str, to: ObjState, e: &NotRecorded) -> Option<String> {
+    if e.holds == Some(to) {
+        return None;
+    }
+    let holds = e
+        .holds
+        .map(|s| format!(" (it holds {s})"))
+        .unwrap_or_default();
+    Some(format!(
+        "the pick of {trace} ended {to}, which the state manager did not record{holds}: {e}"
+    ))
+}
+
 fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -597,19 +613,12 @@ impl Ctx {
             // holds (its recovery or a new epoch settled the object while
             // the pick ran, or the store never answered): say so, for
             // whoever reconciles the bins with the store.
-            if e.holds != Some(to) {
-                let holds = e
-                    .holds
-                    .map(|s| format!(" (it holds {s})"))
-                    .unwrap_or_default();
+            if let Some(message) = unrecorded(&trace, to, &e) {
                 self.alerts.raise(
                     m::Alert::ERROR as u8,
                     OUTCOME_UNRECORDED_ALERT,
                     Some(&object),
-                    format!(
-                        "the pick of {trace} ended {to}, which the state manager did not \
-                         record{holds}: {e}"
-                    ),
+                    message,
                 );
             }
         }
@@ -1036,4 +1045,39 @@ impl Steps for MotionNode {
 /// A motion controller's `main`.
 pub fn main() {
     node::main::<MotionParams, _, _>("cnc_1", "/cell", |c| Ok(MotionNode::new(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_is_raised_unless_the_store_holds_it_already() {
+        let refused = |holds| NotRecorded {
+            why: "expected PICKING, but the object is MISSED".into(),
+            holds: Some(holds),
+        };
+        assert_eq!(
+            unrecorded("t", ObjState::Missed, &refused(ObjState::Missed)),
+            None
+        );
+        assert_eq!(
+            unrecorded("t", ObjState::Picked, &refused(ObjState::Missed)).as_deref(),
+            Some(
+                "the pick of t ended PICKED, which the state manager did not record \
+                 (it holds MISSED): expected PICKING, but the object is MISSED"
+            )
+        );
+        let unanswered = NotRecorded {
+            why: "no reply within 2000 ms".into(),
+            holds: None,
+        };
+        assert_eq!(
+            unrecorded("t", ObjState::Missed, &unanswered).as_deref(),
+            Some(
+                "the pick of t ended MISSED, which the state manager did not record: \
+                 no reply within 2000 ms"
+            )
+        );
+    }
 }
