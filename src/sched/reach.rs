@@ -218,6 +218,14 @@ mod tests {
         CncModel::from_params(&MotionParams::default())
     }
 
+    /// Where the tests' gantry rests: over belt (2.3, 0.4) m, at the safe
+    /// height.
+    fn park(m: &CncModel) -> Vector3<f64> {
+        m.picker
+            .frame
+            .to_machine_mm(Vector3::new(2.3, 0.4, m.picker.safe_z_m))
+    }
+
     fn obj(x_m: f64, y_m: f64) -> Obj {
         Obj {
             key: 1,
@@ -237,10 +245,7 @@ mod tests {
     fn a_slot_is_the_motion_controllers_intercept_plus_the_ride_and_the_carry() {
         let m = model();
         let o = obj(1.0, 0.3);
-        let park = m
-            .picker
-            .frame
-            .to_machine_mm(Vector3::new(2.3, 0.4, m.picker.safe_z_m));
+        let park = park(&m);
         let s = m.slot(&o, 0.0, park).unwrap();
         let i = m.picker.intercept(&o.traj, 0.04, park, 0.0).unwrap();
         assert_eq!(s.contact_at_s, i.contact_at_s);
@@ -294,10 +299,7 @@ mod tests {
             m.release_dwell_s
         );
         let o = obj(1.0, 0.3);
-        let park = m
-            .picker
-            .frame
-            .to_machine_mm(Vector3::new(2.3, 0.4, m.picker.safe_z_m));
+        let park = park(&m);
         let s = m.slot(&o, 0.0, park).unwrap();
         let plan = crate::motion::plan::Planner { picker: &m.picker };
         let carry = plan
@@ -321,10 +323,7 @@ mod tests {
             min > m.picker.track_s + m.release_dwell_s && min < 10.0,
             "{min}"
         );
-        let park = m
-            .picker
-            .frame
-            .to_machine_mm(Vector3::new(2.3, 0.4, m.picker.safe_z_m));
+        let park = park(&m);
         for (k, &y) in lanes.iter().enumerate() {
             for &y2 in &lanes {
                 let a = obj(1.6, y);
