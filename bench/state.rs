@@ -80,7 +80,7 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
 /// and taken through the picking path, one commit per call.
 fn core_rate(dir: &Path) -> anyhow::Result<f64> {
     let mut s = Store::open(&fresh(dir, "core.sqlite"))?;
-    let (epoch, _) = s.begin_epoch("1", 0, f64::INFINITY, "bench")?;
+    let epoch = s.begin_epoch("1", 0, f64::INFINITY, "bench", &[])?.epoch;
     let t0 = Instant::now();
     for k in 0..OBJECTS {
         s.register(&registration(k, k as i64), k as i64)?;
@@ -328,7 +328,7 @@ async fn end_to_end(dir: &Path, round: usize) -> anyhow::Result<(f64, f64, f64, 
 fn build_big(path: &Path, open_every: u32) -> anyhow::Result<()> {
     let mut s = Store::open(path)?;
     s.set_sync_each_commit(false)?;
-    let (epoch, _) = s.begin_epoch("1", 0, f64::INFINITY, "bench")?;
+    let epoch = s.begin_epoch("1", 0, f64::INFINITY, "bench", &[])?.epoch;
     for k in 0..BIG {
         let at = k as i64 * S / 100;
         s.register(&registration(k, at), at)?;

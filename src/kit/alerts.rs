@@ -12,6 +12,11 @@ use std::sync::{Arc, Mutex};
 /// The topic, in the node's namespace.
 pub const TOPIC: &str = "alerts";
 
+/// A pick's outcome the state manager did not record, or recorded
+/// otherwise: raised by the CNC when its record is refused, and by the
+/// state manager for one reported with a new epoch that it could not take.
+pub const PICK_OUTCOME_UNRECORDED: &str = "pick_outcome_unrecorded";
+
 /// Reliable, the last 100 kept: a burst of alerts reaches the manager
 /// whole.
 pub fn qos() -> QosProfile {

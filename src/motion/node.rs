@@ -36,7 +36,7 @@ use crate::kit::trace::trace_id;
 use crate::msgs::action::PickObject;
 use crate::msgs::msg as m;
 use crate::msgs::srv::{BeginEpoch, TransitionObject};
-use crate::state::lifecycle::ObjState;
+use crate::state::lifecycle::{after_pick, ObjState};
 use crate::state::node::STORE_UNAVAILABLE;
 use futures::StreamExt;
 use nalgebra::Vector3;
@@ -49,7 +49,7 @@ pub const PICK_RESULTS_TOPIC: &str = "pick_results";
 
 /// The alert for a pick's outcome the state manager did not record, or
 /// recorded otherwise (it had settled the object while the pick ran).
-pub const OUTCOME_UNRECORDED_ALERT: &str = "pick_outcome_unrecorded";
+pub const OUTCOME_UNRECORDED_ALERT: &str = crate::kit::alerts::PICK_OUTCOME_UNRECORDED;
 pub const PICKS: &str = "picks";
 pub const PICKED: &str = "picked";
 pub const REJECTED: &str = "picks_rejected";
@@ -98,20 +98,35 @@ impl std::fmt::Display for NotRecorded {
     }
 }
 
-/// The alert's message for a pick of `trace` that ended `to` and was not
-/// recorded (`e`); None if the store holds that outcome already (a MISSED
-/// found MISSED: nothing to reconcile).
-fn unrecorded(trace: &str, to: ObjState, e: &NotRecorded) -> Option<String> {
-    if e.holds == Some(to) {
-        return None;
+/// What becomes of a pick's outcome the state manager did not record.
+#[derive(Debug, PartialEq)]
+enum Unrecorded {
+    /// The store holds that outcome already (a MISSED found MISSED):
+    /// nothing to reconcile.
+    Held,
+    /// The store still holds the object PICKING, so it refused the pick's
+    /// epoch: its recovery raised the CNC's epoch while the pick ran. The
+    /// outcome is reported with the CNC's next epoch (BeginEpoch), which
+    /// the state manager's recovery is followed by.
+    NextEpoch,
+    /// Raised as an alert with this message, for whoever reconciles the
+    /// bins with the store.
+    Raise(String),
+}
+
+/// What to do with the outcome `to` of a pick of `trace` that was not
+/// recorded (`e`).
+fn unrecorded(trace: &str, to: ObjState, e: &NotRecorded) -> Unrecorded {
+    match e.holds {
+        Some(s) if s == to => Unrecorded::Held,
+        Some(ObjState::Picking) => Unrecorded::NextEpoch,
+        holds => Unrecorded::Raise(format!(
+            "the pick of {trace} ended {to}, which the state manager did not record{}: {e}",
+            holds
+                .map(|s| format!(" (it holds {s})"))
+                .unwrap_or_default()
+        )),
     }
-    let holds = e
-        .holds
-        .map(|s| format!(" (it holds {s})"))
-        .unwrap_or_default();
-    Some(format!(
-        "the pick of {trace} ended {to}, which the state manager did not record{holds}: {e}"
-    ))
 }
 
 fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -398,7 +413,13 @@ struct Ctx {
     counters: Counters,
     transition: Arc<Caller<TransitionObject::Service>>,
     alerts: Alerts,
+    unreported: Unreported,
 }
+
+/// Results of picks whose epoch was fenced while they ran, for the CNC's
+/// next epoch to report; kept across activations, not across a restart
+/// of the process (the state manager then ends those picks MISSED).
+type Unreported = Arc<Mutex<Vec<m::PickResult>>>;
 
 fn outcome_msg(v: u8) -> m::PickOutcome {
     m::PickOutcome { value: v }
@@ -566,7 +587,7 @@ impl Ctx {
         .await;
         self.g
             .set_poll_period(Duration::from_secs_f64(self.p.poll_idle_s));
-        let (to, outcome, error) = match &r {
+        let (outcome, error) = match &r {
             Ok(Done {
                 outcome,
                 at_mm,
@@ -576,21 +597,15 @@ impl Ctx {
                 result.pick_time =
                     from_duration(Duration::from_secs_f64(intercept.contact_at_s.max(0.0)));
                 match outcome {
-                    Outcome::Picked => (ObjState::Picked, PICKED_V, String::new()),
-                    Outcome::Dropped => {
-                        (ObjState::Dropped, DROPPED_V, "lost after the grip".into())
-                    }
-                    Outcome::Missed => (
-                        ObjState::Missed,
-                        MISSED_V,
-                        "nothing on the nozzle after the ride".into(),
-                    ),
+                    Outcome::Picked => (PICKED_V, String::new()),
+                    Outcome::Dropped => (DROPPED_V, "lost after the grip".into()),
+                    Outcome::Missed => (MISSED_V, "nothing on the nozzle after the ride".into()),
                 }
             }
             Err(e @ (PickError::Late { .. } | PickError::Unreachable(_))) => {
-                (ObjState::Missed, ABORTED_V, e.to_string())
+                (ABORTED_V, e.to_string())
             }
-            Err(e @ PickError::Plan(_)) => (ObjState::Missed, REJECTED_V, e.to_string()),
+            Err(e @ PickError::Plan(_)) => (REJECTED_V, e.to_string()),
             Err(e) => {
                 // A machine fault mid-pick: stop it keeping the position,
                 // vacuum off (the reset); the lifecycle takes over once the
@@ -598,34 +613,15 @@ impl Ctx {
                 self.g.stop_safely(super::grbl::client::STOP_WAIT).await;
                 self.counters.add(FAULTS, 1);
                 self.counters.add(crate::kit::health::ERRORS, 1);
-                (ObjState::Missed, FAULT_V, e.to_string())
+                (FAULT_V, e.to_string())
             }
         };
+        // Where the outcome leaves the object, as the state manager reads
+        // a reported one.
+        let to = after_pick(outcome).unwrap_or(ObjState::Missed);
         if outcome == PICKED_V {
             self.counters.add(PICKED, 1);
         }
-        if let Err(e) = self
-            .transition(goal.epoch, object, ObjState::Picking, to, &error)
-            .await
-        {
-            tracing::error!(trace_id = %trace, "recording {to}: {e}");
-            // What the CNC did is not what the single source of truth
-            // holds (its recovery or a new epoch settled the object while
-            // the pick ran, or the store never answered): say so, for
-            // whoever reconciles the bins with the store.
-            if let Some(message) = unrecorded(&trace, to, &e) {
-                self.alerts.raise(
-                    m::Alert::ERROR as u8,
-                    OUTCOME_UNRECORDED_ALERT,
-                    Some(&object),
-                    message,
-                );
-            }
-        }
-        if outcome == FAULT_V {
-            self.faults.raise(format!("pick of {trace}: {error}"));
-        }
-        tracing::info!(trace_id = %trace, outcome = outcome, "{}", if error.is_empty() { "picked" } else { &error });
         result.outcome = outcome_msg(outcome);
         result.cycle_time_s = t0.elapsed().as_secs_f64();
         result.error = error.clone();
@@ -640,6 +636,36 @@ impl Ctx {
             ..Default::default()
         };
         pr.header.stamp = wall_now();
+        if let Err(e) = self
+            .transition(goal.epoch, object, ObjState::Picking, to, &error)
+            .await
+        {
+            // What the CNC did is not (yet) what the single source of
+            // truth holds.
+            match unrecorded(&trace, to, &e) {
+                Unrecorded::Held => tracing::warn!(trace_id = %trace, "recording {to}: {e}"),
+                Unrecorded::NextEpoch => {
+                    tracing::warn!(
+                        trace_id = %trace,
+                        "recording {to}: {e}; reported with this CNC's next epoch"
+                    );
+                    lock(&self.unreported).push(pr.clone());
+                }
+                Unrecorded::Raise(message) => {
+                    tracing::error!(trace_id = %trace, "recording {to}: {e}");
+                    self.alerts.raise(
+                        m::Alert::ERROR as u8,
+                        OUTCOME_UNRECORDED_ALERT,
+                        Some(&object),
+                        message,
+                    );
+                }
+            }
+        }
+        if outcome == FAULT_V {
+            self.faults.raise(format!("pick of {trace}: {error}"));
+        }
+        tracing::info!(trace_id = %trace, outcome = outcome, "{}", if error.is_empty() { "picked" } else { &error });
         (result, Some(pr))
     }
 }
@@ -741,6 +767,7 @@ pub struct MotionNode {
     service_tasks: Vec<JoinHandle<()>>,
     configured_tasks: Vec<JoinHandle<()>>,
     active_tasks: Vec<JoinHandle<()>>,
+    unreported: Unreported,
 }
 
 impl MotionNode {
@@ -757,6 +784,7 @@ impl MotionNode {
             service_tasks: Vec::new(),
             configured_tasks: Vec::new(),
             active_tasks: Vec::new(),
+            unreported: Default::default(),
         }
     }
 
@@ -947,19 +975,25 @@ impl Steps for MotionNode {
         let mut goals = n.create_action_server::<PickObject::Action>(&format!("{prefix}/pick"))?;
         drop(n);
         let cnc_id = p.cnc_id.clone();
+        // What the earlier epochs' picks did that the store refused as
+        // stale (a pick in flight through the state manager's recovery).
+        let unrecorded = lock(&self.unreported).clone();
+        let reports = unrecorded.clone();
         let epoch = block_on(async move {
             begin
                 .call(|_| BeginEpoch::Request {
                     cnc_id: cnc_id.clone(),
                     actor: format!("cnc_{cnc_id}"),
+                    unrecorded: reports.clone(),
                 })
                 .await
         })??;
         if !epoch.accepted {
             anyhow::bail!("the state manager refused a new epoch: {}", epoch.error);
         }
+        lock(&self.unreported).retain(|r| !unrecorded.contains(r));
         lock(&self.live).epoch = epoch.epoch;
-        tracing::info!(cnc = %p.cnc_id, epoch = epoch.epoch, "active");
+        tracing::info!(cnc = %p.cnc_id, epoch = epoch.epoch, reported = unrecorded.len(), "active");
         // Find the store's transitions now, not at the first pick.
         self.active_tasks
             .push(transition.await_server_task(crate::kit::call::SERVER_WAIT));
@@ -972,6 +1006,7 @@ impl Steps for MotionNode {
             counters: self.counters.clone(),
             transition,
             alerts,
+            unreported: self.unreported.clone(),
         };
         self.active_tasks.push(tokio::spawn(async move {
             while let Some(req) = goals.next().await {
@@ -1052,31 +1087,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_outcome_is_raised_unless_the_store_holds_it_already() {
+    fn an_outcome_is_raised_unless_the_store_holds_it_or_the_next_epoch_reports_it() {
         let refused = |holds| NotRecorded {
             why: "expected PICKING, but the object is MISSED".into(),
             holds: Some(holds),
         };
         assert_eq!(
             unrecorded("t", ObjState::Missed, &refused(ObjState::Missed)),
-            None
+            Unrecorded::Held
         );
         assert_eq!(
-            unrecorded("t", ObjState::Picked, &refused(ObjState::Missed)).as_deref(),
-            Some(
+            unrecorded("t", ObjState::Picked, &refused(ObjState::Missed)),
+            Unrecorded::Raise(
                 "the pick of t ended PICKED, which the state manager did not record \
                  (it holds MISSED): expected PICKING, but the object is MISSED"
+                    .into()
             )
+        );
+        // Refused as stale with the object still PICKING: the next epoch
+        // reports it.
+        assert_eq!(
+            unrecorded("t", ObjState::Dropped, &refused(ObjState::Picking)),
+            Unrecorded::NextEpoch
         );
         let unanswered = NotRecorded {
             why: "no reply within 2000 ms".into(),
             holds: None,
         };
         assert_eq!(
-            unrecorded("t", ObjState::Missed, &unanswered).as_deref(),
-            Some(
+            unrecorded("t", ObjState::Missed, &unanswered),
+            Unrecorded::Raise(
                 "the pick of t ended MISSED, which the state manager did not record: \
                  no reply within 2000 ms"
+                    .into()
             )
         );
     }

@@ -96,13 +96,37 @@ pub fn needs_cnc(from: ObjState, to: ObjState) -> bool {
     to == ObjState::Assigned || from.held_by_cnc()
 }
 
-/// What recovery does to a non-terminal object found after a restart: the
+/// The state a pick's outcome (cncpick_msgs/PickOutcome) leaves its object
+/// in: PICKED or DROPPED as it happened, and MISSED for every way a pick
+/// ends without the object (missed, aborted, rejected, a fault). None for a
+/// value that is no PickOutcome.
+pub fn after_pick(outcome: u8) -> Option<ObjState> {
+    use crate::msgs::msg::PickOutcome as P;
+    let missed = [
+        P::MISSED as u8,
+        P::ABORTED as u8,
+        P::REJECTED as u8,
+        P::FAULT as u8,
+    ];
+    if outcome == P::PICKED as u8 {
+        Some(ObjState::Picked)
+    } else if outcome == P::DROPPED as u8 {
+        Some(ObjState::Dropped)
+    } else if missed.contains(&outcome) {
+        Some(ObjState::Missed)
+    } else {
+        None
+    }
+}
+
+/// What settling a CNC's earlier epochs does to an object they held (the
+/// CNC's new epoch, and recovery for what is not a pick in flight): the
 /// chain of (legal) transitions that brings it to a state nobody holds.
 /// `reachable`: its predicted position is still upstream of the last reach
-/// window. A held object's CNC epoch has been raised, so its holder can no
-/// longer move it: an assignment is revoked (back to DETECTED, and on to
-/// MISSED if it can no longer be reached); a pick in flight has an unknown
-/// outcome and is never retried, so it ends as MISSED.
+/// window. The holder's epoch has been raised, so it can no longer move
+/// the object: an assignment is revoked (back to DETECTED, and on to
+/// MISSED if it can no longer be reached); a pick in flight whose outcome
+/// the CNC did not report is never retried, so it ends as MISSED.
 pub fn reconcile(
     state: ObjState,
     reachable: bool,
@@ -150,6 +174,30 @@ mod tests {
         }
         assert_eq!(ObjState::from_id(0), None);
         assert_eq!(ObjState::from_id(8), None);
+    }
+
+    #[test]
+    fn a_picks_outcome_leaves_its_object_where_the_lifecycle_allows() {
+        use crate::msgs::msg::PickOutcome as P;
+        let states: Vec<_> = (0..=6u8).map(after_pick).collect();
+        assert_eq!(P::PICKED as u8, 0);
+        assert_eq!(P::FAULT as u8, 5);
+        use ObjState::*;
+        assert_eq!(
+            states,
+            [
+                Some(Picked),
+                Some(Dropped),
+                Some(Missed),
+                Some(Missed),
+                Some(Missed),
+                Some(Missed),
+                None
+            ]
+        );
+        for s in states.into_iter().flatten() {
+            assert!(legal(Picking, s), "{s}");
+        }
     }
 
     #[test]

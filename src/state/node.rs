@@ -7,12 +7,12 @@
 //! Services (under `state_manager/`): register_object, transition_object,
 //! get_object, list_objects, object_history, begin_epoch.
 
-use super::lifecycle::ObjState;
+use super::lifecycle::{after_pick, ObjState};
 use super::params::StateParams;
 use super::snapshot;
 use super::store::{
-    Answer, Event, Filter, Record, Recovered, Refusal, Registration, Seen, Store, StoreError,
-    TransitionRequest, Write, Written,
+    Answer, Event, Filter, Record, Recovered, Refusal, Registration, Reported, Seen, Store,
+    StoreError, TransitionRequest, Write, Written,
 };
 use crate::kit::alerts::Alerts;
 use crate::kit::health::Counters;
@@ -504,6 +504,29 @@ impl Keeper {
         }
     }
 
+    /// A pick's outcome a CNC reported with its new epoch that the store
+    /// did not record (it holds something else): logged and raised as
+    /// the CNC's own unrecorded outcomes are.
+    fn outcome_unrecorded(&self, cnc_id: &str, r: &Reported, holds: Option<ObjState>) {
+        let message = format!(
+            "CNC {cnc_id}'s pick of {} in epoch {} ended {}, which the state manager did not \
+             record: {}",
+            trace_id(&r.object_id),
+            r.epoch,
+            r.to,
+            holds.map_or("there is no such object".into(), |h| format!(
+                "it holds {h}"
+            )),
+        );
+        tracing::error!(trace_id = %trace_id(&r.object_id), "state_manager: {message}");
+        self.alerts.raise(
+            m::Alert::ERROR as u8,
+            crate::kit::alerts::PICK_OUTCOME_UNRECORDED,
+            Some(&r.object_id),
+            message,
+        );
+    }
+
     /// Counts, logs and raises a store failure; the answer's error for it
     /// (starting [`STORE_UNAVAILABLE`]: the request may be tried again).
     fn store_failed(&self, e: &StoreError, object: Option<&[u8; 16]>) -> String {
@@ -723,6 +746,7 @@ impl Keeper {
                     tracing::info!(
                         open = r.open,
                         kept = r.kept,
+                        in_flight = r.in_flight,
                         transitions = r.events.len(),
                         epochs = ?r.epochs,
                         "state_manager: recovered"
@@ -732,31 +756,74 @@ impl Keeper {
             }
             Command::Epoch(req, reply) => {
                 let mut out = BeginEpoch::Response::default();
-                if req.cnc_id.is_empty() {
-                    out.error = "cnc_id is empty".into();
-                } else {
-                    let p = self.params.get();
-                    let begun = self.store.begin_epoch(
-                        &req.cnc_id,
-                        wall_ns(),
-                        p.reach_end_x_m,
-                        "state_manager",
-                    );
-                    match begun {
-                        Ok((epoch, settled)) => {
-                            tracing::info!(cnc = %req.cnc_id, epoch, actor = %req.actor, settled = settled.len(), "new epoch");
-                            let why = format!(" (CNC {} began epoch {epoch})", req.cnc_id);
-                            self.settled(&settled, &why);
-                            out.accepted = true;
-                            out.epoch = epoch;
+                match reported(&req) {
+                    Err(e) => out.error = e,
+                    Ok(reported) => {
+                        let p = self.params.get();
+                        let begun = self.store.begin_epoch(
+                            &req.cnc_id,
+                            wall_ns(),
+                            p.reach_end_x_m,
+                            "state_manager",
+                            &reported,
+                        );
+                        match begun {
+                            Ok(b) => {
+                                tracing::info!(cnc = %req.cnc_id, epoch = b.epoch, actor = %req.actor, reported = reported.len(), settled = b.events.len(), "new epoch");
+                                let why = format!(" (CNC {} began epoch {})", req.cnc_id, b.epoch);
+                                self.settled(&b.events, &why);
+                                for (r, holds) in &b.unrecorded {
+                                    self.outcome_unrecorded(&req.cnc_id, r, *holds);
+                                }
+                                out.accepted = true;
+                                out.epoch = b.epoch;
+                            }
+                            Err(e) => out.error = self.store_failed(&e, None),
                         }
-                        Err(e) => out.error = self.store_failed(&e, None),
                     }
                 }
                 let _ = reply.send(out);
             }
         }
     }
+}
+
+/// A BeginEpoch request's reported outcomes, checked: a clear error naming
+/// the field for a malformed one (the epoch is then not begun).
+fn reported(req: &BeginEpoch::Request) -> Result<Vec<Reported>, String> {
+    if req.cnc_id.is_empty() {
+        return Err("cnc_id is empty".into());
+    }
+    req.unrecorded
+        .iter()
+        .enumerate()
+        .map(|(k, pr)| {
+            let object_id = uuid16(&format!("unrecorded[{k}].object_id"), &pr.object_id.uuid)?;
+            let to = after_pick(pr.outcome.value).ok_or_else(|| {
+                format!(
+                    "unrecorded[{k}].outcome {} is not a PickOutcome",
+                    pr.outcome.value
+                )
+            })?;
+            if pr.cnc_id != req.cnc_id {
+                return Err(format!(
+                    "unrecorded[{k}].cnc_id {:?} is not the caller's {:?}",
+                    pr.cnc_id, req.cnc_id
+                ));
+            }
+            Ok(Reported {
+                object_id,
+                epoch: pr.epoch,
+                to,
+                reason: pr.error.clone(),
+                actor: if req.actor.is_empty() {
+                    format!("cnc_{}", req.cnc_id)
+                } else {
+                    req.actor.clone()
+                },
+            })
+        })
+        .collect()
 }
 
 pub struct StateNode {
@@ -1001,5 +1068,57 @@ mod tests {
         assert!(registration(&r, 1)
             .unwrap_err()
             .contains("not a finite number"));
+    }
+
+    #[test]
+    fn reported_outcomes_are_checked_naming_the_field() {
+        let result = |id: Vec<u8>, cnc: &str, outcome: u8| {
+            let mut pr = m::PickResult {
+                cnc_id: cnc.into(),
+                epoch: 4,
+                outcome: m::PickOutcome { value: outcome },
+                error: "lost after the grip".into(),
+                ..Default::default()
+            };
+            pr.object_id.uuid = id;
+            pr
+        };
+        let begin = |unrecorded| BeginEpoch::Request {
+            cnc_id: "2".into(),
+            actor: String::new(),
+            unrecorded,
+        };
+        let ok = reported(&begin(vec![result(vec![7; 16], "2", 1)])).unwrap();
+        assert_eq!(
+            ok,
+            vec![Reported {
+                object_id: [7; 16],
+                epoch: 4,
+                to: ObjState::Dropped,
+                reason: "lost after the grip".into(),
+                actor: "cnc_2".into(),
+            }]
+        );
+        let refusals = [
+            (
+                result(vec![7; 5], "2", 0),
+                "unrecorded[1].object_id has 5 bytes; a UUID has 16",
+            ),
+            (
+                result(vec![7; 16], "2", 6),
+                "unrecorded[1].outcome 6 is not a PickOutcome",
+            ),
+            (
+                result(vec![7; 16], "3", 0),
+                "unrecorded[1].cnc_id \"3\" is not the caller's \"2\"",
+            ),
+        ];
+        for (bad, why) in refusals {
+            let req = begin(vec![result(vec![1; 16], "2", 0), bad]);
+            assert_eq!(reported(&req).unwrap_err(), why);
+        }
+        let mut nobody = begin(Vec::new());
+        nobody.cnc_id.clear();
+        assert_eq!(reported(&nobody).unwrap_err(), "cnc_id is empty");
     }
 }

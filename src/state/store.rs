@@ -292,6 +292,40 @@ pub struct Recovered {
     pub open: usize,
     /// Of them, those left DETECTED (still reachable).
     pub kept: usize,
+    /// Of them, the picks in flight, left PICKING for their CNCs' next
+    /// epochs to settle with what the CNCs report ([`Store::begin_epoch`]).
+    pub in_flight: usize,
+}
+
+/// A pick's outcome that its CNC could not record in the epoch the pick ran
+/// in (refused as stale: the state manager's recovery raised the epoch
+/// while the pick ran), reported with the CNC's next epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reported {
+    pub object_id: [u8; 16],
+    /// The epoch the pick ran in.
+    pub epoch: u64,
+    /// Where the pick left the object (PICKED, DROPPED or MISSED).
+    pub to: ObjState,
+    /// Why, as the CNC would have recorded it (empty for a pick).
+    pub reason: String,
+    /// The CNC's actor name, as on its other transitions.
+    pub actor: String,
+}
+
+/// What a CNC's new epoch did ([`Store::begin_epoch`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Begun {
+    pub epoch: u64,
+    /// The transitions made, in seq order: the outcomes reported, then the
+    /// settling of the rest.
+    pub events: Vec<Event>,
+    /// Reported outcomes not recorded, with the state the object holds
+    /// (None: no such object): it was no longer this CNC's pick in the
+    /// reported epoch (expiry settled it meanwhile), or the outcome is not
+    /// one a pick can have. One the object holds already is not listed
+    /// (an answer lost and the call made again).
+    pub unrecorded: Vec<(Reported, Option<ObjState>)>,
 }
 
 /// What one retention batch removed.
@@ -884,24 +918,27 @@ impl Store {
     }
 
     /// A CNC's new epoch (on each activation), in one transaction with
-    /// the settling of what its earlier epochs held ([`reconcile`]): its
-    /// assignments are revoked (and passed on to MISSED if out of reach),
-    /// and a pick it had in flight, of unknown outcome, ends MISSED. A
-    /// result its old epoch reports later is refused as stale. Returns the
-    /// epoch and the transitions made.
+    /// the settling of what its earlier epochs held: a pick in `reported`
+    /// whose object is still PICKING by this CNC in the epoch the pick ran
+    /// in ends as the CNC reports (actor the CNC's, in the pick's epoch);
+    /// then ([`reconcile`], actor `actor`) its assignments are revoked
+    /// (and passed on to MISSED if out of reach), and a pick in flight
+    /// that it did not report ends MISSED. A result its old epoch reports
+    /// later is refused as stale.
     pub fn begin_epoch(
         &mut self,
         cnc_id: &str,
         now_ns: i64,
         reach_end_x_m: f64,
         actor: &str,
-    ) -> Result<(u64, Vec<Event>), StoreError> {
+        reported: &[Reported],
+    ) -> Result<Begun, StoreError> {
         let e = sql_error(&self.path, "raising an epoch");
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&e)?;
-        let run = |tx: &rusqlite::Transaction| -> rusqlite::Result<(u64, Vec<Event>)> {
+        let run = |tx: &rusqlite::Transaction| -> rusqlite::Result<Begun> {
             let epoch = tx.query_row(
                 "INSERT INTO cnc_epochs (cnc_id, epoch) VALUES (?1, 1) \
                  ON CONFLICT (cnc_id) DO UPDATE SET epoch = epoch + 1 RETURNING epoch",
@@ -914,12 +951,62 @@ impl Store {
                  ORDER BY last_seq",
                 held[0], held[1]
             ))?;
-            let records = stmt
+            let mut records = stmt
                 .query_map([cnc_id], record_of)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut events = Vec::new();
-            settle(tx, &records, now_ns, reach_end_x_m, actor, &mut events)?;
-            Ok((epoch as u64, events))
+            let mut out = Begun {
+                epoch: epoch as u64,
+                ..Begun::default()
+            };
+            let mut seq = next_seq(tx)?;
+            let mut unmatched = Vec::new();
+            for rep in reported {
+                let at = records.iter().position(|r| {
+                    r.object_id == rep.object_id
+                        && r.state == ObjState::Picking
+                        && r.epoch == rep.epoch
+                });
+                match at {
+                    Some(k) if legal(ObjState::Picking, rep.to) => {
+                        let r = records.remove(k);
+                        let reason = format!(
+                            "{}{}reported with epoch {epoch}: recovery fenced the pick's epoch \
+                             while it ran",
+                            rep.reason,
+                            if rep.reason.is_empty() { "" } else { "; " }
+                        );
+                        let step = [(ObjState::Picking, rep.to, reason.as_str())];
+                        let x_m = predicted_x_m(&r, now_ns);
+                        apply(
+                            tx,
+                            &r,
+                            &step,
+                            x_m,
+                            &rep.actor,
+                            now_ns,
+                            &mut seq,
+                            &mut out.events,
+                        )?;
+                    }
+                    _ => unmatched.push(rep),
+                }
+            }
+            settle(tx, &records, now_ns, reach_end_x_m, actor, &mut out.events)?;
+            // What the store holds instead, once settled.
+            for rep in unmatched {
+                let holds = tx
+                    .query_row(
+                        "SELECT state FROM objects WHERE id = ?1",
+                        [rep.object_id.as_slice()],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .optional()?
+                    .and_then(|v| ObjState::from_id(v as u8));
+                if holds != Some(rep.to) {
+                    out.unrecorded.push((rep.clone(), holds));
+                }
+            }
+            Ok(out)
         };
         let out = run(&tx).map_err(&e)?;
         tx.commit().map_err(&e)?;
@@ -928,7 +1015,11 @@ impl Store {
 
     /// Recovery, on activation: raises every CNC's epoch (so picks in
     /// flight before the restart are fenced off), then brings each
-    /// non-terminal object to a state no CNC holds ([`reconcile`]). An
+    /// non-terminal object but a pick in flight to a state no CNC holds
+    /// ([`reconcile`]). A pick in flight is left PICKING: its CNC can no
+    /// longer record the outcome in the pick's epoch, and reports it with
+    /// its next ([`Store::begin_epoch`]); expiry settles it if no CNC
+    /// comes back. An
     /// object is still reachable if its position predicted for `now_ns`
     /// (from where and when it was seen, at its registered velocity) is
     /// upstream of `reach_end_x_m`, the downstream end of the last reach
@@ -962,10 +1053,12 @@ impl Store {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((epochs, records))
         };
-        let (mut epochs, open) = read(&tx).map_err(&e)?;
+        let (mut epochs, mut open) = read(&tx).map_err(&e)?;
         epochs.sort();
         out.epochs = epochs;
         out.open = open.len();
+        open.retain(|r| r.state != ObjState::Picking);
+        out.in_flight = out.open - open.len();
         out.kept = settle(&tx, &open, now_ns, reach_end_x_m, actor, &mut out.events).map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(out)
@@ -1251,53 +1344,75 @@ fn settle_with(
     let mut kept = 0;
     let mut seq = next_seq(tx)?;
     for r in open {
-        let s = &r.seen;
-        let dt_s = (now_ns.saturating_sub(s.detected_at_ns)).max(0) as f64 * 1e-9;
-        let x_m = s.x_m + s.velocity_x_mps * dt_s;
+        let x_m = predicted_x_m(r, now_ns);
         let steps = steps_of(r.state, x_m < reach_end_x_m);
-        if steps.is_empty() {
-            kept += 1;
-            continue;
-        }
-        let mut holder = r.cnc_id.clone();
-        let first = events.len();
-        for &(from, to, reason) in steps {
-            let ev = Event {
-                seq,
-                object_id: r.object_id,
-                from: Some(from),
-                to,
-                actor: actor.into(),
-                cnc_id: holder.clone(),
-                epoch: r.epoch,
-                reason: reason.into(),
-                belt_position_m: x_m,
-                at_ns: now_ns,
-            };
-            insert_event(tx, &ev)?;
-            events.push(ev);
-            seq += 1;
-            if to == ObjState::Detected {
-                holder.clear();
-            }
-        }
-        let last = events[first..].last().map_or(r.state, |ev| ev.to);
-        if last == ObjState::Detected {
+        if steps.is_empty()
+            || apply(tx, r, steps, x_m, actor, now_ns, &mut seq, events)? == ObjState::Detected
+        {
             kept += 1;
         }
-        tx.execute(
-            "UPDATE objects SET state = ?2, cnc_id = ?3, updated_at_ns = ?4, last_seq = ?5 \
-             WHERE id = ?1",
-            params![
-                r.object_id.as_slice(),
-                last.id() as i64,
-                holder,
-                now_ns,
-                (seq - 1) as i64
-            ],
-        )?;
     }
     Ok(kept)
+}
+
+/// Where `r` is predicted at `now_ns`: where it was seen, moved at its
+/// registered velocity.
+fn predicted_x_m(r: &Record, now_ns: i64) -> f64 {
+    let s = &r.seen;
+    let dt_s = (now_ns.saturating_sub(s.detected_at_ns)).max(0) as f64 * 1e-9;
+    s.x_m + s.velocity_x_mps * dt_s
+}
+
+/// Records the chain `steps` (legal, starting at `r`'s state) as `actor`
+/// at `now_ns`, from seq `*seq` on, in `r`'s epoch, and leaves the object
+/// in the last step's state (held by nobody once revoked). Returns that
+/// state.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    tx: &rusqlite::Transaction,
+    r: &Record,
+    steps: &[(ObjState, ObjState, &str)],
+    x_m: f64,
+    actor: &str,
+    now_ns: i64,
+    seq: &mut u64,
+    events: &mut Vec<Event>,
+) -> rusqlite::Result<ObjState> {
+    let mut holder = r.cnc_id.clone();
+    let mut last = r.state;
+    for &(from, to, reason) in steps {
+        let ev = Event {
+            seq: *seq,
+            object_id: r.object_id,
+            from: Some(from),
+            to,
+            actor: actor.into(),
+            cnc_id: holder.clone(),
+            epoch: r.epoch,
+            reason: reason.into(),
+            belt_position_m: x_m,
+            at_ns: now_ns,
+        };
+        insert_event(tx, &ev)?;
+        events.push(ev);
+        *seq += 1;
+        last = to;
+        if to == ObjState::Detected {
+            holder.clear();
+        }
+    }
+    tx.execute(
+        "UPDATE objects SET state = ?2, cnc_id = ?3, updated_at_ns = ?4, last_seq = ?5 \
+         WHERE id = ?1",
+        params![
+            r.object_id.as_slice(),
+            last.id() as i64,
+            holder,
+            now_ns,
+            (*seq - 1) as i64
+        ],
+    )?;
+    Ok(last)
 }
 
 #[cfg(test)]

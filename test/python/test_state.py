@@ -11,7 +11,7 @@ import uuid
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_services_default
-from cncpick_msgs.msg import Alert, ObjectEvent, ObjectState
+from cncpick_msgs.msg import Alert, ObjectEvent, ObjectState, PickOutcome, PickResult
 from cncpick_msgs.srv import BeginEpoch, GetObject, ListObjects, ObjectHistory, RegisterObject, TransitionObject
 
 from conftest import bin_path, call_service, spin_until
@@ -299,15 +299,32 @@ def test_reactivation_reconciles_open_objects_and_a_late_joiner_hears_it(start, 
     assert s.transition("p", held, ASSIGNED, PICKING).accepted
     assert life.change_state("deactivate") and life.change_state("activate"), "".join(proc.stderr)
 
-    assert [s.get(o).object.state.id for o in (gone, near, held)] == [MISSED, DETECTED, MISSED]
+    # The pick in flight is left PICKING for its CNC's next epoch.
+    assert [s.get(o).object.state.id for o in (gone, near, held)] == [MISSED, DETECTED, PICKING]
     late = State(node, executor)
-    want = [(ASSIGNED, DETECTED), (DETECTED, MISSED), (ASSIGNED, DETECTED), (PICKING, MISSED)]
+    want = [(ASSIGNED, DETECTED), (DETECTED, MISSED), (ASSIGNED, DETECTED)]
     recovery = lambda: [(e.from_state.id, e.to_state.id) for e in late.events if e.actor == "state_manager"]
-    assert spin_until(executor, lambda: len(recovery()) >= 4, 10), late.events
+    assert spin_until(executor, lambda: len(recovery()) >= 3, 10), late.events
     assert recovery() == want
-    assert [e.seq for e in late.events] == list(range(1, 12))
+    assert [e.seq for e in late.events] == list(range(1, 11))
+    # The CNC's old epoch cannot record its pick's outcome...
     stale = s.transition("late-pick", held, PICKING, PICKED, epoch=1)
-    assert not stale.accepted and stale.current_state.id == MISSED
+    assert not stale.accepted and stale.current_state.id == PICKING and "stale epoch 1" in stale.error
+    # ...so its next epoch reports it. A malformed report refuses the call,
+    # naming the field, and begins no epoch.
+    picked = PickResult(cnc_id="1", epoch=1, outcome=PickOutcome(value=PickOutcome.PICKED))
+    picked.object_id.uuid = list(held.bytes)
+    bad = PickResult(cnc_id="1", epoch=1, outcome=PickOutcome(value=9))
+    bad.object_id.uuid = list(held.bytes)
+    refused = s.call(BeginEpoch, cnc_id="1", actor="cnc_1", unrecorded=[picked, bad])
+    assert not refused.accepted and "unrecorded[1].outcome 9 is not a PickOutcome" in refused.error, refused.error
+    begun = s.call(BeginEpoch, cnc_id="1", actor="cnc_1", unrecorded=[picked])
+    assert begun.accepted and begun.epoch == 3, begun.error
+    assert s.get(held).object.state.id == PICKED
+    assert spin_until(executor, lambda: len(late.events) >= 11, 10), late.events
+    e = late.events[10]
+    assert (e.seq, e.from_state.id, e.to_state.id, e.actor, e.epoch) == (11, PICKING, PICKED, "cnc_1", 1)
+    assert "reported with epoch 3" in e.reason, e.reason
 
 
 def test_a_full_disk_refuses_new_work_raises_an_alert_and_keeps_the_rest(start, rclpy_node, tmp_path):

@@ -12,7 +12,7 @@ use cncpick::kit::testing::DomainLease;
 use cncpick::kit::time::{from_seconds, wall_now_s};
 use cncpick::motion::params::MotionParams;
 use cncpick::msgs::action::PickObject;
-use cncpick::msgs::msg::PickOutcome;
+use cncpick::msgs::msg::{Alert, PickOutcome};
 use cncpick::sim::grbl::machine::{Config, State as MachineState};
 use cncpick::sim::harness::PickCell;
 use cncpick::sim::node_cell::NodeCell;
@@ -89,6 +89,25 @@ impl Rig {
 
     async fn stop(self) {
         self.c.stop().await;
+    }
+
+    /// Every alert heard on the cell's alerts topic from now on, and the
+    /// task that listens.
+    fn alerts(&self) -> (Arc<Mutex<Vec<Alert>>>, tokio::task::JoinHandle<()>) {
+        let heard: Arc<Mutex<Vec<Alert>>> = Arc::default();
+        let mut alerts = self
+            .c
+            .probe
+            .lock()
+            .subscribe::<Alert>(cncpick::kit::alerts::TOPIC, cncpick::kit::alerts::qos())
+            .unwrap();
+        let sink = heard.clone();
+        let listener = tokio::spawn(async move {
+            while let Some(a) = alerts.next().await {
+                sink.lock().unwrap().push(a);
+            }
+        });
+        (heard, listener)
     }
 }
 
@@ -325,28 +344,15 @@ async fn faults_mid_pick_end_safe_with_the_object_settled_and_the_node_recovers(
     rig.stop().await;
 }
 
-/// A pick whose object the state manager settled while it ran (its own
-/// recovery, or the CNC's new epoch, ends a pick in flight MISSED): the
+/// A pick whose object the state manager settled while it ran (the CNC's
+/// new epoch ends a pick in flight MISSED, and so does expiry): the
 /// CNC's outcome is refused, and besides its log line the CNC raises
 /// `pick_outcome_unrecorded`, naming the object, what the pick did and
 /// what the store holds instead, so the bins can be reconciled with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_the_store_settled_meanwhile_is_raised_as_an_alert() {
-    use cncpick::msgs::msg::Alert;
     let mut rig = Rig::start("unrecorded", false).await;
-    let heard: Arc<Mutex<Vec<Alert>>> = Arc::default();
-    let mut alerts = rig
-        .c
-        .probe
-        .lock()
-        .subscribe::<Alert>(cncpick::kit::alerts::TOPIC, cncpick::kit::alerts::qos())
-        .unwrap();
-    let sink = heard.clone();
-    let listener = tokio::spawn(async move {
-        while let Some(a) = alerts.next().await {
-            sink.lock().unwrap().push(a);
-        }
-    });
+    let (heard, listener) = rig.alerts();
     let mut skip = Vec::new();
     loop {
         assert!(skip.len() < 15, "too many attempts");
@@ -403,6 +409,85 @@ async fn an_outcome_the_store_settled_meanwhile_is_raised_as_an_alert() {
     loop {
         assert!(skip.len() < 30, "too many attempts");
         let (_, id, g) = rig.next_goal(1, &mut skip).await;
+        let sent = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
+        let Ok((_goal, result, _feedback)) = sent else {
+            continue;
+        };
+        let (_, r) = tokio::time::timeout(Duration::from_secs(30), result)
+            .await
+            .unwrap()
+            .unwrap();
+        if r.outcome.value == PickOutcome::PICKED as u8 {
+            assert_eq!(rig.state_of(id).await, ObjState::Picked.id());
+            break;
+        }
+    }
+    listener.abort();
+    rig.stop().await;
+}
+
+/// The state manager restarted (its recovery) while a pick ran: the CNC's
+/// epoch rises, so the outcome is refused as stale, but the object is left
+/// PICKING for the CNC. The CNC keeps the outcome and reports it with its
+/// next epoch (its re-activation, as the manager does after the state
+/// manager's), which records it as the pick ended: the store and the bins
+/// agree, and nothing is raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_fenced_by_the_state_managers_recovery_is_recorded_with_the_next_epoch() {
+    use cncpick::state::lifecycle::after_pick;
+    let mut rig = Rig::start("reported", false).await;
+    let (heard, listener) = rig.alerts();
+    let mut skip = Vec::new();
+    let (id, r) = loop {
+        assert!(skip.len() < 15, "too many attempts");
+        let (_, id, g) = rig.next_goal(1, &mut skip).await;
+        let sent = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
+        let Ok((_goal, result, mut feedback)) = sent else {
+            continue;
+        };
+        // The approach has begun, so the object is PICKING; the state
+        // manager restarts meanwhile (deactivated and activated: recovery).
+        let fb = tokio::time::timeout(Duration::from_secs(20), feedback.next()).await;
+        assert!(matches!(fb, Ok(Some(_))), "no feedback");
+        assert!(rig.c.state.change_state("deactivate").await);
+        assert!(rig.c.state.change_state("activate").await);
+        assert_eq!(rig.state_of(id).await, ObjState::Picking.id());
+        let (_, r) = tokio::time::timeout(Duration::from_secs(30), result)
+            .await
+            .unwrap()
+            .unwrap();
+        break (id, r);
+    };
+    // Refused as stale: still PICKING, the outcome kept by the CNC.
+    assert_eq!(
+        rig.state_of(id).await,
+        ObjState::Picking.id(),
+        "{}",
+        r.error
+    );
+    // The manager's re-activation of the fenced CNC: a new epoch.
+    assert!(rig.c.cnc.change_state("deactivate").await);
+    assert!(rig.c.cnc.change_state("activate").await);
+    let epoch = rig.epoch_above(2).await;
+    let want = after_pick(r.outcome.value).unwrap();
+    assert_eq!(
+        rig.state_of(id).await,
+        want.id(),
+        "the pick ended {want} ({}), recorded with epoch {epoch}",
+        r.error
+    );
+    let raised: Vec<_> = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a.object_id.uuid == id.to_vec())
+        .map(|a| a.message.clone())
+        .collect();
+    assert!(raised.is_empty(), "{raised:?}");
+    // The new epoch picks on, recorded as it happens.
+    loop {
+        assert!(skip.len() < 30, "too many attempts");
+        let (_, id, g) = rig.next_goal(epoch, &mut skip).await;
         let sent = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
         let Ok((_goal, result, _feedback)) = sent else {
             continue;

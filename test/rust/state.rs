@@ -6,8 +6,8 @@ mod common;
 
 use cncpick::state::lifecycle::{legal, ObjState, ALL};
 use cncpick::state::store::{
-    Answer, Filter, Refusal, Registration, Seen, Store, StoreError, TransitionRequest, Write,
-    Written,
+    Answer, Filter, Refusal, Registration, Reported, Seen, Store, StoreError, TransitionRequest,
+    Write, Written,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -15,7 +15,9 @@ use std::collections::HashMap;
 
 /// A CNC's next epoch (the objects its earlier epochs held settled).
 fn bump(s: &mut Store, cnc: &str) -> u64 {
-    s.begin_epoch(cnc, 0, f64::INFINITY, "test").unwrap().0
+    s.begin_epoch(cnc, 0, f64::INFINITY, "test", &[])
+        .unwrap()
+        .epoch
 }
 
 fn id(k: u32) -> [u8; 16] {
@@ -194,9 +196,26 @@ fn a_held_object_is_fenced_from_other_cncs_and_from_stale_epochs_after_a_reactiv
             .unwrap(),
         Answer::Accepted(_)
     ));
-    let (e2, settled) = s
-        .begin_epoch("1", 22, f64::INFINITY, "state_manager")
+    // A report of that pick, but from an epoch it did not run in: not
+    // taken, and named with the state the settling leaves it in.
+    let misreported = Reported {
+        object_id: id(2),
+        epoch: e1 + 7,
+        to: Picked,
+        reason: String::new(),
+        actor: "cnc_1".into(),
+    };
+    let b = s
+        .begin_epoch(
+            "1",
+            22,
+            f64::INFINITY,
+            "state_manager",
+            std::slice::from_ref(&misreported),
+        )
         .unwrap();
+    assert_eq!(b.unrecorded, vec![(misreported, Some(Missed))]);
+    let (e2, settled) = (b.epoch, b.events);
     assert_eq!(
         (e2, s.epoch("1").unwrap(), s.epoch("never").unwrap()),
         (2, 2, 0)
@@ -690,10 +709,11 @@ fn expiry_misses_open_objects_that_left_the_cell_unsettled_and_nothing_else() {
     );
 }
 
-/// Recovery after a crash: epochs rise, held objects are released by legal
-/// transitions, objects whose time has passed are MISSED, reachable ones
-/// are DETECTED again, and a CNC's in-flight request with its old epoch is
-/// refused.
+/// Recovery after a crash: epochs rise, assigned objects are released by
+/// legal transitions, objects whose time has passed are MISSED, reachable
+/// ones are DETECTED again, and a CNC's in-flight request with its old
+/// epoch is refused. A pick in flight stays PICKING: its CNC's next epoch
+/// records the outcome the old epoch could not, and nothing else.
 #[test]
 fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
     use ObjState::*;
@@ -726,7 +746,8 @@ fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
     let mut s = Store::open(&path).unwrap();
     let r = s.recover(now, 3.4, "state_manager").unwrap();
     assert_eq!(r.epochs, vec![("1".into(), 2), ("2".into(), 2)]);
-    assert_eq!((r.open, r.kept), (5, 2));
+    // Object 5's pick is in flight: left PICKING, for CNC 2's next epoch.
+    assert_eq!((r.open, r.kept, r.in_flight), (5, 2, 1));
     let moves: Vec<(u32, ObjState, ObjState)> = r
         .events
         .iter()
@@ -745,7 +766,6 @@ fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
             (3, Assigned, Detected),
             (4, Assigned, Detected),
             (4, Detected, Missed),
-            (5, Picking, Missed),
         ]
     );
     // Gap-free after the events before the crash, each one legal.
@@ -759,7 +779,7 @@ fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
         (2, Missed),
         (3, Detected),
         (4, Missed),
-        (5, Missed),
+        (5, Picking),
         (6, Picked),
     ];
     for (k, state) in want {
@@ -770,14 +790,58 @@ fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
             assert_eq!(rec.cnc_id, "", "object {k} is held by nobody");
         }
     }
-    // CNC 2 finishing its pick of 5 with the old epoch: refused.
+    // CNC 2 finishing its pick of 5 with the old epoch: refused as stale.
     let late = s
         .transition(&request("late", 5, Picking, Picked, "2", e2), now)
         .unwrap();
     assert_eq!(
         late,
-        Answer::Refused(Refusal::NotInExpectedState { current: Missed })
+        Answer::Refused(Refusal::StaleEpoch {
+            current: Picking,
+            given: 1,
+            epoch: 2
+        })
     );
+    // CNC 2's next epoch reports it, with three reports it cannot take: a
+    // pick of object 1 (never its pick), one of an object that does not
+    // exist, and one of object 6 that the store holds as reported already.
+    let report = |k: u32, to: ObjState| Reported {
+        object_id: id(k),
+        epoch: e2,
+        to,
+        reason: String::new(),
+        actor: "cnc_2".into(),
+    };
+    let reports = [
+        report(5, Picked),
+        report(1, Dropped),
+        report(99, Picked),
+        report(6, Picked),
+    ];
+    let b = s
+        .begin_epoch("2", now + 1, 3.4, "state_manager", &reports)
+        .unwrap();
+    assert_eq!(b.epoch, 3);
+    let moves: Vec<_> = b
+        .events
+        .iter()
+        .map(|e| (e.object_id, e.from, e.to, e.actor.as_str(), e.epoch))
+        .collect();
+    assert_eq!(moves, vec![(id(5), Some(Picking), Picked, "cnc_2", e2)]);
+    assert!(
+        b.events[0].reason.contains("reported with epoch 3"),
+        "{}",
+        b.events[0].reason
+    );
+    assert_eq!(
+        b.unrecorded,
+        vec![
+            (reports[1].clone(), Some(Detected)),
+            (reports[2].clone(), None)
+        ]
+    );
+    assert_eq!(s.get(&id(5)).unwrap().unwrap().state, Picked);
+    assert_eq!(s.replay(&id(5), None).unwrap(), Some(Picked));
     // CNC 1 taking object 1 with its old epoch: refused, naming the new one.
     let stale = s
         .transition(&request("stale", 1, Detected, Assigned, "1", e1), now)
@@ -794,7 +858,7 @@ fn recovery_reconciles_open_objects_and_fences_the_old_epochs() {
     // Recovering again at once moves only what is held (object 1 again).
     let again = s.recover(now, 3.4, "state_manager").unwrap();
     assert_eq!(again.events.len(), 1);
-    assert_eq!(again.epochs, vec![("1".into(), 3), ("2".into(), 3)]);
+    assert_eq!(again.epochs, vec![("1".into(), 3), ("2".into(), 4)]);
 }
 
 /// Retention removes old terminal objects, their history and old request
