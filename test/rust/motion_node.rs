@@ -91,6 +91,27 @@ impl Rig {
         self.c.stop().await;
     }
 
+    /// Hands the node objects in `epoch` until one is picked, and checks
+    /// that the store recorded it PICKED (at most 30 objects in `skip`).
+    async fn picks_on(&mut self, epoch: u64, skip: &mut Vec<u64>) {
+        loop {
+            assert!(skip.len() < 30, "too many attempts");
+            let (_, id, g) = self.next_goal(epoch, skip).await;
+            let sent = send_goal(&self.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
+            let Ok((_goal, result, _feedback)) = sent else {
+                continue;
+            };
+            let (_, r) = tokio::time::timeout(Duration::from_secs(30), result)
+                .await
+                .unwrap()
+                .unwrap();
+            if r.outcome.value == PickOutcome::PICKED as u8 {
+                assert_eq!(self.state_of(id).await, ObjState::Picked.id());
+                return;
+            }
+        }
+    }
+
     /// Every alert heard on the cell's alerts topic from now on, and the
     /// task that listens.
     fn alerts(&self) -> (Arc<Mutex<Vec<Alert>>>, tokio::task::JoinHandle<()>) {
@@ -406,22 +427,7 @@ async fn an_outcome_the_store_settled_meanwhile_is_raised_as_an_alert() {
         break;
     }
     // The CNC goes on: the next pick is recorded as it happened.
-    loop {
-        assert!(skip.len() < 30, "too many attempts");
-        let (_, id, g) = rig.next_goal(1, &mut skip).await;
-        let sent = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
-        let Ok((_goal, result, _feedback)) = sent else {
-            continue;
-        };
-        let (_, r) = tokio::time::timeout(Duration::from_secs(30), result)
-            .await
-            .unwrap()
-            .unwrap();
-        if r.outcome.value == PickOutcome::PICKED as u8 {
-            assert_eq!(rig.state_of(id).await, ObjState::Picked.id());
-            break;
-        }
-    }
+    rig.picks_on(1, &mut skip).await;
     listener.abort();
     rig.stop().await;
 }
@@ -485,22 +491,7 @@ async fn an_outcome_fenced_by_the_state_managers_recovery_is_recorded_with_the_n
         .collect();
     assert!(raised.is_empty(), "{raised:?}");
     // The new epoch picks on, recorded as it happens.
-    loop {
-        assert!(skip.len() < 30, "too many attempts");
-        let (_, id, g) = rig.next_goal(epoch, &mut skip).await;
-        let sent = send_goal(&rig.c.action, "pick", g, CALL, &AtomicBool::new(false)).await;
-        let Ok((_goal, result, _feedback)) = sent else {
-            continue;
-        };
-        let (_, r) = tokio::time::timeout(Duration::from_secs(30), result)
-            .await
-            .unwrap()
-            .unwrap();
-        if r.outcome.value == PickOutcome::PICKED as u8 {
-            assert_eq!(rig.state_of(id).await, ObjState::Picked.id());
-            break;
-        }
-    }
+    rig.picks_on(epoch, &mut skip).await;
     listener.abort();
     rig.stop().await;
 }
