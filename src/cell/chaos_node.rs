@@ -180,7 +180,7 @@ impl ChaosShell {
         let s = seen.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(a) = alerts.next().await {
-                if a.name == "state_disk_full" {
+                if a.name == crate::state::node::DISK_FULL_ALERT {
                     lock(&s).disk_full_alerts.push(wall_now_s());
                 }
             }

@@ -46,6 +46,29 @@ pub fn alert(
     a
 }
 
+/// A condition raised once per episode, not once per occurrence: the first
+/// occurrence raises it, later ones are only counted, and its clearing
+/// says how many there were (a full disk refuses every write while it
+/// lasts; one alert, not one per write, tells the operator).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Latch {
+    occurrences: u64,
+}
+
+impl Latch {
+    /// One more occurrence; true for the first of an episode (raise it).
+    pub fn occurred(&mut self) -> bool {
+        self.occurrences += 1;
+        self.occurrences == 1
+    }
+
+    /// The condition has cleared: how many times it occurred in the
+    /// episode that ended, or None if none was under way.
+    pub fn cleared(&mut self) -> Option<u64> {
+        (self.occurrences > 0).then(|| std::mem::take(&mut self.occurrences))
+    }
+}
+
 /// A lifecycle node's alerts: published while the node is Active. A
 /// failure to publish is logged, never raised: an alert must not take its
 /// node down. Shared by the node's tasks (r2r's publishers are Send, not
@@ -120,5 +143,18 @@ mod tests {
             none.object_id,
             r2r::unique_identifier_msgs::msg::UUID::default()
         );
+    }
+
+    #[test]
+    fn a_latch_raises_the_first_of_an_episode_and_counts_the_rest() {
+        let mut l = Latch::default();
+        assert_eq!(l.cleared(), None);
+        let raised: Vec<bool> = (0..4).map(|_| l.occurred()).collect();
+        assert_eq!(raised, [true, false, false, false]);
+        assert_eq!(l.cleared(), Some(4));
+        assert_eq!(l.cleared(), None);
+        // A new episode is raised again.
+        assert!(l.occurred());
+        assert_eq!(l.cleared(), Some(1));
     }
 }

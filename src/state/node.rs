@@ -14,7 +14,7 @@ use super::store::{
     Answer, Event, Filter, Record, Recovered, Refusal, Registration, Reported, Seen, Store,
     StoreError, TransitionRequest, Write, Written,
 };
-use crate::kit::alerts::Alerts;
+use crate::kit::alerts::{Alerts, Latch};
 use crate::kit::health::Counters;
 use crate::kit::lifecycle::{ActiveGate, LifecyclePublisher, Steps};
 use crate::kit::node::{self, NodeContext};
@@ -257,6 +257,12 @@ const LOGGED: usize = 100;
 /// succeed later. Any other refusal is final.
 pub const STORE_UNAVAILABLE: &str = "store unavailable: ";
 
+/// Raised (CRITICAL) at the first write a full disk refuses, and
+/// [`DISK_OK_ALERT`] (INFO, with how many were refused) at the next write
+/// that succeeds.
+pub const DISK_FULL_ALERT: &str = "state_disk_full";
+pub const DISK_OK_ALERT: &str = "state_disk_ok";
+
 /// The thread that owns the store.
 struct Keeper {
     store: Store,
@@ -278,6 +284,10 @@ struct Keeper {
     /// The `size_limit_mb` in effect (a parameter update applies between requests).
     size_limit_mb: f64,
     next_expire_ns: i64,
+    /// Writes refused for a full disk since the last that succeeded: the
+    /// first raises `state_disk_full`, the next write that succeeds
+    /// `state_disk_ok` with the count.
+    disk_full: Latch,
 }
 
 impl Keeper {
@@ -368,6 +378,8 @@ impl Keeper {
             match got {
                 Ok(c) => {
                     let t0 = std::time::Instant::now();
+                    // A cap changed since the last request applies to this one.
+                    self.apply_size_limit();
                     if c.writes() {
                         let mut group = vec![c];
                         while group.len() < GROUP_MAX {
@@ -529,26 +541,46 @@ impl Keeper {
 
     /// Counts, logs and raises a store failure; the answer's error for it
     /// (starting [`STORE_UNAVAILABLE`]: the request may be tried again).
-    fn store_failed(&self, e: &StoreError, object: Option<&[u8; 16]>) -> String {
+    /// A full disk is raised once until a write succeeds again
+    /// ([`Keeper::wrote`]), not once per refused write.
+    fn store_failed(&mut self, e: &StoreError, object: Option<&[u8; 16]>) -> String {
         self.counters.add(STORE_ERRORS, 1);
         self.counters.add(crate::kit::health::ERRORS, 1);
-        let full = matches!(e, StoreError::DiskFull { .. });
         let msg = e.to_string();
         tracing::error!(
             trace_id = %object.map(|o| trace_id(o)).unwrap_or_default(),
             "state_manager: {msg}"
         );
-        self.alerts.raise(
-            m::Alert::CRITICAL as u8,
-            if full {
-                "state_disk_full"
-            } else {
-                "state_store_error"
-            },
-            object,
-            msg.clone(),
-        );
+        let raised = if matches!(e, StoreError::DiskFull { .. }) {
+            self.disk_full.occurred().then(|| {
+                (
+                    DISK_FULL_ALERT,
+                    format!("{msg}; writes are refused until there is room (one alert)"),
+                )
+            })
+        } else {
+            Some(("state_store_error", msg.clone()))
+        };
+        if let Some((name, message)) = raised {
+            self.alerts
+                .raise(m::Alert::CRITICAL as u8, name, object, message);
+        }
         format!("{STORE_UNAVAILABLE}{msg}")
+    }
+
+    /// A write succeeded: a full disk, if one was raised, has room again.
+    fn wrote(&mut self) {
+        if let Some(refused) = self.disk_full.cleared() {
+            tracing::warn!(
+                "state_manager: writes succeed again ({refused} refused for a full disk)"
+            );
+            self.alerts.raise(
+                m::Alert::INFO as u8,
+                DISK_OK_ALERT,
+                None,
+                format!("writes succeed again: {refused} were refused while the disk was full"),
+            );
+        }
     }
 
     /// Registrations and transitions, in one commit ([`Store::write_group`]):
@@ -647,6 +679,9 @@ impl Keeper {
                     let _ = reply.send(out);
                 }
             }
+        }
+        if !events.is_empty() {
+            self.wrote();
         }
         for e in &events {
             self.publish(e);
@@ -954,6 +989,7 @@ impl Steps for StateNode {
             prune_more: false,
             size_limit_mb: p.size_limit_mb,
             next_expire_ns: 0,
+            disk_full: Latch::default(),
         };
         self.keeper = Some(
             std::thread::Builder::new()

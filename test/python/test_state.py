@@ -10,6 +10,8 @@ import uuid
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_services_default
 from cncpick_msgs.msg import Alert, ObjectEvent, ObjectState, PickOutcome, PickResult
 from cncpick_msgs.srv import BeginEpoch, GetObject, ListObjects, ObjectHistory, RegisterObject, TransitionObject
@@ -344,11 +346,31 @@ def test_a_full_disk_refuses_new_work_raises_an_alert_and_keeps_the_rest(start, 
         accepted.append(oid)
     assert not r.accepted and "disk is full" in r.error and str(db) in r.error, r.error
     assert len(accepted) > 20
+    # Four more refused: still one alert for the whole episode.
+    for _ in range(4):
+        assert not s.register(uuid.uuid4()).accepted
     assert spin_until(executor, lambda: any(a.name == "state_disk_full" for a in alerts), 10), alerts
     alert = next(a for a in alerts if a.name == "state_disk_full")
     assert alert.severity == Alert.CRITICAL and "disk is full" in alert.message
-    # Reads go on, and everything accepted is there after a restart with room.
+    # Reads go on.
     assert s.get(accepted[0]).found
+    # Room again (the cap lifted by a parameter update): the next write is
+    # taken, and raises state_disk_ok with the count. One publisher, reliable:
+    # every alert raised before it has arrived before it.
+    lift = SetParameters.Request(
+        parameters=[Parameter(name="size_limit_mb", value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.0))]
+    )
+    setter = node.create_client(SetParameters, "/cell/state_manager/set_parameters")
+    assert call_service(executor, setter, lift, resend_after_s=2.0).results[0].successful
+    roomy = uuid.uuid4()
+    assert s.register(roomy).accepted
+    accepted.append(roomy)
+    assert spin_until(executor, lambda: any(a.name == "state_disk_ok" for a in alerts), 10), alerts
+    disk = [(a.name, a.severity) for a in alerts if a.name.startswith("state_disk_")]
+    assert disk == [("state_disk_full", Alert.CRITICAL), ("state_disk_ok", Alert.INFO)], disk
+    ok = next(a for a in alerts if a.name == "state_disk_ok")
+    assert "5 were refused" in ok.message, ok.message
+    # Everything accepted is there after a restart with room.
     assert life.change_state("deactivate") and life.change_state("cleanup")
     assert proc.terminate() == 0
     proc2, life2 = start(db, name="state_manager_roomy")
