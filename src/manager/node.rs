@@ -35,6 +35,9 @@ use tokio::time::Instant;
 /// awaited (a node just started answers late while discovery completes, or
 /// a respawned node's dead server took the request).
 const GET_STATE_AGAIN: Duration = Duration::from_millis(200);
+/// How long bring-up asks for a node's state before saying it has no answer
+/// (and asking on, within bringup_timeout_s).
+const UNANSWERED_WARN: Duration = Duration::from_secs(5);
 
 /// How often the manager sweeps /dev/shm for what killed processes left
 /// ([`crate::kit::shm`]) when no [`Supervisor`] of its own sees them exit.
@@ -206,12 +209,24 @@ impl Shared {
             // discovery has matched its reply to us (2–3 s after its start
             // here, all at once): asked again every 0.2 s, the first answer
             // to any request is taken.
-            let state = match self.get_state(node, left).await {
+            // Asked in slices of at most UNANSWERED_WARN, each unanswered
+            // one logged: a node that never answers shows in the log long
+            // before bringup_timeout_s.
+            let state = match self.get_state(node, left.min(UNANSWERED_WARN)).await {
                 Ok(s) => s,
                 Err(e) => {
                     // Not there yet (starting, or respawning): ask again
                     // shortly, within the same deadline.
-                    tracing::debug!("{node}: {e:#}");
+                    if left >= UNANSWERED_WARN {
+                        tracing::warn!(
+                            node,
+                            "no answer to get_state for {} s ({:.0} s left): {e:#}",
+                            UNANSWERED_WARN.as_secs(),
+                            (left - UNANSWERED_WARN).as_secs_f64()
+                        );
+                    } else {
+                        tracing::debug!("{node}: {e:#}");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

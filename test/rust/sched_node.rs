@@ -54,36 +54,36 @@ async fn a_killed_cnc_loses_its_unstarted_object_to_the_other_within_a_second() 
     };
     let mut g = SimGraph::start(&dir, sim(), sched).await.unwrap();
 
-    // Wait (at most 90 s) for cnc_1 to hold an object it has not started
-    // while it picks another, then kill it.
-    let holding = |g: &SimGraph| -> Vec<[u8; 16]> {
-        let mut last: BTreeMap<[u8; 16], (u8, String)> = BTreeMap::new();
-        for e in g.events.lock().unwrap().iter() {
-            last.insert(e.object_id, (e.to, e.cnc_id.clone()));
+    // Wait (at most 90 s) for cnc_1, once it has picked an object, to hold
+    // one it has not started while it picks another, then kill it. Both
+    // read from one snapshot of the events: read apart, a pick that ended
+    // between the two reads counted both as the pick under way and as the
+    // one picked before, and cnc_1 was killed about to start an object
+    // that no other CNC could reach any more (a dry run, 12-07).
+    let held_unstarted = |events: &[cncpick::sim::graph::Heard]| -> Vec<[u8; 16]> {
+        let mut last: BTreeMap<[u8; 16], (u8, &str)> = BTreeMap::new();
+        for e in events {
+            last.insert(e.object_id, (e.to, e.cnc_id.as_str()));
         }
         let of_1 = |s: ObjState| {
             last.iter()
-                .filter(|(_, (to, c))| *to == s.id() && c == "1")
+                .filter(|(_, (to, c))| *to == s.id() && *c == "1")
                 .map(|(id, _)| *id)
                 .collect::<Vec<_>>()
         };
-        if of_1(ObjState::Picking).is_empty() {
+        let picked = events
+            .iter()
+            .filter(|e| e.to == ObjState::Picked.id() && e.cnc_id == "1")
+            .count();
+        if picked == 0 || of_1(ObjState::Picking).is_empty() {
             return Vec::new();
         }
         of_1(ObjState::Assigned)
     };
-    let picked_before = |g: &SimGraph| {
-        g.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.to == ObjState::Picked.id() && e.cnc_id == "1")
-            .count()
-    };
     let deadline = wall_now_s() + 90.0;
     let held = loop {
-        let h = holding(&g);
-        if !h.is_empty() && picked_before(&g) >= 1 {
+        let h = held_unstarted(&g.events.lock().unwrap());
+        if !h.is_empty() {
             break h;
         }
         assert!(

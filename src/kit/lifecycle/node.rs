@@ -646,6 +646,11 @@ async fn change_state<C: Callbacks>(
     loop {
         let state = machine.lock().unwrap_or_else(|e| e.into_inner()).state();
         let Some(cb) = Callback::of(state) else { break };
+        // Said before the callback too, so that one that never returns
+        // (a hung configure) shows in the node's log.
+        if forced.is_none() {
+            say!(voice, info, node, "lifecycle: {state}");
+        }
         let result = if let Some(r) = forced.take() {
             r
         } else {
