@@ -16,9 +16,16 @@ that the two agree):
 Each node gets its own section of the file (plus any `/**` section), passed
 as a dictionary, so the file's sections can be named by the bare node name.
 
-Every node starts with FASTRTPS_DEFAULT_PROFILES_FILE pointing at
-share/cncpick/params/fastdds.xml (unless the environment sets it): a
-shared-memory segment large enough for camera frames between processes.
+Every node starts with FASTRTPS_DEFAULT_PROFILES_FILE pointing at one of
+two files in share/cncpick/params (unless the environment sets it):
+fastdds.xml for the processes camera frames pass between (sim, camera,
+detector: a shared-memory segment large enough for frames), and
+fastdds-control.xml, UDP only, for the others and the manager, so that a
+process killed mid-message cannot stop them (the file says how). The
+latter is for ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, under which
+rmw_fastrtps would add shared memory to it: those processes get
+SYSTEM_DEFAULT instead, and the file does LOCALHOST's discovery itself.
+Under another range every node gets fastdds.xml.
 
 Every node's command starts with `cncpick with-participant-id` (its
 `prefix`): launch's respawn runs the same command again, and a process
@@ -42,17 +49,27 @@ NAMESPACE = "cell"
 # The scheduler's default CNCs (src/sched/params.rs) when its section names none.
 DEFAULT_CNC_IDS = ["1", "2"]
 # Installed beside this file's folder: share/cncpick/{launch,params}.
-DDS_PROFILE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "params", "fastdds.xml"))
+PARAMS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "params"))
+DDS_PROFILE = os.path.join(PARAMS, "fastdds.xml")
+DDS_CONTROL_PROFILE = os.path.join(PARAMS, "fastdds-control.xml")
 DDS_PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
+DISCOVERY_RANGE_ENV = "ROS_AUTOMATIC_DISCOVERY_RANGE"
+# The executables camera frames pass between (src/cell/host.rs FRAME_EXECUTABLES).
+FRAME_EXECUTABLES = ("sim", "camera", "detector")
 # Every executable is installed in lib/cncpick (cargo-ament-build), beside share/.
 CNCPICK = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "lib", "cncpick", "cncpick")
 )
 
 
-def dds_env():
-    """The environment every node gets: our Fast DDS profile, unless one is set."""
-    return {} if os.environ.get(DDS_PROFILE_ENV) else {DDS_PROFILE_ENV: DDS_PROFILE}
+def dds_env(executable):
+    """The environment a node of `executable` gets: our Fast DDS profile for
+    what it carries, unless one is set."""
+    if os.environ.get(DDS_PROFILE_ENV):
+        return {}
+    if executable in FRAME_EXECUTABLES or os.environ.get(DISCOVERY_RANGE_ENV) != "LOCALHOST":
+        return {DDS_PROFILE_ENV: DDS_PROFILE}
+    return {DDS_PROFILE_ENV: DDS_CONTROL_PROFILE, DISCOVERY_RANGE_ENV: "SYSTEM_DEFAULT"}
 
 
 def participant_prefix(name):
@@ -101,7 +118,7 @@ def launch_cell(context, *args, **kwargs):
             respawn_delay=1.0,
             prefix=participant_prefix(name),
             output="screen",
-            additional_env=dds_env(),
+            additional_env=dds_env(executable),
         )
         for name, executable in nodes
     ]
@@ -115,7 +132,7 @@ def launch_cell(context, *args, **kwargs):
             namespace=NAMESPACE,
             parameters=[manager],
             output="screen",
-            additional_env=dds_env(),
+            additional_env=dds_env("manager"),
         )
     )
     return actions

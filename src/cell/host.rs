@@ -11,6 +11,7 @@ use crate::kit::node::{KitParams, NodeContext, ServedNode};
 use crate::kit::shm::{sweep_dead, sweep_dead_at_end};
 use crate::manager::node::Supervisor;
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -51,19 +52,111 @@ pub fn serve(ctx: &r2r::Context, spec: &NodeSpec, args: &CellArgs) -> anyhow::Re
 /// The variable Fast DDS (2.x, as in Jazzy) reads its default profiles from.
 pub const DDS_PROFILE_ENV: &str = "FASTRTPS_DEFAULT_PROFILES_FILE";
 
-/// The transports a cell of one process per node uses (params/fastdds.xml):
-/// a shared-memory segment that holds camera frames.
+/// The transports of a cell's processes that frames pass between
+/// (params/fastdds.xml): a shared-memory segment that holds camera frames.
 pub const DDS_PROFILE: &str = include_str!("../../params/fastdds.xml");
 
-/// Writes [`DDS_PROFILE`] into `dir` for the processes of a cell, unless
-/// the environment names a profile of its own (which they then inherit).
-pub fn dds_profile_in(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+/// The transports of every other process of a cell, the supervisor's
+/// included (params/fastdds-control.xml): UDP only, so that a peer killed
+/// mid-message cannot stop it (the file says how that happens).
+pub const DDS_CONTROL_PROFILE: &str = include_str!("../../params/fastdds-control.xml");
+
+/// The variable rmw_fastrtps reads its discovery range from.
+pub const DISCOVERY_RANGE_ENV: &str = "ROS_AUTOMATIC_DISCOVERY_RANGE";
+
+/// The range under which rmw_fastrtps adds shared memory to every
+/// participant, and which [`DDS_CONTROL_PROFILE`] does over UDP alone.
+pub const LOCALHOST_RANGE: &str = "LOCALHOST";
+
+/// The range that leaves transports and discovery to the profile.
+pub const PROFILE_RANGE: &str = "SYSTEM_DEFAULT";
+
+/// The executables that publish or take camera frames.
+pub const FRAME_EXECUTABLES: [&str; 3] = ["sim", "camera", "detector"];
+
+/// The Fast DDS set-up of a cell's processes, by what they carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DdsProfiles {
+    /// For [`FRAME_EXECUTABLES`]: [`DDS_PROFILE`].
+    pub frames: PathBuf,
+    /// For the others: [`DDS_CONTROL_PROFILE`], when the discovery range
+    /// is [`LOCALHOST_RANGE`]; under another range they get `frames`.
+    pub control: Option<PathBuf>,
+    /// The discovery range of the environment, which frame processes keep.
+    pub range: Option<OsString>,
+}
+
+impl DdsProfiles {
+    /// One profile for every process, in the environment's discovery range.
+    pub fn same(path: &Path) -> Self {
+        DdsProfiles {
+            frames: path.to_path_buf(),
+            control: None,
+            range: std::env::var_os(DISCOVERY_RANGE_ENV),
+        }
+    }
+
+    /// The profile and discovery range (none: the variable unset) of a
+    /// process that does or does not carry frames.
+    fn env(&self, frames: bool) -> (&Path, Option<&OsStr>) {
+        match self.control.as_deref() {
+            Some(control) if !frames => (control, Some(OsStr::new(PROFILE_RANGE))),
+            _ => (&self.frames, self.range.as_deref()),
+        }
+    }
+
+    /// The profile a process of `executable` starts with.
+    pub fn for_executable(&self, executable: &str) -> &Path {
+        self.env(FRAME_EXECUTABLES.contains(&executable)).0
+    }
+
+    /// The discovery range a process of `executable` starts with (none:
+    /// the variable unset).
+    pub fn range_for(&self, executable: &str) -> Option<&OsStr> {
+        self.env(FRAME_EXECUTABLES.contains(&executable)).1
+    }
+
+    /// Sets this process up as one that does or does not carry frames;
+    /// call before it creates its ROS context, while it runs one thread.
+    pub fn apply_here(&self, frames: bool) {
+        let (profile, range) = self.env(frames);
+        std::env::set_var(DDS_PROFILE_ENV, profile);
+        match range {
+            Some(r) => std::env::set_var(DISCOVERY_RANGE_ENV, r),
+            None => std::env::remove_var(DISCOVERY_RANGE_ENV),
+        }
+    }
+}
+
+/// Writes [`DDS_PROFILE`] (and [`DDS_CONTROL_PROFILE`], when the discovery
+/// range is [`LOCALHOST_RANGE`]) into `dir` for the processes of a cell,
+/// unless the environment names a profile of its own (which they then all
+/// inherit).
+pub fn dds_profiles_in(dir: &Path) -> anyhow::Result<Option<DdsProfiles>> {
     if std::env::var_os(DDS_PROFILE_ENV).is_some_and(|v| !v.is_empty()) {
         return Ok(None);
     }
-    let path = dir.join("fastdds.xml");
-    std::fs::write(&path, DDS_PROFILE).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(Some(path))
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        anyhow::Ok(path)
+    };
+    let range = std::env::var_os(DISCOVERY_RANGE_ENV);
+    let control = if range.as_deref() == Some(OsStr::new(LOCALHOST_RANGE)) {
+        Some(write("fastdds-control.xml", DDS_CONTROL_PROFILE)?)
+    } else {
+        tracing::warn!(
+            "{DISCOVERY_RANGE_ENV} is {range:?}, not {LOCALHOST_RANGE}: every process of the cell \
+             uses shared memory, so a process killed mid-message can stop the others, the \
+             manager's included (params/fastdds-control.xml is for one computer; RELIABILITY.md §5)"
+        );
+        None
+    };
+    Ok(Some(DdsProfiles {
+        frames: write("fastdds.xml", DDS_PROFILE)?,
+        control,
+        range,
+    }))
 }
 
 struct Proc {
@@ -77,8 +170,8 @@ struct Proc {
 pub struct Processes {
     pids_path: PathBuf,
     bin_dir: PathBuf,
-    /// The Fast DDS profile every process is started with, if any.
-    dds_profile: Option<PathBuf>,
+    /// The Fast DDS profiles the processes are started with, if any.
+    dds_profiles: Option<DdsProfiles>,
     /// The participant numbers of restarted processes (with a profile).
     participant_ids: Mutex<ParticipantIds>,
     log_dir: PathBuf,
@@ -100,7 +193,7 @@ impl Processes {
         Processes {
             pids_path: pids_path.to_path_buf(),
             bin_dir: bin_dir.to_path_buf(),
-            dds_profile: None,
+            dds_profiles: None,
             participant_ids: Mutex::default(),
             log_dir: log_dir.to_path_buf(),
             args,
@@ -111,17 +204,28 @@ impl Processes {
 
     /// Starts every process with the Fast DDS profile at `path`
     /// (FASTRTPS_DEFAULT_PROFILES_FILE).
-    pub fn with_dds_profile(mut self, path: &Path) -> Self {
-        self.dds_profile = Some(path.to_path_buf());
+    pub fn with_dds_profile(self, path: &Path) -> Self {
+        self.with_dds_profiles(DdsProfiles::same(path))
+    }
+
+    /// Starts each process with the profile for what it carries.
+    pub fn with_dds_profiles(mut self, profiles: DdsProfiles) -> Self {
+        self.dds_profiles = Some(profiles);
         self
     }
 
-    /// The profile for a restarted process of `node`: the cell's profile
-    /// with a participant number its peers do not still hold for a dead
-    /// process (see [`super::participant_ids`]), written beside it; the
-    /// cell's profile itself when it cannot take a number.
-    fn restart_profile(&self, node: &str) -> Option<PathBuf> {
-        let profile = self.dds_profile.as_ref()?;
+    /// The profile a first start of `spec`'s process gets.
+    fn profile_of(&self, spec: &NodeSpec) -> Option<&Path> {
+        Some(self.dds_profiles.as_ref()?.for_executable(&spec.executable))
+    }
+
+    /// The profile for a restarted process of `spec`: its profile with a
+    /// participant number its peers do not still hold for a dead process
+    /// (see [`super::participant_ids`]), written beside it; its profile
+    /// itself when it cannot take a number.
+    fn restart_profile(&self, spec: &NodeSpec) -> Option<PathBuf> {
+        let node = spec.name.as_str();
+        let profile = self.profile_of(spec)?;
         let id = self
             .participant_ids
             .lock()
@@ -146,7 +250,7 @@ impl Processes {
                 );
                 Some(path)
             }
-            None => Some(profile.clone()),
+            None => Some(profile.to_path_buf()),
         }
     }
 
@@ -167,6 +271,14 @@ impl Processes {
         let mut command = Command::new(&exe);
         if let Some(profile) = dds_profile {
             command.env(DDS_PROFILE_ENV, profile);
+            let range = self
+                .dds_profiles
+                .as_ref()
+                .map(|p| p.range_for(&spec.executable));
+            match range.flatten() {
+                Some(r) => command.env(DISCOVERY_RANGE_ENV, r),
+                None => command.env_remove(DISCOVERY_RANGE_ENV),
+            };
         }
         command
             .args(self.args.command_line(&spec.name))
@@ -181,7 +293,7 @@ impl Processes {
     pub fn start_all(&self) -> anyhow::Result<()> {
         sweep_dead("before starting the cell's processes");
         for spec in self.specs.values() {
-            let child = self.spawn_one(spec, self.dds_profile.as_deref())?;
+            let child = self.spawn_one(spec, self.profile_of(spec))?;
             let mut table = self.lock();
             table.insert(
                 spec.name.clone(),
@@ -313,7 +425,7 @@ impl Supervisor for Processes {
                 let _ = p.child.wait();
             }
         }
-        let profile = self.restart_profile(node);
+        let profile = self.restart_profile(&spec);
         let child = self.spawn_one(&spec, profile.as_deref())?;
         let starts = table.get(node).map_or(0, |p| p.starts) + 1;
         table.insert(
@@ -332,5 +444,117 @@ impl Supervisor for Processes {
 impl Drop for Processes {
     fn drop(&mut self) {
         self.stop_all(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A profile's XML without its comments.
+    fn xml(profile: &str) -> String {
+        let mut out = String::new();
+        let mut rest = profile;
+        while let Some((before, after)) = rest.split_once("<!--") {
+            out.push_str(before);
+            rest = after.split_once("-->").map_or("", |(_, a)| a);
+        }
+        out + rest
+    }
+
+    fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+        let (_, from) = text.split_once(open).expect(open);
+        from.split_once(close).expect(close).0
+    }
+
+    #[test]
+    fn only_the_processes_frames_pass_between_get_shared_memory() {
+        let p = DdsProfiles {
+            frames: "frames.xml".into(),
+            control: Some("control.xml".into()),
+            range: Some(LOCALHOST_RANGE.into()),
+        };
+        for exe in ["sim", "camera", "detector"] {
+            assert_eq!(p.for_executable(exe), Path::new("frames.xml"), "{exe}");
+            assert_eq!(p.range_for(exe), Some(OsStr::new("LOCALHOST")), "{exe}");
+        }
+        for exe in ["state_manager", "tracker", "scheduler", "cnc", "manager"] {
+            assert_eq!(p.for_executable(exe), Path::new("control.xml"), "{exe}");
+            // rmw_fastrtps adds shared memory under LOCALHOST: not for these.
+            assert_eq!(
+                p.range_for(exe),
+                Some(OsStr::new("SYSTEM_DEFAULT")),
+                "{exe}"
+            );
+        }
+        // Under another range, every process as before.
+        let subnet = DdsProfiles {
+            control: None,
+            range: None,
+            ..p
+        };
+        for exe in ["camera", "cnc", "manager"] {
+            assert_eq!(subnet.for_executable(exe), Path::new("frames.xml"));
+            assert_eq!(subnet.range_for(exe), None);
+        }
+    }
+
+    #[test]
+    fn the_control_profile_does_over_udp_what_localhost_discovery_does() {
+        let (frames, control) = (xml(DDS_PROFILE), xml(DDS_CONTROL_PROFILE));
+        let used = |x: &str| between(x, "<userTransports>", "</userTransports>").to_string();
+        assert!(used(&frames).contains("cncpick_shm") && frames.contains("<type>SHM</type>"));
+        assert!(
+            !control.contains("SHM") && !control.contains("shm"),
+            "{control}"
+        );
+        assert!(used(&control).contains("cncpick_udp"));
+        for x in [&frames, &control] {
+            assert!(x.contains("<useBuiltinTransports>false</useBuiltinTransports>"));
+        }
+        // What rmw_fastrtps sets for LOCALHOST: peers at 127.0.0.1 for
+        // participant numbers 0-31 (restarts take 16-31), a unicast
+        // discovery locator and so no multicast one.
+        assert!(control.contains("<maxInitialPeersRange>32</maxInitialPeersRange>"));
+        assert!(*crate::cell::participant_ids::IDS.end() < 32);
+        let peers = between(&control, "<initialPeersList>", "</initialPeersList>");
+        assert!(peers.contains("<address>127.0.0.1</address>"), "{peers}");
+        assert!(control.contains("<metatrafficUnicastLocatorList>"));
+        assert!(!control.contains("Multicast"));
+        // The same discovery timing: a restarted process is found, and a
+        // dead one forgotten, as fast whatever it carries.
+        assert_eq!(
+            between(&frames, "<discovery_config>", "</discovery_config>"),
+            between(&control, "<discovery_config>", "</discovery_config>")
+        );
+    }
+
+    #[test]
+    fn a_cells_profiles_are_written_beside_its_run_unless_the_environment_names_one() {
+        let dir = std::env::temp_dir().join(format!("cncpick-profiles-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::env::remove_var(DDS_PROFILE_ENV);
+        std::env::set_var(DISCOVERY_RANGE_ENV, LOCALHOST_RANGE);
+        let p = dds_profiles_in(&dir).unwrap().expect("written");
+        assert_eq!(std::fs::read_to_string(&p.frames).unwrap(), DDS_PROFILE);
+        let control = p.control.clone().expect("LOCALHOST: a control profile");
+        assert_eq!(
+            std::fs::read_to_string(&control).unwrap(),
+            DDS_CONTROL_PROFILE
+        );
+        assert_eq!(p.range.as_deref(), Some(OsStr::new(LOCALHOST_RANGE)));
+        // This process set up as the supervisor is.
+        p.apply_here(false);
+        assert_eq!(std::env::var_os(DDS_PROFILE_ENV), Some(control.into()));
+        assert_eq!(std::env::var(DISCOVERY_RANGE_ENV).unwrap(), PROFILE_RANGE);
+        // A profile of the environment's own: nothing written.
+        assert_eq!(dds_profiles_in(&dir).unwrap(), None);
+        std::env::remove_var(DDS_PROFILE_ENV);
+        std::env::set_var(DISCOVERY_RANGE_ENV, "SUBNET");
+        let subnet = dds_profiles_in(&dir).unwrap().expect("written");
+        assert_eq!(subnet.control, None);
+        let e = dds_profiles_in(&dir.join("missing")).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

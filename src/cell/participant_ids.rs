@@ -342,8 +342,16 @@ mod tests {
     }
 
     #[test]
-    fn the_cells_profile_gets_the_number_in_its_default_participant() {
-        let profile = crate::cell::host::DDS_PROFILE;
+    fn the_cells_profiles_get_the_number_in_their_default_participant() {
+        for profile in [
+            crate::cell::host::DDS_PROFILE,
+            crate::cell::host::DDS_CONTROL_PROFILE,
+        ] {
+            numbered_once(profile);
+        }
+    }
+
+    fn numbered_once(profile: &str) {
         let with = with_participant_id(profile, 23).expect("a default participant with <rtps>");
         assert_eq!(with.matches("<participantID>23</participantID>").count(), 1);
         let (before, after) = with.split_once("<participantID>").unwrap();

@@ -10,7 +10,7 @@
 
 use super::chaos::{self, ChaosArgs};
 use super::chaos_node::ChaosShell;
-use super::host::{serve, Processes};
+use super::host::{dds_profiles_in, serve, DdsProfiles, Processes};
 use super::report::{plot_html, Heard, Report};
 use super::spec::{check, CellArgs, CellSpec};
 use crate::kit::app::RunningNode;
@@ -268,11 +268,20 @@ pub fn chaos_main(args: ChaosArgs) -> i32 {
     main_with(run, Some(args))
 }
 
-fn main_with(args: RunArgs, chaos: Option<ChaosArgs>) -> i32 {
+fn main_with(mut args: RunArgs, chaos: Option<ChaosArgs>) -> i32 {
     if std::env::var_os("RUST_LOG").is_none() {
         crate::kit::app::init_tracing_at(Some("warn"));
     }
-    match crate::kit::app::run(|ctx| async move { run(ctx, args, chaos).await }) {
+    // A chaos run kills processes: the cell runs one process per node.
+    args.processes |= chaos.is_some();
+    let profiles = match prepare(&mut args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cncpick run: error: {e:#}");
+            return 1;
+        }
+    };
+    match crate::kit::app::run(|ctx| async move { run(ctx, args, chaos, profiles).await }) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cncpick run: error: {e:#}");
@@ -281,23 +290,50 @@ fn main_with(args: RunArgs, chaos: Option<ChaosArgs>) -> i32 {
     }
 }
 
-async fn run(ctx: r2r::Context, mut a: RunArgs, chaos: Option<ChaosArgs>) -> anyhow::Result<i32> {
+/// Before this process joins DDS: checks the duration, makes the run's
+/// folder (`a.out` becomes its full path) and, for a cell of processes,
+/// writes their Fast DDS profiles there and takes the one for what this
+/// process carries: images if it records them, else UDP only, so that no
+/// node killed mid-message can stop the manager (params/fastdds-control.xml).
+fn prepare(a: &mut RunArgs) -> anyhow::Result<Option<DdsProfiles>> {
     anyhow::ensure!(
         a.duration_s.is_finite() && a.duration_s > 0.0,
         "--duration-s must be a positive number of seconds, got {}",
         a.duration_s
     );
-    let files = if a.params_file.is_empty() {
-        vec![default_params_file()]
-    } else {
-        a.params_file.clone()
-    };
     let out = a.out.clone().unwrap_or_else(|| {
         let t = wall_now_s() as u64;
         PathBuf::from("runs").join(format!("run-{t}"))
     });
     std::fs::create_dir_all(&out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     let out = out.canonicalize()?;
+    a.out = Some(out.clone());
+    if !a.processes {
+        return Ok(None);
+    }
+    let profiles = dds_profiles_in(&out)?;
+    if let Some(p) = &profiles {
+        // Recording images, it takes frames; else only the manager's traffic.
+        p.apply_here(a.record.is_some() && a.record_images);
+    }
+    Ok(profiles)
+}
+
+async fn run(
+    ctx: r2r::Context,
+    a: RunArgs,
+    chaos: Option<ChaosArgs>,
+    profiles: Option<DdsProfiles>,
+) -> anyhow::Result<i32> {
+    let files = if a.params_file.is_empty() {
+        vec![default_params_file()]
+    } else {
+        a.params_file.clone()
+    };
+    let out = a
+        .out
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no run folder: prepare() makes it"))?;
     let first = CellArgs::new(files.clone(), &a.param)?;
     let spec0 = match check(&first) {
         Ok(s) => s,
@@ -306,7 +342,6 @@ async fn run(ctx: r2r::Context, mut a: RunArgs, chaos: Option<ChaosArgs>) -> any
     let mut params = a.param.clone();
     let mut plan = Vec::new();
     if let Some(c) = &chaos {
-        a.processes = true;
         let extra;
         (plan, extra) = chaos::prepare(c, &spec0, a.duration_s)?;
         params.extend(extra);
@@ -381,8 +416,8 @@ async fn run(ctx: r2r::Context, mut a: RunArgs, chaos: Option<ChaosArgs>) -> any
             args.clone(),
             &spec.nodes,
         );
-        if let Some(profile) = super::host::dds_profile_in(&out)? {
-            p = p.with_dds_profile(&profile);
+        if let Some(profiles) = profiles {
+            p = p.with_dds_profiles(profiles);
         }
         let p = Arc::new(p);
         p.start_all()?;

@@ -80,7 +80,7 @@ def rclpy_node(domain_id):
     # peer on this domain. A live participant holds the lock files (`_el`)
     # of its own segment and ports open; a peer's segment, even a killed
     # one's, may stay mapped here, which holds nothing.
-    locks = _shm_open_by(os.getpid())
+    locks = shm_files_open_by(os.getpid())
     if locks:
         pytest.fail(
             "the test's rclpy participant outlived it (a node, action client or lifecycle state machine "
@@ -206,6 +206,29 @@ def spawn(domain_id):
         warnings.warn(f"{p.proc.args[0]} left processes of its group running; killed them")
 
 
+def resume_player(executor, node, timeout_s=10.0):
+    """Resumes a `cncpick play --start-paused`; whether it resumed.
+
+    resume is not idempotent (sent again, it answers success=False: not
+    paused), so it is not resent as call_service's resend_after_s would.
+    When its answer is lost (see call_service), is_paused, which is, says
+    whether it was carried out."""
+    from std_srvs.srv import Trigger
+
+    resume = node.create_client(Trigger, "/cncpick_player/resume")
+    is_paused = node.create_client(Trigger, "/cncpick_player/is_paused")
+    assert spin_until(executor, resume.service_is_ready, 30), "/cncpick_player/resume never appeared"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        future = resume.call_async(Trigger.Request())
+        if spin_until(executor, future.done, 2.0):
+            return future.result().success
+        resume.remove_pending_request(future)
+        if not call_service(executor, is_paused, Trigger.Request(), resend_after_s=2.0).success:
+            return True
+    raise AssertionError(f"/cncpick_player/resume did not answer within {timeout_s} s")
+
+
 def spin_until(executor, done, timeout_s):
     """Spins until done() holds or timeout_s passes; returns done()."""
     deadline = time.monotonic() + timeout_s
@@ -282,7 +305,7 @@ def _report_shm_left_behind(request):
         _SHM_LEFT[request.node.nodeid] = {n: holders.get(n, []) for n in sorted(left)}
 
 
-def _shm_open_by(pid):
+def shm_files_open_by(pid):
     """The Fast DDS files in /dev/shm that process pid has open."""
     out = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -304,7 +327,7 @@ def _shm_holders(names):
         try:
             with open(f"/proc/{pid}/maps") as maps:
                 mapped = {line.split("/dev/shm/", 1)[1].split()[0] for line in maps if "/dev/shm/" in line}
-            mapped |= _shm_open_by(pid)
+            mapped |= shm_files_open_by(pid)
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:

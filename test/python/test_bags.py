@@ -18,7 +18,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 import cncpick_msgs.msg as MSG
-from conftest import FIXTURES, bin_path, call_service, spin_until
+from conftest import FIXTURES, bin_path, call_service, resume_player, spin_until
 from rosmsg_dict import from_dict, to_dict
 
 FIXTURE = json.loads((FIXTURES / "interop.json").read_text())
@@ -152,7 +152,7 @@ def test_a_bag_written_by_rosbags_plays_into_rclpy_with_pause_step_and_resume(tm
             "--remap", "/chatter:=/renamed", "--clock", "50",
         ]
     )
-    client = {s: node.create_client(Trigger, f"/cncpick_player/{s}") for s in ["play_next", "is_paused", "resume"]}
+    client = {s: node.create_client(Trigger, f"/cncpick_player/{s}") for s in ["play_next", "is_paused"]}
     assert spin_until(executor, lambda: node.count_publishers("/renamed") > 0, 30), "".join(player.stderr)
     assert spin_until(executor, lambda: len(clock) > 0, 10), "no /clock"
     # Paused: two steps give exactly two messages, and it stays paused.
@@ -163,7 +163,7 @@ def test_a_bag_written_by_rosbags_plays_into_rclpy_with_pause_step_and_resume(tm
     assert not spin_until(executor, lambda: len(got) > 2, 0.5), "played on while paused"
     paused_clock = clock[-1]
     assert paused_clock == 1_000_000_000_000 + 100_000_000, "/clock stands at the last stepped message"
-    assert call_service(executor, client["resume"], Trigger.Request()).success
+    assert resume_player(executor, node)
     assert spin_until(executor, lambda: len(got) == 10, 10), got
     assert got == [f"m{i}" for i in range(10)]
     assert player.wait(20) == 0, "".join(player.stderr)
@@ -191,11 +191,8 @@ def test_a_damaged_bag_is_named_by_file_and_offset_and_its_readable_part_plays(t
     got = []
     node.create_subscription(String, "/chatter", lambda m: got.append(m.data), RELIABLE)
     player = spawn([bin_path("cncpick"), "play", cut, "--start-paused"])
-    from std_srvs.srv import Trigger
-
-    resume = node.create_client(Trigger, "/cncpick_player/resume")
     assert spin_until(executor, lambda: node.count_publishers("/chatter") > 0, 30)
-    assert call_service(executor, resume, Trigger.Request()).success
+    assert resume_player(executor, node)
     assert spin_until(executor, lambda: len(got) == readable, 20), (len(got), readable)
     assert got == [f"m{i}" for i in range(readable)]
     assert player.wait(20) == 0
@@ -255,11 +252,8 @@ def test_the_player_loops_filters_topics_and_starts_at_an_offset(tmp_path, spawn
         [bin_path("cncpick"), "play", tmp_path / "two", "--topics", "/a", "--start-offset-s", "0.3",
          "--loop", "--rate", "10", "--start-paused"]
     )
-    from std_srvs.srv import Trigger
-
-    resume = node.create_client(Trigger, "/cncpick_player/resume")
     assert spin_until(executor, lambda: node.count_publishers("/a") > 0, 30), "".join(player.stderr)
-    assert call_service(executor, resume, Trigger.Request()).success
+    assert resume_player(executor, node)
     assert spin_until(executor, lambda: len(got_a) >= 9, 20), got_a
     assert got_a[:9] == ["m4", "m6", "m8"] * 3
     assert node.count_publishers("/b") == 0 and got_b == []

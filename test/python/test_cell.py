@@ -16,7 +16,7 @@ from cncpick_msgs.msg import Alert, CellMetrics, CncStatus, Heartbeat, PickOutco
 
 from std_srvs.srv import Trigger
 
-from conftest import bin_path, call_service, spin_until
+from conftest import bin_path, call_service, shm_files_open_by, spin_until
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 INACTIVE, ACTIVE = 2, 3
@@ -189,6 +189,13 @@ def test_a_killed_node_process_is_detected_restarted_and_the_cell_recovers(
     out = tmp_path / "run"
     proc = spawn(run_args(out, "--duration-s", "600", "--processes"))
     assert wait_for_file(out / "up", proc, 120), "the cell never came up:\n" + "".join(proc.stderr)
+    # Only the processes camera frames pass between use Fast DDS shared
+    # memory. The supervisor, whose manager restarts the others, and the
+    # control nodes talk UDP only, so that no process killed mid-message can
+    # stop them (params/fastdds-control.xml).
+    holding = {name: bool(shm_files_open_by(pid)) for name, pid in json.loads((out / "pids.json").read_text()).items()}
+    holding["supervisor"] = bool(shm_files_open_by(proc.proc.pid))
+    assert holding == {name: name in ("sim", "camera", "detector") for name in holding}, holding
     agent_heartbeat_s = 3.0  # params/sim.yaml
     kills = []
     victims = ("cnc_2", "tracker", "state_manager", "scheduler", "detector", "camera", "cnc_1")

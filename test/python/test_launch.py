@@ -141,18 +141,37 @@ def test_cell_launch_starts_the_graph_check_config_reads(params, monkeypatch, tm
     (manager_params,) = nodes[-1].kwargs["parameters"]
     assert manager_params["node_names"] == [n["name"] for n in graph["nodes"]]
     assert manager_params["cnc_ids"] == graph["cnc_ids"]
-    # Every process gets the Fast DDS profile that carries frames between
-    # processes, the one file `cncpick run --processes` writes too.
+    # The processes frames pass between get the Fast DDS profile with shared
+    # memory, every other one (the manager too) the UDP-only one: the two
+    # files `cncpick run --processes` writes too.
+    # Under LOCALHOST discovery (./cncpick's), rmw_fastrtps would add shared
+    # memory to the UDP-only ones: they get SYSTEM_DEFAULT, and their file
+    # does LOCALHOST's discovery. Under another range every node as before.
     monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE", raising=False)
-    for n in nodes_of(module, params_file):
-        profile = pathlib.Path(n.kwargs["additional_env"]["FASTRTPS_DEFAULT_PROFILES_FILE"])
-        assert profile == REPO / "params" / "fastdds.xml", profile
-        assert "<segment_size>" in profile.read_text()
+    for discovery_range in ("LOCALHOST", "SUBNET"):
+        monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", discovery_range)
+        profiles, ranges = {}, {}
+        for n in nodes_of(module, params_file):
+            env = n.kwargs["additional_env"]
+            profile = pathlib.Path(env["FASTRTPS_DEFAULT_PROFILES_FILE"])
+            profiles[n.kwargs["executable"]] = str(profile.relative_to(REPO / "params"))
+            ranges[n.kwargs["executable"]] = env.get("ROS_AUTOMATIC_DISCOVERY_RANGE")
+            assert profile.is_file(), profile
+        frames = {"sim", "camera", "detector"} & profiles.keys()
+        assert {"camera", "detector"} <= frames and ("sim" in frames) == (params == "sim.yaml"), profiles
+        assert {"manager", "cnc", "state_manager"} <= profiles.keys()
+        localhost = discovery_range == "LOCALHOST"
+        for e in profiles:
+            udp_only = localhost and e not in frames
+            assert profiles[e] == ("fastdds-control.xml" if udp_only else "fastdds.xml"), (discovery_range, profiles)
+            assert ranges[e] == ("SYSTEM_DEFAULT" if udp_only else None), (discovery_range, ranges)
+    assert "<segment_size>" in (REPO / "params" / "fastdds.xml").read_text()
     # Well-formed XML to a strict parser (Fast DDS's tinyxml2 forgives a
     # "--" inside a comment; other tools do not).
     import xml.dom.minidom
 
-    xml.dom.minidom.parse(str(REPO / "params" / "fastdds.xml"))
+    for name in ("fastdds.xml", "fastdds-control.xml"):
+        xml.dom.minidom.parse(str(REPO / "params" / name))
     # Each node gets its own section of the file: the values check-config validated.
     import yaml
 
