@@ -7,6 +7,7 @@ damage is still read and played."""
 import dataclasses
 import json
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -156,8 +157,8 @@ def test_a_bag_written_by_rosbags_plays_into_rclpy_with_pause_step_and_resume(tm
     assert spin_until(executor, lambda: node.count_publishers("/renamed") > 0, 30), "".join(player.stderr)
     assert spin_until(executor, lambda: len(clock) > 0, 10), "no /clock"
     # Paused: two steps give exactly two messages, and it stays paused.
-    for _ in range(2):
-        assert call_service(executor, client["play_next"], Trigger.Request()).success
+    for step in range(2):
+        assert step_player(executor, client["play_next"], lambda: len(got) > step)
     assert spin_until(executor, lambda: len(got) == 2, 10)
     assert call_service(executor, client["is_paused"], Trigger.Request()).success
     assert not spin_until(executor, lambda: len(got) > 2, 0.5), "played on while paused"
@@ -168,6 +169,27 @@ def test_a_bag_written_by_rosbags_plays_into_rclpy_with_pause_step_and_resume(tm
     assert got == [f"m{i}" for i in range(10)]
     assert player.wait(20) == 0, "".join(player.stderr)
     assert all(1_000_000_000_000 <= c <= 1_000_000_000_000 + 900_000_000 for c in clock), "/clock is the bag's time"
+
+
+def step_player(executor, play_next, played, timeout_s=10.0):
+    """Steps a paused player by one message; whether it stepped.
+
+    play_next is not idempotent (each call plays one more message), so it is
+    not resent as call_service's resend_after_s would. When its answer is
+    lost (see call_service), played() (its message has arrived) says whether
+    it was carried out, and it is sent again only if not."""
+    from std_srvs.srv import Trigger
+
+    assert spin_until(executor, play_next.service_is_ready, 30), f"{play_next.srv_name} never appeared"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        future = play_next.call_async(Trigger.Request())
+        if spin_until(executor, future.done, 2.0):
+            return future.result().success
+        play_next.remove_pending_request(future)
+        if spin_until(executor, played, 2.0):
+            return True
+    raise AssertionError(f"{play_next.srv_name} did not answer within {timeout_s} s")
 
 
 def test_a_damaged_bag_is_named_by_file_and_offset_and_its_readable_part_plays(tmp_path, spawn, rclpy_node):
