@@ -77,6 +77,16 @@ type SharedLive = Arc<Mutex<Live>>;
 /// state manager (its epochs and expiry).
 const RECORD_FOR: Duration = Duration::from_secs(30);
 
+/// The waits between a CNC's attempts to record a transition: doubling
+/// from 250 ms, then each second, so a store that comes back (a restarted
+/// state manager takes up to 4 s) hears from the CNC within a second.
+fn record_waits() -> impl Iterator<Item = Duration> {
+    const LONGEST: Duration = Duration::from_secs(1);
+    std::iter::successors(Some(Duration::from_millis(250)), |w| {
+        Some((*w * 2).min(LONGEST))
+    })
+}
+
 /// Why a transition was not recorded.
 enum Record {
     /// Final: a stale epoch, the object in another state.
@@ -446,9 +456,10 @@ impl Ctx {
     ) -> Result<(), NotRecorded> {
         // When it happened, whenever the store takes it.
         let stamp = wall_now();
-        let mut wait = Duration::from_millis(250);
+        let mut waits = record_waits();
         let give_up = tokio::time::Instant::now() + RECORD_FOR;
         loop {
+            let wait = waits.next().unwrap_or(RECORD_FOR);
             match self
                 .transition_once(epoch, object, from, to, reason, &stamp)
                 .await
@@ -464,7 +475,6 @@ impl Ctx {
                         "recording {to}: {e}; trying again in {wait:?}"
                     );
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(4));
                 }
                 Err(Record::NotNow(why)) => return Err(NotRecorded { why, holds: None }),
             }
@@ -1085,6 +1095,26 @@ pub fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pick_outcome_is_retried_at_least_each_second_until_it_is_given_up() {
+        let waits: Vec<Duration> = record_waits().take(6).collect();
+        let ms: Vec<u128> = waits.iter().map(|w| w.as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 1000, 1000, 1000]);
+        // A store back after a restart's 4 s is asked again within 1 s,
+        // and tried about 30 times before RECORD_FOR runs out.
+        let mut at = Duration::ZERO;
+        let attempts = record_waits()
+            .take_while(|w| {
+                at += *w;
+                at < RECORD_FOR
+            })
+            .count();
+        assert!((28..=31).contains(&attempts), "{attempts}");
+        assert!(record_waits()
+            .take(100)
+            .all(|w| w <= Duration::from_secs(1)));
+    }
 
     #[test]
     fn an_outcome_is_raised_unless_the_store_holds_it_or_the_next_epoch_reports_it() {
