@@ -210,23 +210,37 @@ def resume_player(executor, node, timeout_s=10.0):
     """Resumes a `cncpick play --start-paused`; whether it resumed.
 
     resume is not idempotent (sent again, it answers success=False: not
-    paused), so it is not resent as call_service's resend_after_s would.
-    When its answer is lost (see call_service), is_paused, which is, says
+    paused). When its answer is lost, is_paused, which is idempotent, says
     whether it was carried out."""
     from std_srvs.srv import Trigger
 
-    resume = node.create_client(Trigger, "/cncpick_player/resume")
     is_paused = node.create_client(Trigger, "/cncpick_player/is_paused")
-    assert spin_until(executor, resume.service_is_ready, 30), "/cncpick_player/resume never appeared"
+    resume = node.create_client(Trigger, "/cncpick_player/resume")
+
+    def resumed():
+        return not call_service(executor, is_paused, Trigger.Request(), resend_after_s=2.0).success
+
+    answer = call_once(executor, resume, Trigger.Request(), resumed, timeout_s)
+    return answer is None or answer.success
+
+
+def call_once(executor, client, request, carried_out, timeout_s=10.0):
+    """Calls a service that must not be carried out twice; its response, or
+    None if the response was lost but carried_out() says the call was.
+
+    A lost response (see call_service) is not taken as a lost request: the
+    request is sent again only when carried_out() says it was not."""
+    name = client.srv_name
+    assert spin_until(executor, client.service_is_ready, 30), f"{name} never appeared"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        future = resume.call_async(Trigger.Request())
+        future = client.call_async(request)
         if spin_until(executor, future.done, 2.0):
-            return future.result().success
-        resume.remove_pending_request(future)
-        if not call_service(executor, is_paused, Trigger.Request(), resend_after_s=2.0).success:
-            return True
-    raise AssertionError(f"/cncpick_player/resume did not answer within {timeout_s} s")
+            return future.result()
+        client.remove_pending_request(future)
+        if carried_out():
+            return None
+    raise AssertionError(f"{name} did not answer within {timeout_s} s")
 
 
 def spin_until(executor, done, timeout_s):

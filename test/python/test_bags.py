@@ -19,7 +19,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 import cncpick_msgs.msg as MSG
-from conftest import FIXTURES, bin_path, call_service, resume_player, spin_until
+from conftest import FIXTURES, bin_path, call_once, call_service, resume_player, spin_until
 from rosmsg_dict import from_dict, to_dict
 
 FIXTURE = json.loads((FIXTURES / "interop.json").read_text())
@@ -158,7 +158,13 @@ def test_a_bag_written_by_rosbags_plays_into_rclpy_with_pause_step_and_resume(tm
     assert spin_until(executor, lambda: len(clock) > 0, 10), "no /clock"
     # Paused: two steps give exactly two messages, and it stays paused.
     for step in range(2):
-        assert step_player(executor, client["play_next"], lambda: len(got) > step)
+        # play_next plays one more message each time: its message arriving
+        # says a lost answer's call was carried out.
+        def played(step=step):
+            return spin_until(executor, lambda: len(got) > step, 2.0)
+
+        answer = call_once(executor, client["play_next"], Trigger.Request(), played)
+        assert answer is None or answer.success
     assert spin_until(executor, lambda: len(got) == 2, 10)
     assert call_service(executor, client["is_paused"], Trigger.Request()).success
     assert not spin_until(executor, lambda: len(got) > 2, 0.5), "played on while paused"
@@ -171,25 +177,52 @@ def test_a_bag_written_by_rosbags_plays_into_rclpy_with_pause_step_and_resume(tm
     assert all(1_000_000_000_000 <= c <= 1_000_000_000_000 + 900_000_000 for c in clock), "/clock is the bag's time"
 
 
-def step_player(executor, play_next, played, timeout_s=10.0):
-    """Steps a paused player by one message; whether it stepped.
+class _LossyClient:
+    """A service client whose first `lose` answers are lost; each call is
+    carried out (counted) unless `fail` says the request itself was lost."""
 
-    play_next is not idempotent (each call plays one more message), so it is
-    not resent as call_service's resend_after_s would. When its answer is
-    lost (see call_service), played() (its message has arrived) says whether
-    it was carried out, and it is sent again only if not."""
-    from std_srvs.srv import Trigger
+    srv_name = "/lossy"
 
-    assert spin_until(executor, play_next.service_is_ready, 30), f"{play_next.srv_name} never appeared"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        future = play_next.call_async(Trigger.Request())
-        if spin_until(executor, future.done, 2.0):
-            return future.result().success
-        play_next.remove_pending_request(future)
-        if spin_until(executor, played, 2.0):
-            return True
-    raise AssertionError(f"{play_next.srv_name} did not answer within {timeout_s} s")
+    def __init__(self, lose, fail=()):
+        self.lose, self.fail, self.sent, self.carried = lose, set(fail), 0, 0
+
+    def service_is_ready(self):
+        return True
+
+    def call_async(self, request):
+        import concurrent.futures
+
+        self.sent += 1
+        if self.sent not in self.fail:
+            self.carried += 1
+        future = concurrent.futures.Future()
+        if self.sent > self.lose:
+            future.set_result(dataclasses.make_dataclass("R", ["success"])(True))
+        return future
+
+    def remove_pending_request(self, future):
+        future.cancel()
+
+
+class _Idle:
+    def spin_once(self, timeout_sec):
+        time.sleep(min(timeout_sec, 0.01))
+
+
+def test_a_lost_answer_is_resent_only_if_the_call_was_not_carried_out():
+    # The answer lost, the call carried out: not sent again.
+    client = _LossyClient(lose=1)
+    assert call_once(_Idle(), client, None, lambda: client.carried == 1) is None
+    assert (client.sent, client.carried) == (1, 1)
+    # The request itself lost: sent again, and answered.
+    client = _LossyClient(lose=1, fail={1})
+    assert call_once(_Idle(), client, None, lambda: client.carried == 1).success
+    assert (client.sent, client.carried) == (2, 1)
+    # Never answered, never carried out: a failure naming the service.
+    client = _LossyClient(lose=99, fail=range(1, 99))
+    with pytest.raises(AssertionError, match="/lossy did not answer within 4.5 s"):
+        call_once(_Idle(), client, None, lambda: False, timeout_s=4.5)
+    assert client.sent == 3
 
 
 def test_a_damaged_bag_is_named_by_file_and_offset_and_its_readable_part_plays(tmp_path, spawn, rclpy_node):
