@@ -81,10 +81,13 @@ const RECORD_FOR: Duration = Duration::from_secs(30);
 /// from 250 ms, then each second, so a store that comes back (a restarted
 /// state manager takes up to 4 s) hears from the CNC within a second.
 fn record_waits() -> impl Iterator<Item = Duration> {
-    const LONGEST: Duration = Duration::from_secs(1);
-    std::iter::successors(Some(Duration::from_millis(250)), |w| {
-        Some((*w * 2).min(LONGEST))
-    })
+    let backoff = Backoff {
+        initial: Duration::from_millis(250),
+        multiplier: 2.0,
+        max: Duration::from_secs(1),
+        jitter: 0.0,
+    };
+    (1..).map(move |retry| backoff.delay(retry, 0.5))
 }
 
 /// Why a transition was not recorded.
