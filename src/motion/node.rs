@@ -4,6 +4,9 @@
 //! - configure: open the port, soft reset and wait for the banner, check
 //!   `$$` against the params, home with `$H` where homing is enabled and the board is locked (position unknown), set
 //!   absolute millimetres, rest at the safe height inside the workspace.
+//!   A board found at 0, 0, 0 after the port was away lost power (it
+//!   counts from where it stood): it is homed, or without homing refused
+//!   until an operator's unlock.
 //! - activate: a new epoch from the state manager; picks are accepted.
 //! - deactivate: no new picks; the current one finishes (bounded) or is
 //!   stopped with a feed hold and a reset.
@@ -176,8 +179,29 @@ async fn run_lines(g: &Grbl, lines: &[String], timeout: Duration) -> anyhow::Res
     Ok(())
 }
 
-/// configure's conversation with the board.
-async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Result<()> {
+/// Whether a board found unlocked at `now_mm` after the reset lost power
+/// since this process last had it at `was_mm`. GRBL counts from 0 where
+/// it powers on, and boots unlocked when homing is disabled; the
+/// workspace keeps every axis at least its margin from 0, and configure
+/// always leaves the gantry inside it. So a board at exactly 0 that stood
+/// elsewhere was powered off (its cable pulled), and its zero is now
+/// wherever it stood: its position is unknown.
+fn powered_off_since(was_mm: Option<[f64; 3]>, now_mm: [f64; 3]) -> bool {
+    // GRBL reports three decimals.
+    const AT_ZERO_MM: f64 = 1e-3;
+    was_mm.is_some_and(|w| {
+        now_mm.iter().all(|v| v.abs() < AT_ZERO_MM) && w.iter().any(|v| v.abs() >= AT_ZERO_MM)
+    })
+}
+
+/// configure's conversation with the board. `was_mm`: where this process
+/// last had the machine (none at its start, or after an operator's unlock).
+async fn bring_up(
+    g: &Grbl,
+    p: &MotionParams,
+    live: &SharedLive,
+    was_mm: Option<[f64; 3]>,
+) -> anyhow::Result<()> {
     let response = Duration::from_secs_f64(p.grbl_command_response_s);
     // The board may still be moving (this node's last process died in a
     // pick): hold until it is at rest first, so the reset keeps the
@@ -200,8 +224,18 @@ async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Resu
     // homing enabled, a limit was hit, or it was reset while moving; its
     // position is unknown. Otherwise GRBL kept its position through the
     // reset (a restart of this node), and homing again would only cost time.
-    let locked = status_now(g, response).await?.state == Some(MachineState::Alarm);
-    if locked && p.homing {
+    let after_reset = status_now(g, response).await?;
+    let locked = after_reset.state == Some(MachineState::Alarm);
+    let found_mm = after_reset.machine_mm(None);
+    let powered_off = !locked && found_mm.is_some_and(|at| powered_off_since(was_mm, at));
+    if powered_off && p.homing {
+        tracing::warn!(
+            cnc = %p.cnc_id,
+            was_mm = ?was_mm,
+            "the board lost power while the port was away, and booted unlocked: homing"
+        );
+    }
+    if (locked || powered_off) && p.homing {
         run_lines(
             g,
             &["$H".into()],
@@ -214,6 +248,18 @@ async fn bring_up(g: &Grbl, p: &MotionParams, live: &SharedLive) -> anyhow::Resu
         anyhow::bail!(
             "{}: the board is in alarm lock (position unknown) and homing is disabled: \
              check the machine, then call cnc_{}/unlock ($X) and configure again",
+            p.port,
+            p.cnc_id
+        );
+    } else if powered_off {
+        // It would take its zero from where it stands: every move would
+        // land that far off, outside the workspace.
+        let [x, y, z] = was_mm.unwrap_or_default();
+        anyhow::bail!(
+            "{}: the board lost power while the port was away: it reports 0, 0, 0, where \
+             it powered on, but stood at {x:.3}, {y:.3}, {z:.3} mm, so its position is \
+             unknown, and homing is disabled: move the gantry to its machine zero, then \
+             call cnc_{}/unlock and configure again",
             p.port,
             p.cnc_id
         );
@@ -781,7 +827,15 @@ pub struct MotionNode {
     configured_tasks: Vec<JoinHandle<()>>,
     active_tasks: Vec<JoinHandle<()>>,
     unreported: Unreported,
+    /// Where the machine was when this process last let go of a board it
+    /// had brought up (the next bring-up checks the board did not lose
+    /// power meanwhile); none at the start and after an operator's unlock.
+    last_at_mm: LastAt,
+    /// The board now open was brought up: its position is known.
+    brought_up: bool,
 }
+
+type LastAt = Arc<Mutex<Option<[f64; 3]>>>;
 
 impl MotionNode {
     pub fn new(c: &NodeContext<MotionParams>) -> Self {
@@ -798,6 +852,8 @@ impl MotionNode {
             configured_tasks: Vec::new(),
             active_tasks: Vec::new(),
             unreported: Default::default(),
+            last_at_mm: Default::default(),
+            brought_up: false,
         }
     }
 
@@ -824,11 +880,16 @@ impl MotionNode {
             }
         }));
         let (slot, params) = (self.grbl.clone(), self.params.clone());
-        let conversation = self.conversation.clone();
+        let (conversation, last_at) = (self.conversation.clone(), self.last_at_mm.clone());
         self.service_tasks.push(tokio::spawn(async move {
             while let Some(req) = unlock.next().await {
                 let _talking = conversation.lock().await;
                 let resp = unlock_board(&slot, &params.get()).await;
+                if resp.success {
+                    // The operator has checked the machine: its position
+                    // is taken as the board gives it.
+                    *lock(&last_at) = None;
+                }
                 reply(req, &unlock_service, resp);
             }
         }));
@@ -893,6 +954,9 @@ impl MotionNode {
         {
             t.abort();
         }
+        if std::mem::take(&mut self.brought_up) {
+            *lock(&self.last_at_mm) = Some(lock(&self.live).machine_mm);
+        }
         if let Some(g) = lock(&self.grbl).take() {
             // Vacuum off and motion stopped before the port closes; closed
             // now, whoever still holds the handle, so that it can be
@@ -935,10 +999,14 @@ impl Steps for MotionNode {
         ));
         let live = self.live.clone();
         let (g2, p2) = (g.clone(), p.clone());
-        if let Err(e) = block_on(async move { bring_up(&g2, &p2, &live).await }).and_then(|r| r) {
+        let was_mm = *lock(&self.last_at_mm);
+        if let Err(e) =
+            block_on(async move { bring_up(&g2, &p2, &live, was_mm).await }).and_then(|r| r)
+        {
             self.close();
             return Err(e);
         }
+        self.brought_up = true;
         self.publish_status(&p)?;
         Ok(())
     }
@@ -1117,6 +1185,21 @@ mod tests {
         assert!(record_waits()
             .take(100)
             .all(|w| w <= Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_board_at_its_power_on_zero_after_standing_elsewhere_lost_power() {
+        let inside = Some([-120.5, -330.0, -1.0]);
+        assert!(powered_off_since(inside, [0.0; 3]));
+        assert!(powered_off_since(inside, [0.0004, -0.0004, 0.0]));
+        // Kept its position through the reset, or anywhere but 0.
+        assert!(!powered_off_since(inside, [-120.5, -330.0, -1.0]));
+        assert!(!powered_off_since(inside, [-0.002, 0.0, 0.0]));
+        assert!(!powered_off_since(inside, [0.0, 0.0, -5.0]));
+        // Nothing known to compare with: a process started afresh, or an
+        // operator's unlock.
+        assert!(!powered_off_since(None, [0.0; 3]));
+        assert!(!powered_off_since(Some([0.0; 3]), [0.0; 3]));
     }
 
     #[test]

@@ -37,6 +37,16 @@ struct Rig {
 
 impl Rig {
     async fn start(tag: &str, homing: bool) -> Rig {
+        // Objects are handed over as soon as they are on the belt (the
+        // test stands in for the scheduler): allow a long wait for them.
+        let motion = MotionParams {
+            motion_wait_for_trigger_s: 15.0,
+            ..MotionParams::default()
+        };
+        Self::start_with(tag, homing, motion).await
+    }
+
+    async fn start_with(tag: &str, homing: bool, motion: MotionParams) -> Rig {
         cncpick::kit::app::init_tracing_at(Some("info"));
         let lease = DomainLease::acquire().unwrap();
         std::env::set_var("ROS_DOMAIN_ID", lease.id.to_string());
@@ -49,12 +59,6 @@ impl Rig {
             burst_probability: 0.0,
             cnc_homing: homing,
             ..SimParams::default()
-        };
-        // Objects are handed over as soon as they are on the belt (the
-        // test stands in for the scheduler): allow a long wait for them.
-        let motion = MotionParams {
-            motion_wait_for_trigger_s: 15.0,
-            ..MotionParams::default()
         };
         let c = NodeCell::start(&dir, sim, board, motion).await.unwrap();
         Rig {
@@ -270,6 +274,51 @@ async fn after_a_hard_limit_without_homing_only_the_unlock_service_clears_the_lo
     let r = call(&unlock, "unlock", &req, CALL).await.unwrap();
     assert!(r.success, "{}", r.message);
     assert_eq!(rig.c.cell.emu().snapshot().state, MachineState::Idle);
+    rig.epoch_above(epoch).await;
+    rig.stop().await;
+}
+
+/// Without homing, a board that lost power while its cable was out boots
+/// unlocked and counts from 0 where its gantry stands. Plugged in again,
+/// it is refused at configure, and nothing moves, until an operator's
+/// unlock; then the node brings it up. (`reconnect_attempts` 0: the node
+/// does not reconfigure itself, so each configure is the test's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_homing_a_board_that_lost_power_is_refused_until_an_unlock() {
+    let motion = MotionParams {
+        reconnect_attempts: 0,
+        ..MotionParams::default()
+    };
+    let rig = Rig::start_with("power", false, motion).await;
+    let epoch = rig.epoch_above(0).await;
+    let stood_mm = rig.c.cell.emu().snapshot().position_mm;
+    rig.c.cell.unplug();
+    let released = async {
+        while rig.c.cnc.state() != State::Unconfigured {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), released)
+        .await
+        .expect("not Unconfigured with the port gone");
+    rig.c.cell.plug_in().unwrap();
+    assert!(
+        !rig.c.cnc.change_state("configure").await,
+        "configured a board that lost power, taking its zero from where it stood"
+    );
+    assert_eq!(rig.c.cnc.state(), State::Unconfigured);
+    let board = rig.c.cell.emu().snapshot();
+    assert_eq!(board.state, MachineState::Idle, "the board is not locked");
+    assert_eq!(board.position_mm, stood_mm, "the gantry moved");
+    let unlock = rig.c.trigger("unlock").unwrap();
+    let req = r2r::std_srvs::srv::Trigger::Request::default();
+    let r = call(&unlock, "unlock", &req, CALL).await.unwrap();
+    assert!(r.success, "{}", r.message);
+    assert!(
+        rig.c.cnc.change_state("configure").await,
+        "refused after the unlock"
+    );
+    assert!(rig.c.cnc.change_state("activate").await);
     rig.epoch_above(epoch).await;
     rig.stop().await;
 }
