@@ -228,14 +228,15 @@ async fn bring_up(
     let locked = after_reset.state == Some(MachineState::Alarm);
     let found_mm = after_reset.machine_mm(None);
     let powered_off = !locked && found_mm.is_some_and(|at| powered_off_since(was_mm, at));
-    if powered_off && p.homing {
-        tracing::warn!(
-            cnc = %p.cnc_id,
-            was_mm = ?was_mm,
-            "the board lost power while the port was away, and booted unlocked: homing"
-        );
-    }
-    if (locked || powered_off) && p.homing {
+    let homes = (locked || powered_off) && p.homing;
+    if homes {
+        if powered_off {
+            tracing::warn!(
+                cnc = %p.cnc_id,
+                was_mm = ?was_mm,
+                "the board lost power while the port was away, and booted unlocked: homing"
+            );
+        }
         run_lines(
             g,
             &["$H".into()],
@@ -265,11 +266,14 @@ async fn bring_up(
         );
     }
     run_lines(g, &["G90 G21 G94".into(), "M9".into()], response).await?;
-    // Where it is.
-    let at = status_now(g, response)
-        .await?
-        .machine_mm(None)
-        .ok_or_else(|| anyhow::anyhow!("{}: the status report has no position", p.port))?;
+    // Where it is: where homing left it, or else where the reset found it
+    // (nothing has moved it since).
+    let at = if homes {
+        status_now(g, response).await?.machine_mm(None)
+    } else {
+        found_mm
+    }
+    .ok_or_else(|| anyhow::anyhow!("{}: the status report has no position", p.port))?;
     // To rest where it stands: up to the safe height if below it, and
     // inside the workspace (a homed gantry stands just outside). No park
     // mid-window: the first pick's approach starts from here as well as
